@@ -1,0 +1,35 @@
+# Two commands do everything (see README.md):
+#   make run    set up on a fresh machine, install the models, run the service on ./var/inbox -> ./var/outbox
+#   make test   set up the same way, then run the whole test suite
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+ANOND  := $(VENV)/bin/anond
+MODELS ?= var/models
+
+.PHONY: setup run test models bench clean
+setup: $(VENV)/.installed $(MODELS)/.installed
+
+$(VENV)/.installed: pyproject.toml packaging/setup-system.sh
+	sh packaging/setup-system.sh
+	python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $@
+
+$(MODELS)/.installed: $(VENV)/.installed models/manifest.toml
+	$(ANOND) models install --dir $(MODELS)
+	touch $@
+
+run: setup
+	mkdir -p var/inbox var/outbox
+	$(ANOND) run --log-level info
+
+test: setup
+	$(PY) -m pytest -q
+
+bench: setup
+	$(PY) bench/accuracy.py
+	$(PY) bench/throughput.py
+
+clean:
+	rm -rf $(VENV) var .pytest_cache

@@ -1,0 +1,1 @@
+"""Sub-commands that are not owned by a single stage module."""

@@ -1,0 +1,46 @@
+"""Specific errors at the boundaries, so callers can decide: retry, quarantine, or stop.
+
+Messages never contain file names, paths or coordinates: the caller adds the job id.
+"""
+
+
+class AnondError(Exception):
+    """Base of every expected error. `permanent` errors quarantine the input; others retry."""
+
+    permanent = True
+    code = "error"
+
+
+class ConfigError(AnondError):
+    code = "config"
+
+
+class UnsupportedMedia(AnondError):
+    code = "unsupported_media"
+
+
+class CorruptMedia(AnondError):
+    code = "corrupt_media"
+
+
+class ModelMissing(AnondError):
+    code = "model_missing"
+
+
+class ModelChecksumMismatch(AnondError):
+    code = "model_checksum"
+
+
+class ProviderUnavailable(AnondError):
+    code = "provider_unavailable"
+
+
+class RegionsError(AnondError):
+    code = "regions_invalid"
+
+
+class TransientIOError(AnondError):
+    """Disk full, I/O error, GPU out of memory: worth another try later."""
+
+    permanent = False
+    code = "transient_io"
