@@ -1,0 +1,194 @@
+"""Masking: make every found object unrecognisable, in place, at full resolution.
+
+One geometry serves both `apply` (which changes pixels) and `coverage_mask` (which says which
+pixels `apply` changes), so "masked recall" measured with `coverage_mask` is what the output got:
+
+- each box grows by a margin on every side, as a fraction of its width/height
+  (`face_margin`, `plate_margin`; manual regions get none: the operator drew them exactly);
+- the shape per class is the margined box or the ellipse inscribed in it
+  (`face_shape`, `plate_shape`, `manual_shape`);
+- boxes partly outside the image are clipped; nothing is ever written outside its bounds.
+
+Modes: `blur`, `pixelate`, `solid` (see `_blur` for why the blur cannot be undone).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Sequence
+
+import cv2
+import numpy as np
+
+from .config import MaskMode, MaskSettings, MaskShape
+from .types import Detections, Target
+
+# Blur: the margined box is reduced to this many cells across before being smoothed back up.
+# The object itself (face or plate) then spans about 4 cells: below what identification or
+# reading needs, whatever is done to the result afterwards.
+BLUR_CELLS = 6
+# Pixelate: the margined box spans at most this many blocks across (block >= object / 8).
+PIXEL_BLOCKS = 8
+# Standard deviation (grey levels) of the noise added over blurred regions.
+BLUR_NOISE_SIGMA = 3.0
+
+_Region = tuple[tuple[slice, slice], np.ndarray, float]  # (roi, bool mask of the roi, object size)
+
+
+def margin_for(cls: int, mask: MaskSettings) -> float:
+    """Margin fraction for a class: faces and plates have their own, manual regions none."""
+    if cls == Target.FACE:
+        return mask.face_margin
+    if cls == Target.PLATE:
+        return mask.plate_margin
+    return 0.0
+
+
+def shape_for(cls: int, mask: MaskSettings) -> MaskShape:
+    """Mask shape for a class."""
+    if cls == Target.FACE:
+        return mask.face_shape
+    if cls == Target.PLATE:
+        return mask.plate_shape
+    return mask.manual_shape
+
+
+def margined_box(xyxy: Sequence[float], margin: float) -> tuple[float, float, float, float]:
+    """The box grown by `margin` x its width (height) on the left and right (top and bottom)."""
+    x0, y0, x1, y1 = (float(v) for v in xyxy)
+    dx, dy = (x1 - x0) * margin, (y1 - y0) * margin
+    return x0 - dx, y0 - dy, x1 + dx, y1 + dy
+
+
+def _shape_region(shape_hw: tuple[int, int], box, shape: MaskShape) -> _Region | None:
+    """Pixels of a (margined, float) box or its inscribed ellipse, clipped to the image."""
+    h, w = shape_hw
+    x0, y0, x1, y1 = box
+    if not (x1 > x0 and y1 > y0) or not all(map(math.isfinite, box)):
+        return None
+    # Any pixel the box touches is covered (conservative rounding outwards).
+    c0, r0 = max(0, math.floor(x0)), max(0, math.floor(y0))
+    c1, r1 = min(w, math.ceil(x1)), min(h, math.ceil(y1))
+    if c1 <= c0 or r1 <= r0:
+        return None
+    roi = (slice(r0, r1), slice(c0, c1))
+    size = max(x1 - x0, y1 - y0)
+    if shape == "box":
+        return roi, np.ones((r1 - r0, c1 - c0), bool), size
+    # Ellipse inscribed in the unclipped box, tested at pixel centres; +0.5 px on each axis so
+    # the thin ends of small ellipses still cover the pixels they cross.
+    cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+    ax, ay = (x1 - x0) / 2 + 0.5, (y1 - y0) / 2 + 0.5
+    xs = (np.arange(c0, c1, dtype=np.float32) + 0.5 - cx) / ax
+    ys = (np.arange(r0, r1, dtype=np.float32) + 0.5 - cy) / ay
+    inside = ys[:, None] ** 2 + xs[None, :] ** 2 <= 1.0
+    if not inside.any():
+        return None
+    return roi, inside, size
+
+
+def regions(shape_hw: tuple[int, int], detections: Detections, mask: MaskSettings) -> Iterator[_Region]:
+    """The pixel regions that masking `detections` covers, one per detection (clipped)."""
+    for xyxy, cls in zip(detections.xyxy, detections.cls):
+        box = margined_box(xyxy, margin_for(int(cls), mask))
+        region = _shape_region(shape_hw, box, shape_for(int(cls), mask))
+        if region is not None:
+            yield region
+
+
+def coverage_mask(shape_hw: tuple[int, int], detections: Detections, mask: MaskSettings) -> np.ndarray:
+    """Boolean (H, W): True where `apply` with the same arguments changes the image."""
+    out = np.zeros(tuple(shape_hw[:2]), bool)
+    for roi, inside, _ in regions(tuple(shape_hw[:2]), detections, mask):
+        out[roi] |= inside
+    return out
+
+
+def apply(image: np.ndarray, detections: Detections, mask: MaskSettings) -> np.ndarray:
+    """Mask every detection in `image` (BGR uint8, modified in place); return `image`."""
+    for roi, inside, size in regions(image.shape[:2], detections, mask):
+        _mask_region(image, roi, inside, size, mask.mode, mask.solid_color)
+    return image
+
+
+def apply_polygons(
+    image: np.ndarray,
+    polygons: Sequence[np.ndarray | Sequence[Sequence[float]]],
+    mode: MaskMode = "blur",
+    *,
+    solid_color: tuple[int, int, int] = (0, 0, 0),
+) -> np.ndarray:
+    """Mask the inside of each polygon ((N, 2) x, y pixel points) in place; return `image`."""
+    for poly in polygons:
+        region = polygon_region(image.shape[:2], poly)
+        if region is not None:
+            roi, inside, size = region
+            _mask_region(image, roi, inside, size, mode, solid_color)
+    return image
+
+
+def polygon_region(shape_hw: tuple[int, int], polygon) -> _Region | None:
+    """Pixels inside a polygon (edges included), clipped to the image."""
+    pts = np.asarray(polygon, np.float64).reshape(-1, 2)
+    if len(pts) < 3 or not np.isfinite(pts).all():
+        return None
+    h, w = shape_hw
+    x0, y0 = pts.min(axis=0)
+    x1, y1 = pts.max(axis=0)
+    c0, r0 = max(0, math.floor(x0)), max(0, math.floor(y0))
+    c1, r1 = min(w, math.ceil(x1) + 1), min(h, math.ceil(y1) + 1)
+    if c1 <= c0 or r1 <= r0:
+        return None
+    local = np.zeros((r1 - r0, c1 - c0), np.uint8)
+    shift = 4  # sub-pixel precision for fillPoly
+    pts_local = np.round((pts - [c0, r0]) * (1 << shift)).astype(np.int32)
+    cv2.fillPoly(local, [pts_local], 1, lineType=cv2.LINE_8, shift=shift)
+    cv2.polylines(local, [pts_local], True, 1, lineType=cv2.LINE_8, shift=shift)
+    inside = local.astype(bool)
+    if not inside.any():
+        return None
+    return (slice(r0, r1), slice(c0, c1)), inside, float(max(x1 - x0, y1 - y0))
+
+
+def _mask_region(image: np.ndarray, roi, inside: np.ndarray, size: float, mode: str, solid_color) -> None:
+    patch = image[roi]
+    if mode == "solid":
+        patch[inside] = np.asarray(solid_color, np.uint8)[: patch.shape[-1]] if patch.ndim == 3 else solid_color[0]
+        return
+    if mode == "pixelate":
+        masked = _pixelate(patch, size)
+    elif mode == "blur":
+        masked = _blur(patch, size)
+    else:
+        raise ValueError(f"unknown mask mode: {mode}")
+    patch[inside] = masked[inside]
+
+
+def _pixelate(patch: np.ndarray, size: float) -> np.ndarray:
+    """Mean colour per block; the object spans at most PIXEL_BLOCKS blocks across."""
+    block = max(2.0, size / PIXEL_BLOCKS)
+    h, w = patch.shape[:2]
+    small = cv2.resize(patch, (max(1, math.ceil(w / block)), max(1, math.ceil(h / block))),
+                       interpolation=cv2.INTER_AREA)
+    return cv2.resize(small, (w, h), interpolation=cv2.INTER_NEAREST)
+
+
+def _blur(patch: np.ndarray, size: float) -> np.ndarray:
+    """A smooth colour field that keeps no detail of the object.
+
+    A plain Gaussian blur is a linear filter: deconvolution or sharpening brings much of the
+    detail back, and a weak one leaves faces detectable. Instead the region is first averaged
+    down to about BLUR_CELLS cells across (area average: everything finer is gone, there is
+    nothing left to invert), then scaled back up and Gaussian-smoothed with a sigma of half a
+    cell so it looks like a blur rather than blocks. Kernel and sigma grow with the object.
+    Slight random noise (fresh each call) hides the smooth gradients a face detector might
+    still key on and leaves no exact linear relation to the cell averages.
+    """
+    h, w = patch.shape[:2]
+    cell = max(1.0, size / BLUR_CELLS)
+    small = cv2.resize(patch, (max(1, math.ceil(w / cell)), max(1, math.ceil(h / cell))),
+                       interpolation=cv2.INTER_AREA)
+    up = cv2.resize(small, (w, h), interpolation=cv2.INTER_LINEAR)
+    smooth = cv2.GaussianBlur(up, (0, 0), sigmaX=max(0.8, cell / 2), borderType=cv2.BORDER_REPLICATE)
+    noise = np.random.default_rng().normal(0.0, BLUR_NOISE_SIGMA, smooth.shape)
+    return np.clip(smooth.astype(np.float32) + noise, 0, 255).astype(np.uint8)
