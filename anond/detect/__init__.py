@@ -1,0 +1,1 @@
+"""Detection: ONNX Runtime sessions, one decoder per model family, and the Engine."""

@@ -1,0 +1,111 @@
+"""Engine: the detectors of one worker, loaded once; tiling and per-target thresholds.
+
+    engine = Engine.load(settings)
+    found = engine.detect([bgr_image], profile.detect, ["face", "plate"])
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterable, Sequence
+
+import numpy as np
+
+from ..config import DetectSettings, Settings
+from ..errors import ConfigError, ModelMissing
+from ..models import InstalledModel, verified_model
+from ..types import Detections, Target
+from .base import Detector
+from .nms import nms
+from .tiling import plan
+
+TARGETS = {"face": Target.FACE, "plate": Target.PLATE}
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What a report may say about a model: name, task, family, sha256, provider, licence."""
+
+    name: str
+    task: str
+    family: str
+    sha256: str
+    provider: str
+    licence: str
+
+
+def build_detector(installed: InstalledModel, runtime) -> Detector:
+    """The decoder class for the model's family, with its session."""
+    family = installed.spec.family
+    if family == "centerface":
+        from .centerface import CenterFace as cls
+    elif family == "retinaface":
+        from .retinaface import RetinaFace as cls
+    elif family == "yolov8":
+        from .yolov8 import YoloV8 as cls
+    else:
+        raise ConfigError(f"model {installed.spec.name!r}: family {family!r} cannot serve detection")
+    return cls(installed, runtime)
+
+
+class Engine:
+    """Detectors for faces and plates, ready to run on lists of BGR images."""
+
+    def __init__(self, detectors: dict[str, Detector]) -> None:
+        self.detectors = detectors
+        self.models = [
+            ModelInfo(d.spec.name, d.spec.task, d.spec.family, d.sha256, d.provider, d.spec.licence)
+            for d in detectors.values()
+        ]
+        self.provider = self.models[0].provider if self.models else "none"
+
+    @classmethod
+    def load(cls, settings: Settings, targets: Iterable[str] | None = None) -> "Engine":
+        """Verify and load the models serving `targets` (default: face and plate) once."""
+        wanted = list(targets) if targets is not None else list(TARGETS)
+        detectors: dict[str, Detector] = {}
+        for target in wanted:
+            if target not in TARGETS:
+                raise ConfigError(f"unknown target {target!r}")
+            name = getattr(settings.models, target)
+            installed = verified_model(name, settings.models.dir, settings.models.manifest)
+            if installed.spec.task != target:
+                raise ConfigError(f"model {name!r} detects {installed.spec.task}, not {target}")
+            detectors[target] = build_detector(installed, settings.runtime)
+        return cls(detectors)
+
+    def detect(
+        self, images: list[np.ndarray], detect: DetectSettings, targets: Sequence[str]
+    ) -> list[Detections]:
+        """Boxes per image (pixel coordinates of that image), thresholds applied, NMS done."""
+        per_image: list[list[Detections]] = [[] for _ in images]
+        for target in targets:
+            if target not in self.detectors:
+                raise ModelMissing(f"no model loaded for target {target!r}")
+            detector = self.detectors[target]
+            threshold = detect.face_threshold if target == "face" else detect.plate_threshold
+            views, owners = [], []
+            for k, image in enumerate(images):
+                for view in plan(image.shape[0], image.shape[1], detect, detector.fixed_size):
+                    views.append(view.cut(image))
+                    owners.append((k, view))
+            found = detector.detect(views, threshold)
+            boxes: list[list[np.ndarray]] = [[] for _ in images]
+            scores: list[list[np.ndarray]] = [[] for _ in images]
+            for (k, view), (xyxy, score) in zip(owners, found):
+                if len(score):
+                    boxes[k].append(view.to_image(xyxy))
+                    scores[k].append(score)
+            for k in range(len(images)):
+                if not scores[k]:
+                    continue
+                xyxy, score = np.concatenate(boxes[k]), np.concatenate(scores[k])
+                keep = nms(xyxy, score, detect.nms_iou)
+                cls_ = np.full(len(keep), int(TARGETS[target]), np.int16)
+                per_image[k].append(Detections(xyxy[keep], score[keep], cls_))
+        return [Detections.concat(parts) for parts in per_image]
+
+    def warmup(self) -> None:
+        """One tiny inference per model (before the service reports READY=1)."""
+        for detector in self.detectors.values():
+            detector.warmup()

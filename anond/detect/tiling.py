@@ -1,0 +1,77 @@
+"""Which views of an image a detector looks at: the whole image, plus detail tiles.
+
+A view is a crop of the image resized by `scale`. Boxes found in a view map back with
+`box / scale + (x0, y0)`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from ..config import DetectSettings
+
+
+@dataclass(frozen=True)
+class View:
+    x0: int
+    y0: int
+    w: int  # crop size in image pixels
+    h: int
+    scale: float  # view pixels per image pixel
+
+    def cut(self, image: np.ndarray) -> np.ndarray:
+        """The view's pixels (BGR uint8)."""
+        crop = image[self.y0 : self.y0 + self.h, self.x0 : self.x0 + self.w]
+        if self.scale == 1.0:
+            return crop
+        size = (max(1, round(self.w * self.scale)), max(1, round(self.h * self.scale)))
+        interp = cv2.INTER_AREA if self.scale < 1 else cv2.INTER_LINEAR
+        return cv2.resize(crop, size, interpolation=interp)
+
+    def to_image(self, xyxy: np.ndarray) -> np.ndarray:
+        out = xyxy / self.scale
+        out[:, 0::2] += self.x0
+        out[:, 1::2] += self.y0
+        return out
+
+
+def starts(length: int, tile: int, overlap: float) -> list[int]:
+    """Tile origins covering [0, length): equal tiles, the last one flush with the end."""
+    if length <= tile:
+        return [0]
+    step = max(1, int(tile * (1 - overlap)))
+    out = list(range(0, length - tile, step))
+    out.append(length - tile)
+    return out
+
+
+def plan(height: int, width: int, detect: DetectSettings, fixed_size: tuple[int, int] | None) -> list[View]:
+    """Views for one image: a whole-image pass and, with tiling, a detail pass in tiles.
+
+    Whole image: scaled down to `max_input_side` (a fixed-size model letterboxes it itself).
+    Detail: the image at native resolution, or enlarged up to `upscale` for small images so its
+    longer side reaches `upscale_to`, cut into overlapping `tile_size` tiles. Skipped when the
+    whole-image pass already looks at that resolution.
+    """
+    side = max(height, width)
+    if fixed_size is None:
+        full_scale = min(1.0, detect.max_input_side / side)
+        views = [View(0, 0, width, height, full_scale)]
+        effective = full_scale
+    else:
+        views = [View(0, 0, width, height, 1.0)]
+        effective = min(fixed_size[0] / height, fixed_size[1] / width)
+    if not detect.tiling:
+        return views
+    detail = max(1.0, min(detect.upscale, detect.upscale_to / side))
+    if effective >= detail * 0.95:
+        return views
+    crop = detect.tile_size / detail  # tile size in image pixels
+    tile_px = max(1, int(round(crop)))
+    for y0 in starts(height, tile_px, detect.tile_overlap):
+        for x0 in starts(width, tile_px, detect.tile_overlap):
+            views.append(View(x0, y0, min(tile_px, width - x0), min(tile_px, height - y0), detail))
+    return views
