@@ -73,6 +73,10 @@ class DetectSettings(_Section):
     tile_size: int = Field(640, ge=128)
     tile_overlap: float = Field(0.2, ge=0, lt=0.9)
     max_input_side: int = Field(1920, ge=160)  # full-image pass is scaled down to this
+    # Detail pass for small images: enlarged (by at most `upscale`) until the longer side
+    # reaches `upscale_to`, then scanned in tiles, so faces of ~8-10 px are still found.
+    upscale: float = Field(2.0, ge=1, le=4)
+    upscale_to: int = Field(1280, ge=160)
 
 
 class Profile(_Section):
