@@ -97,6 +97,56 @@ class ImageSettings(_Section):
     keep_metadata: list[str] = []
 
 
+class TrackSettings(_Section):
+    """Video tracking: association over time and gap filling in both directions."""
+
+    # Detections with score >= threshold x low_score_ratio (and below the profile threshold)
+    # only extend tracks that already exist (ByteTrack's second stage); they never start one.
+    low_score_ratio: float = Field(0.5, gt=0, le=1)
+    match_iou: float = Field(0.2, ge=0, lt=1)  # first stage: IoU with the predicted box
+    low_match_iou: float = Field(0.4, ge=0, lt=1)  # second stage (low scores): stricter
+    # Masks start this many frames before a track is first detected and end this many after
+    # it is last seen (both bounded by the lookahead window).
+    pre_frames: int = Field(5, ge=0)
+    post_frames: int = Field(5, ge=0)
+    # A track missed for up to this long keeps its mask (boxes interpolated across the gap);
+    # capped by video.lookahead_s.
+    max_gap_s: float = Field(2.0, ge=0)
+    smooth_frames: int = Field(5, ge=1)  # centred moving average over this many observations
+    # Interpolated and extended boxes grow by this fraction per frame away from the nearest
+    # observation (capped at +50 %), because the object may have moved off the straight line.
+    gap_growth: float = Field(0.02, ge=0, le=0.5)
+
+
+class VideoSettings(_Section):
+    """Video: streamed decode, batched detection, tracking, masking and re-encoding."""
+
+    # Encoder: the source's codec family (H.264 -> libx264, HEVC -> libx265; others -> H.264,
+    # or VP9 where the container cannot hold H.264), same size and pixel format family.
+    crf: int = Field(18, ge=0, le=51)  # 18 = visually lossless for x264/x265
+    preset: str = "veryfast"  # x264/x265 preset (CPU encoding must keep up with detection)
+    decoder: Literal["cpu", "nvdec"] = "cpu"  # nvdec: h264_cuvid/hevc_cuvid... when present
+    encoder: Literal["cpu", "nvenc"] = "cpu"  # nvenc: h264_nvenc/hevc_nvenc when present
+    threads: int = Field(0, ge=0)  # decoder/encoder threads, 0 = automatic
+    # Detection: frames go to the detector in batches; with detect_stride = N only every
+    # N-th frame is detected and the tracker interpolates the frames between.
+    batch_size: int = Field(8, ge=1, le=64)
+    detect_stride: int = Field(1, ge=1, le=30)
+    # Frames are held this long before being masked and encoded, so gaps can be filled in
+    # both directions. Memory grows with it (about lookahead_s x fps frames), not with length.
+    lookahead_s: float = Field(2.0, gt=0, le=30)
+    # Verification: every verify_every-th frame that was masked (or not detected because of
+    # detect_stride) is detected again after masking; residual detections are masked too.
+    verify_every: int = Field(1, ge=1)
+    # Container and stream metadata kept (case-insensitive key names). Everything else is
+    # dropped; location tags (location, ISO6709, (c)xyz, GPS) only survive if listed here.
+    keep_metadata: list[str] = ["creation_time", "language", "handler_name", "timecode"]
+    # Data streams with these codec tags carry GPS or face positions (GoPro gpmd, Google camm,
+    # Apple mebx): not copied. Other audio, subtitle and data streams are copied packet for packet.
+    drop_data_tags: list[str] = ["gpmd", "camm", "mebx"]
+    track: TrackSettings = TrackSettings()
+
+
 class Settings(BaseSettings):
     """Everything anond reads from its configuration."""
 
@@ -109,6 +159,7 @@ class Settings(BaseSettings):
     profile: Profile = Profile()
     profiles: dict[str, Profile] = {}
     image: ImageSettings = ImageSettings()
+    video: VideoSettings = VideoSettings()
 
     @model_validator(mode="after")
     def _default_profile_named(self) -> "Settings":
