@@ -92,9 +92,11 @@ class ImageSettings(_Section):
     """Photo output: format kept; metadata stripped except the allow-listed fields."""
 
     jpeg_quality: int = Field(95, ge=1, le=100)
+    webp_quality: int = Field(90, ge=1, le=100)  # lossy WebP only; lossless stays lossless
     # Allow-list of metadata kept in the output. Known names: "datetime", "icc_profile",
-    # "orientation" is never kept (the output is saved upright).
-    keep_metadata: list[str] = []
+    # "orientation" is never kept (the output is saved upright). An unknown name is an error,
+    # so a typo cannot silently strip (or keep) something else.
+    keep_metadata: list[Literal["datetime", "icc_profile"]] = []
 
 
 class TrackSettings(_Section):
