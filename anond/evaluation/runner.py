@@ -1,0 +1,93 @@
+"""Run the pipeline's detection path over a labelled set and collect per-image results.
+
+Per image, for one target:
+1. decode upright with the pipeline's reader (`anond.media.image`);
+2. `Engine.detect` with the profile's `DetectSettings` (tiling, detail pass, NMS), its
+   threshold for that target lowered to `ap_threshold` so AP sees the whole score range.
+   Greedy NMS keeps a box only when no higher-scoring kept box overlaps it, so the boxes at or
+   above the configured threshold are exactly those of a run at that threshold
+   (`tests/test_eval_cli.py` checks this on real photos);
+3. the final mask is what the pipeline draws for that target: the detections at the configured
+   threshold plus, when the profile verifies, the residuals found by re-detecting on the
+   masked image (`anond.verify.residuals`, or the same rule here when that is absent), with
+   the mask geometry of `anond.mask.coverage_mask`;
+4. coverage of each ground-truth box by that mask.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Iterable
+
+import numpy as np
+
+from ..config import ImageSettings, Profile
+from ..types import Detections
+from .datasets import Sample
+from .metrics import ImageResult, coverage_fractions
+
+DEFAULT_AP_THRESHOLD = 0.05
+
+
+def threshold_of(profile: Profile, target: str) -> float:
+    return profile.detect.face_threshold if target == "face" else profile.detect.plate_threshold
+
+
+def progress(items: Iterable, total: int, enabled: bool | None = None, desc: str = "images"):
+    """A tqdm bar on stderr when it is a terminal (or `enabled`), the plain iterable otherwise."""
+    if enabled is None:
+        enabled = sys.stderr.isatty()
+    if not enabled:
+        return items
+    from tqdm import tqdm
+
+    return tqdm(items, total=total, desc=desc, unit="img", file=sys.stderr, leave=False)
+
+
+def final_detections(image: np.ndarray, found: Detections, engine, profile: Profile,
+                     target: str) -> Detections:
+    """The boxes the pipeline masks on this image: `found` plus verification residuals."""
+    if not profile.verify:
+        return found
+    return Detections.concat([found, verify_residuals(image, found, engine, profile, target)])
+
+
+def verify_residuals(image: np.ndarray, found: Detections, engine, profile: Profile,
+                     target: str) -> Detections:
+    """Boxes still detected after masking `found`, as the pipeline's verification finds them."""
+    try:
+        from ..verify import residuals  # the pipeline's own rule, when it offers one
+    except ImportError:
+        residuals = None
+    if residuals is not None:
+        return residuals(image, found, engine, profile, targets=[target])
+    from .. import mask
+
+    masked = mask.apply(image.copy(), found, profile.mask)
+    return engine.detect([masked], profile.detect, [target])[0]
+
+
+def evaluate(samples: list[Sample], engine, profile: Profile, target: str, *,
+             ap_threshold: float = DEFAULT_AP_THRESHOLD, image_settings: ImageSettings | None = None,
+             show_progress: bool | None = None,
+             on_image: Callable[[int], None] | None = None) -> list[ImageResult]:
+    """Per-image ground truth, detections (down to `ap_threshold`) and mask coverage."""
+    from .. import mask
+    from ..media import image as image_io
+
+    image_settings = image_settings or ImageSettings()
+    threshold = threshold_of(profile, target)
+    low = profile.detect.model_copy(update={f"{target}_threshold": min(ap_threshold, threshold)})
+    results = []
+    for i, sample in enumerate(progress(samples, len(samples), show_progress)):
+        bgr = image_io.read(sample.image, image_settings).bgr
+        found = engine.detect([bgr], low, [target])[0]
+        at_threshold = found.select(found.score >= threshold)
+        final = final_detections(bgr, at_threshold, engine, profile, target)
+        covered_by = mask.coverage_mask(bgr.shape[:2], final, profile.mask)
+        results.append(ImageResult(
+            gt=sample.boxes, gt_ignore=sample.ignore, det=found.xyxy, score=found.score,
+            covered=coverage_fractions(sample.boxes, covered_by)))
+        if on_image is not None:
+            on_image(i)
+    return results
