@@ -127,6 +127,17 @@ def apply_polygons(
     return image
 
 
+def polygons_mask(shape_hw: tuple[int, int], polygons) -> np.ndarray:
+    """Boolean (H, W): True where `apply_polygons` with the same polygons changes the image."""
+    out = np.zeros(tuple(shape_hw[:2]), bool)
+    for poly in polygons:
+        region = polygon_region(tuple(shape_hw[:2]), poly)
+        if region is not None:
+            roi, inside, _ = region
+            out[roi] |= inside
+    return out
+
+
 def polygon_region(shape_hw: tuple[int, int], polygon) -> _Region | None:
     """Pixels inside a polygon (edges included), clipped to the image."""
     pts = np.asarray(polygon, np.float64).reshape(-1, 2)

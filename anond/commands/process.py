@@ -1,0 +1,153 @@
+"""`anond process SRC DST`: anonymize one file, or a whole directory tree, without the service."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import uuid
+from pathlib import Path
+
+HELP = """\
+SRC is a photo or video file, or a directory. A file is written to DST (a path with the same
+extension, or an existing directory to put it in, under the same name). A directory is
+mirrored into DST: every supported file is written under the same relative path and name.
+
+In a tree, files with an unsupported extension are skipped and counted, never fatal;
+hidden files and folders and `*.regions.json` sidecars are ignored. Files are processed in
+sorted path order; a file that fails (corrupt, content not matching its extension...) is
+reported as `#N JOB-ID: reason`, N being its position in that order, and the others go on. Error lines and the report never
+contain file names.
+
+A `NAME.regions.json` sidecar beside a file adds manual mask/exclude regions to it.
+
+Exit status: 0 when every processed file succeeded, 2 when any failed (its output is not
+written) or on a usage/configuration error.
+"""
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    parser.epilog = HELP
+    parser.add_argument("src", type=Path, help="input file or directory")
+    parser.add_argument("dst", type=Path, help="output file or directory")
+    parser.add_argument("--report", type=Path, metavar="FILE",
+                        help="write one JSON report for the run (counts, durations; no names)")
+    parser.add_argument("--profile", default="default", help="profile name from the config")
+    parser.add_argument("--on-exists", choices=["error", "replace", "suffix"], default="error",
+                        help="when an output exists: fail (default), replace it, or write NAME (1).EXT")
+    parser.add_argument("--regions", type=Path, metavar="FILE",
+                        help="manual regions sidecar for a single SRC file (default: SRC.regions.json)")
+
+
+def main(args: argparse.Namespace) -> int:
+    from ..config import load_settings
+    from ..errors import AnondError, ConfigError
+
+    settings = load_settings(args.config)
+    profile = settings.profiles.get(args.profile)
+    if profile is None:
+        raise ConfigError(f"no profile named {args.profile!r} in the configuration")
+    if not args.src.exists():
+        raise ConfigError("SRC does not exist")
+    single = not args.src.is_dir()
+    if single:
+        jobs, skipped = [(args.src, _single_destination(args.src, args.dst))], 0
+    else:
+        if args.regions is not None:
+            raise ConfigError("--regions needs a single SRC file")
+        jobs, skipped = _plan_tree(args.src, args.dst)
+
+    from ..pipeline import process_file
+    from ..report import JobReport
+
+    run_id = uuid.uuid4().hex[:8]
+    reports: list[JobReport] = []
+    failed = 0
+    engine = _load_engine(settings, profile) if jobs else None
+    for index, (src, dst) in enumerate(jobs, 1):
+        job_id = f"{run_id}-{index}"
+        label = job_id if single else f"#{index} {job_id}"
+        try:
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            report = process_file(src, dst, settings=settings, engine=engine, profile=profile,
+                                  job_id=job_id, regions_path=args.regions,
+                                  on_exists=args.on_exists)
+        except AnondError as exc:
+            failed += 1
+            report = getattr(exc, "report", None) or JobReport(job_id=job_id, kind="unknown")
+            report.failed(exc.code)
+            print(f"anond process: error: {label}: {exc}", file=sys.stderr)
+        except OSError as exc:  # creating DST folders
+            failed += 1
+            report = JobReport(job_id=job_id, kind="unknown")
+            report.failed("io_error")
+            print(f"anond process: error: {label}: {exc.strerror or type(exc).__name__}", file=sys.stderr)
+        reports.append(report)
+
+    if args.report is not None:
+        _write_run_report(args.report, run_id, reports, skipped)
+    if not single:
+        print(f"anond process: {len(jobs)} files: {len(jobs) - failed} anonymized, {failed} failed, "
+              f"{skipped} skipped")
+    return 2 if failed else 0
+
+
+def _load_engine(settings, profile):
+    from ..detect.engine import Engine
+
+    return Engine.load(settings, targets=profile.targets)
+
+
+def _single_destination(src: Path, dst: Path) -> Path:
+    from ..errors import ConfigError
+
+    if dst.is_dir():
+        return dst / src.name
+    if dst.suffix.lower() != src.suffix.lower():
+        raise ConfigError("DST must keep the extension of SRC (or be an existing directory)")
+    return dst
+
+
+def _plan_tree(src: Path, dst: Path) -> tuple[list[tuple[Path, Path]], int]:
+    """(input, output) pairs in sorted order, and how many files were skipped."""
+    from ..errors import ConfigError
+    from ..media import is_supported_name
+    from ..regions import is_sidecar
+
+    if dst.exists() and not dst.is_dir():
+        raise ConfigError("DST must be a directory when SRC is one")
+    src_abs, dst_abs = src.resolve(), dst.resolve()
+    if src_abs == dst_abs:
+        raise ConfigError("DST must differ from SRC")
+    jobs, skipped = [], 0
+    for root, dirs, files in os.walk(src_abs):
+        root_path = Path(root)
+        # Never descend into the output tree (DST inside SRC) or hidden folders.
+        dirs[:] = sorted(d for d in dirs if not d.startswith(".") and (root_path / d) != dst_abs)
+        for name in sorted(files):
+            path = root_path / name
+            if name.startswith(".") or is_sidecar(name) or not path.is_file():
+                continue
+            if not is_supported_name(name):
+                skipped += 1
+                continue
+            jobs.append((path, dst_abs / path.relative_to(src_abs)))
+    jobs.sort(key=lambda job: job[0].relative_to(src_abs).parts)
+    return jobs, skipped
+
+
+def _write_run_report(path: Path, run_id: str, reports, skipped: int) -> None:
+    from .. import __version__
+    from ..fsutil import write_bytes_atomic
+    from ..report import totals
+
+    body = {
+        "anond_version": __version__,
+        "run_id": run_id,
+        "skipped": skipped,
+        "totals": totals(reports),
+        "jobs": [r.to_dict() for r in reports],
+    }
+    write_bytes_atomic(path, (json.dumps(body, indent=2) + "\n").encode(), job_id=run_id)

@@ -1,0 +1,170 @@
+"""Atomic output: a result appears whole under its final name, or not at all.
+
+The writer writes a hidden temporary file next to the destination (same directory, so the
+final rename never crosses file systems; same extension, so encoders that go by the extension
+pick the right format). On success the file and the directory are fsynced and the file is
+renamed onto its final name; on any failure the temporary file is removed.
+"""
+
+from __future__ import annotations
+
+import errno
+import grp
+import os
+from pathlib import Path
+from typing import Literal
+
+from .errors import AnondError, TransientIOError
+
+OnExists = Literal["suffix", "replace", "error"]
+TMP_MARKER = ".anond-tmp"
+_MAX_SUFFIX = 10_000
+# Worth another try later: the disk or the storage behind it, not the input.
+_TRANSIENT_ERRNOS = {errno.ENOSPC, errno.EIO, errno.EDQUOT, errno.EAGAIN, errno.EBUSY,
+                     errno.ETIMEDOUT, errno.ENOMEM, errno.ESTALE}
+
+
+class OutputExists(AnondError):
+    """The destination exists and the policy is `on_exists="error"`."""
+
+    code = "output_exists"
+
+
+def is_temp_name(name: str) -> bool:
+    """True for the hidden temporary files `atomic_output` creates (watchers must skip them)."""
+    return name.startswith(".") and TMP_MARKER in name
+
+
+def temp_path_for(dst: Path, job_id: str) -> Path:
+    """The hidden temporary path used while `dst` is being written."""
+    return dst.parent / f".{job_id}{TMP_MARKER}{dst.suffix}"
+
+
+def suffixed(dst: Path, n: int) -> Path:
+    """`name (n).ext` next to `dst`."""
+    return dst.with_name(f"{dst.stem} ({n}){dst.suffix}")
+
+
+def io_error(exc: OSError, what: str = "I/O error") -> AnondError:
+    """An OSError as an AnondError whose message holds no path (strerror only)."""
+    reason = exc.strerror or type(exc).__name__
+    cls = TransientIOError if exc.errno in _TRANSIENT_ERRNOS else _PermanentIOError
+    return cls(f"{what}: {reason}")
+
+
+class _PermanentIOError(AnondError):
+    code = "io_error"
+
+
+class atomic_output:  # noqa: N801 - used like a function: `with atomic_output(dst, job) as tmp:`
+    """Context manager: yields a temporary path; on success it becomes `dst` (see `final`).
+
+    on_exists: "suffix" writes `name (1).ext`, `name (2).ext`... next to an existing `dst`;
+    "replace" replaces it atomically; "error" raises OutputExists. Never overwrites silently
+    unless told to. `mode` (e.g. 0o640) and `group` (name or gid) are applied before the rename.
+    """
+
+    def __init__(self, dst: str | os.PathLike, job_id: str, *, on_exists: OnExists = "suffix",
+                 mode: int | None = None, group: str | int | None = None) -> None:
+        if on_exists not in ("suffix", "replace", "error"):
+            raise ValueError(f"on_exists must be suffix, replace or error, not {on_exists!r}")
+        self.dst = Path(dst)
+        self.tmp = temp_path_for(self.dst, job_id)
+        self.on_exists = on_exists
+        self.mode = mode
+        self.group = group
+        self.final: Path | None = None  # where the output landed, once committed
+
+    def __enter__(self) -> Path:
+        if self.on_exists == "error" and self.dst.exists():
+            raise OutputExists("output already exists")
+        _unlink(self.tmp)  # left over from a crash of the same job
+        return self.tmp
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is not None:
+            _unlink(self.tmp)
+            if isinstance(exc, OSError) and not isinstance(exc, FileExistsError):
+                raise io_error(exc, "could not write the output") from None
+            return None
+        try:
+            self.final = self._commit()
+        except BaseException as err:
+            _unlink(self.tmp)
+            if isinstance(err, OSError):
+                raise io_error(err, "could not write the output") from None
+            raise
+        return None
+
+    def _commit(self) -> Path:
+        if not self.tmp.is_file():
+            raise AnondError("the writer produced no output")
+        fd = os.open(self.tmp, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        if self.mode is not None:
+            os.chmod(self.tmp, self.mode)
+        if self.group is not None:
+            gid = self.group if isinstance(self.group, int) else grp.getgrnam(self.group).gr_gid
+            os.chown(self.tmp, -1, gid)
+        final = self._place()
+        _fsync_dir(final.parent)
+        return final
+
+    def _place(self) -> Path:
+        if self.on_exists == "replace":
+            os.replace(self.tmp, self.dst)
+            return self.dst
+        candidates = [self.dst]
+        if self.on_exists == "suffix":
+            candidates += (suffixed(self.dst, n) for n in range(1, _MAX_SUFFIX))
+        for candidate in candidates:
+            if _link_no_clobber(self.tmp, candidate):
+                return candidate
+        if self.on_exists == "error":
+            raise OutputExists("output already exists")
+        raise OutputExists("output exists under too many suffixed names")
+
+
+def _link_no_clobber(tmp: Path, dst: Path) -> bool:
+    """Rename tmp to dst unless dst exists; False when it does. Atomic where hard links work."""
+    try:
+        os.link(tmp, dst)  # fails with EEXIST instead of replacing: no race with other writers
+    except FileExistsError:
+        return False
+    except OSError as exc:
+        if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV, errno.EMLINK):
+            raise
+        # File systems without hard links: check-then-rename (a tiny race, documented).
+        if os.path.lexists(dst):
+            return False
+        os.rename(tmp, dst)
+        return True
+    os.unlink(tmp)
+    return True
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _unlink(path: Path) -> None:
+    try:
+        path.unlink()
+    except FileNotFoundError:
+        pass
+
+
+def write_bytes_atomic(dst: str | os.PathLike, data: bytes, job_id: str = "write") -> Path:
+    """Write `data` to `dst` atomically, replacing it (reports, small state files)."""
+    out = atomic_output(dst, job_id, on_exists="replace")
+    with out as tmp:
+        tmp.write_bytes(data)
+    assert out.final is not None
+    return out.final

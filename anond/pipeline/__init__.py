@@ -1,0 +1,85 @@
+"""The pipeline: one input file in, one anonymized file and a job report out.
+
+    report = process_file(src, dst, settings=settings, engine=engine, job_id=job_id)
+
+Read top to bottom: decide the kind (extension AND content), run the photo or the video
+stages, land the output atomically. An error leaves no output file; the partly filled report
+travels on the exception as `exc.report` so callers can still count the failure.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from .. import log
+from ..config import Profile, Settings
+from ..errors import AnondError
+from ..fsutil import OnExists, atomic_output, io_error
+from ..media import kind_of
+from ..report import JobReport
+
+
+def process_file(
+    src: str | Path,
+    dst: str | Path,
+    *,
+    settings: Settings,
+    engine,
+    profile: Profile | None = None,
+    job_id: str,
+    regions_path: str | Path | None = None,
+    regions_policy: str = "optional",
+    on_exists: OnExists = "suffix",
+    file_mode: int | None = None,
+    group: str | int | None = None,
+) -> JobReport:
+    """Anonymize `src` into `dst` (same format); return the job report.
+
+    Raises AnondError subclasses for expected failures (UnsupportedMedia, CorruptMedia,
+    RegionsError, TransientIOError...); `dst` then does not exist. `report.output_path` says
+    where the output landed (a suffixed name when `dst` existed and on_exists="suffix").
+    """
+    src, dst = Path(src), Path(dst)
+    profile = profile or settings.profiles["default"]
+    started = time.perf_counter()
+    report = JobReport.start(job_id, "unknown", engine=engine, profile=profile)
+    try:
+        kind = kind_of(src)
+        report.kind = kind.kind
+        report.media.format = kind.format
+        report.media.bytes_in = src.stat().st_size
+        output = atomic_output(dst, job_id, on_exists=on_exists, mode=file_mode, group=group)
+        with output as tmp:
+            if kind.kind == "image":
+                from .image import process_image
+
+                process_image(src, tmp, settings=settings, engine=engine, profile=profile,
+                              report=report, regions_path=regions_path,
+                              regions_policy=regions_policy)
+            else:
+                from .video import process_video
+
+                process_video(src, tmp, settings=settings, engine=engine, profile=profile,
+                              report=report, regions=regions_path)
+        report.output_path = output.final
+        report.media.bytes_out = output.final.stat().st_size if output.final else None
+    except AnondError as exc:
+        _fail(report, exc, started)
+        raise
+    except OSError as exc:  # reading the input, or a stage's own I/O: message without the path
+        err = io_error(exc)
+        _fail(report, err, started)
+        raise err from None
+    report.add_duration("total", time.perf_counter() - started)
+    log.get().info("pipeline.done", job=job_id, kind=report.kind, seconds=report.durations["total"],
+                   verify_fixes=report.verify_fixes,
+                   **{f"masked_{k}": v for k, v in report.masked.items()})
+    return report
+
+
+def _fail(report: JobReport, exc: AnondError, started: float) -> None:
+    report.failed(exc.code)
+    report.add_duration("total", time.perf_counter() - started)
+    exc.report = report  # type: ignore[attr-defined]
+    log.get().info("pipeline.failed", job=report.job_id, kind=report.kind, error=exc.code)
