@@ -134,6 +134,9 @@ class VideoSettings(_Section):
     # N-th frame is detected and the tracker interpolates the frames between.
     batch_size: int = Field(8, ge=1, le=64)
     detect_stride: int = Field(1, ge=1, le=30)
+    # The profile's tiling / detail pass on video frames too: finds smaller faces and plates
+    # but costs several detector passes per frame. Off: one whole-frame pass per frame.
+    tiling: bool = False
     # Frames are held this long before being masked and encoded, so gaps can be filled in
     # both directions. Memory grows with it (about lookahead_s x fps frames), not with length.
     lookahead_s: float = Field(2.0, gt=0, le=30)
