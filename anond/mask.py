@@ -15,6 +15,7 @@ Modes: `blur`, `pixelate`, `solid` (see `_blur` for why the blur cannot be undon
 from __future__ import annotations
 
 import math
+import zlib
 from collections.abc import Iterator, Sequence
 
 import cv2
@@ -192,8 +193,10 @@ def _blur(patch: np.ndarray, size: float) -> np.ndarray:
     down to about BLUR_CELLS cells across (area average: everything finer is gone, there is
     nothing left to invert), then scaled back up and Gaussian-smoothed with a sigma of half a
     cell so it looks like a blur rather than blocks. Kernel and sigma grow with the object.
-    Slight random noise (fresh each call) hides the smooth gradients a face detector might
-    still key on and leaves no exact linear relation to the cell averages.
+    Slight noise hides the smooth gradients a face detector might still key on and leaves no
+    exact linear relation to the cell averages. It is seeded from the region's own pixels, so
+    the same input gives the same output (reproducible results and tests); the seed is no
+    secret worth keeping, the detail is already gone with the averaging.
     """
     h, w = patch.shape[:2]
     cell = max(1.0, size / BLUR_CELLS)
@@ -201,5 +204,6 @@ def _blur(patch: np.ndarray, size: float) -> np.ndarray:
                        interpolation=cv2.INTER_AREA)
     up = cv2.resize(small, (w, h), interpolation=cv2.INTER_LINEAR)
     smooth = cv2.GaussianBlur(up, (0, 0), sigmaX=max(0.8, cell / 2), borderType=cv2.BORDER_REPLICATE)
-    noise = np.random.default_rng().normal(0.0, BLUR_NOISE_SIGMA, smooth.shape)
+    seed = zlib.crc32(np.ascontiguousarray(patch).data)
+    noise = np.random.default_rng(seed).normal(0.0, BLUR_NOISE_SIGMA, smooth.shape)
     return np.clip(smooth.astype(np.float32) + noise, 0, 255).astype(np.uint8)

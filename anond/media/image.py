@@ -102,9 +102,12 @@ def decode(data: bytes, settings: ImageSettings) -> DecodedImage:
         img = Image.open(io.BytesIO(data))
     except Image.DecompressionBombError:
         raise UnsupportedMedia("image too large (decompression bomb limit)") from None
-    except Exception:  # noqa: BLE001 - Pillow raises many types for non-images
-        if _looks_like_heif(data):
-            raise UnsupportedMedia("HEIC/HEIF needs the optional 'heic' extra (pillow-heif)") from None
+    except Exception as exc:  # noqa: BLE001 - Pillow raises many types for non-images
+        from . import sniff
+
+        announced = sniff(data[:64])
+        if announced in ("jpeg", "png", "webp", "tiff", "bmp", "heif"):  # right magic, bad body
+            raise CorruptMedia(_corrupt_message(exc, announced)) from None
         raise UnsupportedMedia("not a supported image") from None
     fmt = _PIL_FORMATS.get(img.format or "")
     if fmt is None:
@@ -116,7 +119,7 @@ def decode(data: bytes, settings: ImageSettings) -> DecodedImage:
         exif = img.getexif()
     except Exception as exc:  # noqa: BLE001 - truncated/garbled data, any decoder
         raise CorruptMedia(_corrupt_message(exc, fmt)) from None
-    meta = _meta(img, exif, fmt, settings)
+    meta = _meta(img, exif, data, fmt, settings)
     if _is_16bit(img, data, fmt):
         return _decode_16bit(data, exif.get(_ORIENTATION, 1), meta)
     return _decode_8bit(img, meta)
@@ -148,7 +151,7 @@ def encode(image: np.ndarray, decoded: DecodedImage, settings: ImageSettings,
 
 # --- decoding -------------------------------------------------------------------------------
 
-def _meta(img, exif, fmt: str, settings: ImageSettings) -> ImageMeta:
+def _meta(img, exif, data: bytes, fmt: str, settings: ImageSettings) -> ImageMeta:
     keep = set(settings.keep_metadata)
     meta = ImageMeta(format=fmt, mode=img.mode, width=0, height=0)
     dpi = img.info.get("dpi")
@@ -166,7 +169,7 @@ def _meta(img, exif, fmt: str, settings: ImageSettings) -> ImageMeta:
         sampling = JpegImagePlugin.get_sampling(img)
         meta.jpeg_subsampling = sampling if sampling in (0, 1, 2) else None
     elif fmt == "webp":
-        meta.webp_lossless = _webp_is_lossless(img)
+        meta.webp_lossless = _webp_is_lossless(data)
     elif fmt == "tiff":
         comp = img.info.get("compression")
         meta.tiff_compression = comp if comp in _TIFF_COMPRESSIONS else "tiff_adobe_deflate"
@@ -270,15 +273,14 @@ def orient(arr: np.ndarray, orientation: int) -> np.ndarray:
     return op(arr) if op else arr
 
 
-def _webp_is_lossless(img) -> bool:
-    fp = getattr(img, "fp", None)
-    try:
-        if fp is not None:
-            fp.seek(0)
-            head = fp.read(4096)
-            return b"VP8L" in head and b"VP8 " not in head
-    except Exception:  # noqa: BLE001
-        pass
+def _webp_is_lossless(data: bytes) -> bool:
+    """True when the first image chunk of a WebP file is VP8L (lossless)."""
+    pos = 12
+    while pos + 8 <= len(data):
+        tag, size = data[pos:pos + 4], struct.unpack_from("<I", data, pos + 4)[0]
+        if tag in (b"VP8L", b"VP8 "):
+            return tag == b"VP8L"
+        pos += 8 + size + (size & 1)
     return False
 
 
