@@ -42,7 +42,7 @@ class MediaFacts:
 class ManualRegionsFacts:
     """Operator-supplied regions (sidecar): counts and status only."""
 
-    sidecar: str = "absent"  # absent | ok | invalid | ignored
+    sidecar: str = "none"  # none | applied | rejected: <reason> (anond.regions.resolve)
     applied: int = 0
     excluded: int = 0
 

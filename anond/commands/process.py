@@ -20,7 +20,9 @@ sorted path order; a file that fails (corrupt, content not matching its extensio
 reported as `#N JOB-ID: reason`, N being its position in that order, and the others go on. Error lines and the report never
 contain file names.
 
-A `NAME.regions.json` sidecar beside a file adds manual mask/exclude regions to it.
+A `NAME.regions.json` sidecar beside a file adds manual mask/exclude regions to it
+(format: docs/REGIONS.md); the report's manual_regions.sidecar says "none", "applied" or
+"rejected: <reason>".
 
 Exit status: 0 when every processed file succeeded, 2 when any failed (its output is not
 written) or on a usage/configuration error.
@@ -39,6 +41,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="when an output exists: fail (default), replace it, or write NAME (1).EXT")
     parser.add_argument("--regions", type=Path, metavar="FILE",
                         help="manual regions sidecar for a single SRC file (default: SRC.regions.json)")
+    parser.add_argument("--regions-policy", choices=["off", "optional", "required"], default="optional",
+                        help="a bad sidecar is reported and skipped (optional, default), fails the "
+                             "file (required: a missing one too), or sidecars are ignored (off)")
 
 
 def main(args: argparse.Namespace) -> int:
@@ -73,6 +78,7 @@ def main(args: argparse.Namespace) -> int:
             dst.parent.mkdir(parents=True, exist_ok=True)
             report = process_file(src, dst, settings=settings, engine=engine, profile=profile,
                                   job_id=job_id, regions_path=args.regions,
+                                  regions_policy=args.regions_policy,
                                   on_exists=args.on_exists)
         except AnondError as exc:
             failed += 1
