@@ -61,7 +61,8 @@ def process_file(
                 from .video import process_video
 
                 process_video(src, tmp, settings=settings, engine=engine, profile=profile,
-                              report=report, regions=regions_path)
+                              report=report, regions=regions_path,
+                              regions_policy=regions_policy)
         report.output_path = output.final
         report.media.bytes_out = output.final.stat().st_size if output.final else None
     except AnondError as exc:
