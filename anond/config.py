@@ -152,6 +152,87 @@ class VideoSettings(_Section):
     track: TrackSettings = TrackSettings()
 
 
+class ServiceSettings(_Section):
+    """The daemon (`anond run`): state, watching, workers, retries, metrics."""
+
+    # Job queue (SQLite, WAL), fingerprint salt, instance id, per-job reports. Local disk only:
+    # every instance needs its own (several instances may share an inbox, never a state_dir).
+    state_dir: Path = Path("var/state")
+    # Inputs that could not be processed, each with `<job id>.reason.json` (inboxes may override).
+    failed_dir: Path = Path("var/failed")
+    # A file is taken once its size and mtime stayed unchanged this long.
+    stable_after_s: float = Field(5.0, gt=0, le=3600)
+    # Full rescan of every inbox (network shares deliver no inotify events).
+    rescan_interval_s: float = Field(30.0, gt=0, le=86400)
+    inotify: bool = True  # use file system events too (watchdog); off = rescans only
+    workers: int = Field(1, ge=1, le=64)  # jobs in parallel; each worker loads the models once
+    retries: int = Field(3, ge=0, le=100)  # transient failures retried this often, then failed
+    retry_backoff_s: float = Field(10.0, gt=0)  # first retry delay, doubled each time...
+    retry_backoff_max_s: float = Field(600.0, gt=0)  # ...up to this
+    # Intake pauses while an outbox or the state directory has less free space than this.
+    min_free_mb: int = Field(512, ge=0)
+    # Claims of an instance whose lease was not renewed for this long are taken over.
+    lease_s: float = Field(60.0, ge=1, le=86400)
+    # On SIGTERM the running jobs get this long to finish, then they are requeued.
+    # Keep it below the unit's TimeoutStopSec.
+    stop_timeout_s: float = Field(60.0, ge=0)
+    metrics: bool = True  # Prometheus endpoint on 127.0.0.1
+    metrics_port: int = Field(9478, ge=0, le=65535)  # 0 = any free port (logged at start)
+    reports: bool = True  # write each job's report to state_dir/reports/<job id>.json
+    history_days: float = Field(30.0, gt=0)  # finished jobs and reports kept this long
+
+
+class Inbox(_Section):
+    """One watched folder: where files arrive, where masked copies go, what happens to originals."""
+
+    name: str = Field("", pattern=r"^[A-Za-z0-9_.-]{0,64}$")  # label in logs; default inbox1, ...
+    path: Path
+    outbox: Path
+    profile: str = "default"  # a key of [profiles] ("default" = [profile])
+    recursive: bool = True  # also take files in sub-folders (the relative path is mirrored)
+    originals: Literal["delete", "archive", "keep"] = "delete"
+    archive: Path | None = None  # where originals go with originals = "archive"
+    failed: Path | None = None  # default: service.failed_dir
+    on_exists: Literal["suffix", "replace"] = "suffix"  # output name taken: `name (1).ext` or replace
+    output_mode: int | str = "0640"  # permission bits of outputs, octal
+    output_group: str | None = None  # group of outputs (the service user must be a member)
+    # Manual regions sidecars (`<media name>.regions.json`): ignored, used when present,
+    # or required (a file waits in the inbox until its sidecar is there).
+    regions: Literal["off", "optional", "required"] = "optional"
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "Inbox":
+        if isinstance(self.output_mode, str):
+            try:
+                self.output_mode = int(self.output_mode, 8)
+            except ValueError:
+                raise ValueError(f"output_mode {self.output_mode!r} is not an octal number") from None
+        if not 0 <= self.output_mode <= 0o777:
+            raise ValueError("output_mode must be between 0000 and 0777")
+        if self.originals == "archive" and self.archive is None:
+            raise ValueError('originals = "archive" needs archive = FOLDER')
+        if self.output_group is not None:
+            import grp
+
+            try:
+                grp.getgrnam(self.output_group)
+            except KeyError:
+                raise ValueError(f"output_group {self.output_group!r}: no such group") from None
+        inbox = _absolute(self.path)
+        for key in ("outbox", "archive", "failed"):
+            other = getattr(self, key)
+            if other is None:
+                continue
+            other = _absolute(other)
+            if other == inbox or inbox in other.parents or other in inbox.parents:
+                raise ValueError(f"{key} must not be the inbox, inside it, or contain it")
+        return self
+
+
+def _absolute(path: Path) -> Path:
+    return Path(os.path.abspath(path))
+
+
 class Settings(BaseSettings):
     """Everything anond reads from its configuration."""
 
@@ -169,6 +250,30 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _default_profile_named(self) -> "Settings":
         self.profiles.setdefault("default", self.profile)
+        return self
+
+    # The daemon. Without [[inboxes]] it watches ./var/inbox and writes ./var/outbox.
+    service: ServiceSettings = ServiceSettings()
+    inboxes: list[Inbox] = [Inbox(path=Path("var/inbox"), outbox=Path("var/outbox"))]
+
+    @model_validator(mode="after")
+    def _inboxes_consistent(self) -> "Settings":
+        known = set(self.profiles) | {"default"}
+        names: set[str] = set()
+        paths: set[Path] = set()
+        for i, inbox in enumerate(self.inboxes):
+            if not inbox.name:
+                inbox.name = f"inbox{i + 1}"
+            if inbox.profile not in known:
+                raise ValueError(f"inboxes.{i}.profile: no profile {inbox.profile!r} "
+                                 f"(known: {', '.join(sorted(known))})")
+            if inbox.name in names:
+                raise ValueError(f"inboxes.{i}.name: {inbox.name!r} is used twice")
+            names.add(inbox.name)
+            path = _absolute(inbox.path)
+            if any(path == p or p in path.parents or path in p.parents for p in paths):
+                raise ValueError(f"inboxes.{i}.path: overlaps another inbox")
+            paths.add(path)
         return self
 
     @classmethod

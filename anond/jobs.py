@@ -1,0 +1,553 @@
+"""The durable queue: claims in the inbox, job states in SQLite, recovery after a crash.
+
+Two records, each the truth for one thing:
+
+* **Claims** (`<inbox>/.anond/claims/<owner>/<job id>/src/<relative path>`): where an input
+  file is while a job owns it. A file is claimed by one atomic rename inside the inbox's file
+  system, which holds on NFS and SMB too (no flock), so several instances, on one host or on
+  several hosts sharing the inbox, never take the same file. `<owner>` is `<instance>.<session>`;
+  each owner renews `<inbox>/.anond/leases/<owner>`. Claims of an owner whose lease expired are
+  taken over by renaming its job folders into one's own (again atomic: one instance wins).
+  Leases are compared with file times set by the same file server, so clocks need not agree.
+* **The job table** (`<state_dir>/jobs.sqlite3`, WAL): pending → running → done | failed, with
+  attempts and the next try. It holds job ids, inbox labels, states, error codes, durations
+  and salted fingerprints: never a file name or path (those exist only in the claim while the
+  job is in flight, inside the user's own inbox).
+
+Fingerprints (only kept for inboxes with `originals = "keep"`, to not process a kept original
+again) are HMAC-SHA256 with a random salt stored in the state directory, over the relative path
+plus the SHA-256 of the content. Content, not inode or mtime, is what identifies a file reliably
+on network shares (inode numbers change across SMB remounts, copies and restores reset mtime);
+the relative path is included so the same photo dropped under two names gives two outputs.
+A cheap second fingerprint over path, size and mtime lets rescans skip kept files without
+reading them again.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import hashlib
+import hmac
+import os
+import secrets
+import shutil
+import sqlite3
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+from .errors import ConfigError
+
+CONTROL_DIR = ".anond"
+SRC = "src"
+SIDECAR = "regions.json"
+COMMITTED = "committed"
+
+PENDING, RUNNING, DONE, FAILED = "pending", "running", "done", "failed"
+SKIPPED = "skipped"  # a kept original seen before: nothing to do
+
+
+def new_job_id() -> str:
+    """Sortable and unique across instances: UTC time plus 32 random bits."""
+    return time.strftime("%Y%m%dT%H%M%S", time.gmtime()) + "-" + secrets.token_hex(4)
+
+
+# ---------------------------------------------------------------------------------------------
+# The job table
+
+
+@dataclass
+class Job:
+    id: str
+    inbox: str
+    attempts: int
+
+
+class JobStore:
+    """Job states in SQLite (WAL) inside the state directory; one process per state directory."""
+
+    def __init__(self, state_dir: Path) -> None:
+        self.dir = Path(state_dir)
+        self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self._lock_fd = _lock_exclusive(self.dir / "lock")
+        self.salt = _read_or_create(self.dir / "fingerprint.salt", lambda: secrets.token_bytes(32))
+        self.instance = _read_or_create(
+            self.dir / "instance", lambda: secrets.token_hex(6).encode()
+        ).decode().strip()
+        self._mutex = threading.RLock()
+        self.db = sqlite3.connect(self.dir / "jobs.sqlite3", check_same_thread=False,
+                                  isolation_level=None, timeout=30)
+        os.chmod(self.dir / "jobs.sqlite3", 0o600)
+        with self._mutex:
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA synchronous=FULL")
+            self.db.execute("PRAGMA secure_delete=ON")  # freed pages are zeroed, not left behind
+            self.db.executescript(
+                """
+                CREATE TABLE IF NOT EXISTS jobs (
+                    id TEXT PRIMARY KEY,
+                    inbox TEXT NOT NULL,
+                    state TEXT NOT NULL,
+                    attempts INTEGER NOT NULL DEFAULT 0,
+                    next_try REAL NOT NULL DEFAULT 0,
+                    created REAL NOT NULL,
+                    finished REAL,
+                    error TEXT,
+                    seconds REAL
+                );
+                CREATE INDEX IF NOT EXISTS jobs_state ON jobs(state, next_try);
+                CREATE TABLE IF NOT EXISTS fingerprints (
+                    fp TEXT PRIMARY KEY,
+                    job TEXT NOT NULL,
+                    at REAL NOT NULL
+                );
+                """
+            )
+
+    # -- states
+
+    def add(self, job_id: str, inbox: str, attempts: int = 0) -> None:
+        """A claimed input waiting for a worker (or waiting again, after a crash)."""
+        with self._mutex:
+            self.db.execute(
+                "INSERT INTO jobs(id, inbox, state, attempts, next_try, created) VALUES (?,?,?,?,0,?) "
+                "ON CONFLICT(id) DO UPDATE SET state=excluded.state, inbox=excluded.inbox, next_try=0",
+                (job_id, inbox, PENDING, attempts, time.time()),
+            )
+
+    def get(self, job_id: str) -> tuple[str, int] | None:
+        """(state, attempts) of a job, None when unknown."""
+        with self._mutex:
+            row = self.db.execute("SELECT state, attempts FROM jobs WHERE id=?", (job_id,)).fetchone()
+        return (row[0], int(row[1])) if row else None
+
+    def take_due(self, limit: int, inboxes: set[str], now: float | None = None) -> list[Job]:
+        """Up to `limit` pending jobs whose next try is due, marked running, oldest first."""
+        if limit <= 0 or not inboxes:
+            return []
+        now = time.time() if now is None else now
+        marks = ",".join("?" * len(inboxes))
+        with self._mutex:
+            rows = self.db.execute(
+                f"SELECT id, inbox, attempts FROM jobs WHERE state=? AND next_try<=? AND inbox IN ({marks}) "
+                "ORDER BY created, id LIMIT ?",
+                (PENDING, now, *sorted(inboxes), limit),
+            ).fetchall()
+            for job_id, _, _ in rows:
+                self.db.execute("UPDATE jobs SET state=? WHERE id=?", (RUNNING, job_id))
+        return [Job(r[0], r[1], int(r[2])) for r in rows]
+
+    def retry_later(self, job_id: str, attempts: int, delay_s: float, error: str) -> None:
+        with self._mutex:
+            self.db.execute(
+                "UPDATE jobs SET state=?, attempts=?, next_try=?, error=? WHERE id=?",
+                (PENDING, attempts, time.time() + delay_s, error, job_id),
+            )
+
+    def requeue(self, job_id: str) -> None:
+        """A running job that was interrupted (shutdown): pending again, attempt not counted."""
+        with self._mutex:
+            self.db.execute("UPDATE jobs SET state=?, next_try=0 WHERE id=? AND state=?",
+                            (PENDING, job_id, RUNNING))
+
+    def finish(self, job_id: str, state: str, *, error: str | None = None,
+               seconds: float | None = None, fingerprints: tuple[str, ...] = ()) -> None:
+        """done or failed; fingerprints (salted) remembered for kept originals."""
+        now = time.time()
+        with self._mutex:
+            self.db.execute("BEGIN")
+            try:
+                self.db.execute("UPDATE jobs SET state=?, finished=?, error=?, seconds=? WHERE id=?",
+                                (state, now, error, seconds, job_id))
+                for fp in fingerprints:
+                    self.db.execute("INSERT OR IGNORE INTO fingerprints(fp, job, at) VALUES (?,?,?)",
+                                    (fp, job_id, now))
+                self.db.execute("COMMIT")
+            except BaseException:
+                self.db.execute("ROLLBACK")
+                raise
+
+    def remember(self, fingerprints: tuple[str, ...], job_id: str) -> None:
+        with self._mutex:
+            for fp in fingerprints:
+                self.db.execute("INSERT OR IGNORE INTO fingerprints(fp, job, at) VALUES (?,?,?)",
+                                (fp, job_id, time.time()))
+
+    def forget(self, job_id: str) -> None:
+        """A job another instance took over: no longer ours."""
+        with self._mutex:
+            self.db.execute("DELETE FROM jobs WHERE id=? AND state IN (?,?)", (job_id, PENDING, RUNNING))
+
+    def unfinished(self) -> dict[str, tuple[str, int]]:
+        """{job id: (inbox, attempts)} of pending and running jobs (used at start-up)."""
+        with self._mutex:
+            rows = self.db.execute("SELECT id, inbox, attempts FROM jobs WHERE state IN (?,?)",
+                                   (PENDING, RUNNING)).fetchall()
+        return {r[0]: (r[1], int(r[2])) for r in rows}
+
+    def seen(self, fp: str) -> bool:
+        with self._mutex:
+            return self.db.execute("SELECT 1 FROM fingerprints WHERE fp=?", (fp,)).fetchone() is not None
+
+    def counts(self) -> dict[str, int]:
+        with self._mutex:
+            rows = self.db.execute("SELECT state, COUNT(*) FROM jobs GROUP BY state").fetchall()
+        out = {PENDING: 0, RUNNING: 0, DONE: 0, FAILED: 0, SKIPPED: 0}
+        out.update({state: int(n) for state, n in rows})
+        return out
+
+    def prune(self, older_than_s: float) -> int:
+        """Forget finished jobs older than the history window (fingerprints stay)."""
+        with self._mutex:
+            cur = self.db.execute("DELETE FROM jobs WHERE state IN (?,?,?) AND finished < ?",
+                                  (DONE, FAILED, SKIPPED, time.time() - older_than_s))
+        return cur.rowcount
+
+    def checkpoint(self) -> None:
+        """Fold the WAL into the database and truncate it (no stale page images linger)."""
+        with self._mutex:
+            self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+
+    def close(self) -> None:
+        with self._mutex:
+            try:
+                self.checkpoint()
+            finally:
+                self.db.close()
+                os.close(self._lock_fd)
+
+    # -- fingerprints
+
+    def quick_fingerprint(self, rel: PurePosixPath, size: int, mtime_ns: int) -> str:
+        return "q:" + _hmac(self.salt, f"{rel}\0{size}\0{mtime_ns}".encode())
+
+    def content_fingerprint(self, rel: PurePosixPath, digest: bytes) -> str:
+        """`digest`: the SHA-256 of the content (`content_digest`)."""
+        return "c:" + _hmac(self.salt, str(rel).encode() + b"\0" + digest)
+
+
+def content_digest(path: Path) -> bytes:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.digest()
+
+
+def _hmac(key: bytes, data: bytes) -> str:
+    return hmac.new(key, data, hashlib.sha256).hexdigest()
+
+
+def _lock_exclusive(path: Path) -> int:
+    # flock on the local state directory only (never on a share): one process per state_dir.
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        raise ConfigError("service.state_dir is in use by another anond process "
+                          "(every instance needs its own state_dir)") from None
+    return fd
+
+
+def _read_or_create(path: Path, make) -> bytes:
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        pass
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "wb") as f:
+        os.fchmod(f.fileno(), 0o600)
+        f.write(make())
+        f.flush()
+        os.fsync(f.fileno())
+    try:
+        os.link(tmp, path)  # first writer wins
+    except FileExistsError:
+        pass
+    finally:
+        tmp.unlink()
+    return path.read_bytes()
+
+
+# ---------------------------------------------------------------------------------------------
+# Claims in the inbox
+
+
+@dataclass
+class Claim:
+    """A job's folder in the inbox's claim area: the input (and sidecar) while in flight."""
+
+    dir: Path
+    job_id: str
+
+    def source(self) -> tuple[PurePosixPath, Path] | None:
+        """(relative path in the inbox, where the file is now) or None once it moved on."""
+        root = self.dir / SRC
+        for base, _dirs, files in os.walk(root):
+            for name in files:
+                path = Path(base) / name
+                return PurePosixPath(path.relative_to(root).as_posix()), path
+        return None
+
+    @property
+    def sidecar(self) -> Path | None:
+        path = self.dir / SIDECAR
+        return path if path.is_file() else None
+
+    @property
+    def committed(self) -> bool:
+        return (self.dir / COMMITTED).exists()
+
+    def mark_committed(self) -> None:
+        fd = os.open(self.dir / COMMITTED, os.O_WRONLY | os.O_CREAT, 0o600)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        fsync_dir(self.dir)
+
+    def remove(self) -> None:
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class ClaimBox:
+    """The claim area of one inbox for one owner (this process)."""
+
+    def __init__(self, inbox: Path, instance: str, session: str) -> None:
+        self.root = Path(inbox)
+        self.control = self.root / CONTROL_DIR
+        self.claims = self.control / "claims"
+        self.leases = self.control / "leases"
+        self.instance = instance
+        self.owner = f"{instance}.{session}"
+        self.mine = self.claims / self.owner
+        self.lease = self.leases / self.owner
+
+    def open(self) -> None:
+        """Create the claim area and this owner's lease (lease first: a claims folder without a
+        lease is taken for a dead owner's)."""
+        for d in (self.control, self.claims, self.leases):
+            d.mkdir(exist_ok=True)
+        self.renew()
+        self.mine.mkdir(exist_ok=True)
+
+    def renew(self) -> float:
+        """Touch the lease; returns its new mtime (the file server's notion of now)."""
+        try:
+            os.utime(self.lease)
+        except FileNotFoundError:
+            self.lease.write_bytes(b"")
+        return self.lease.stat().st_mtime
+
+    def close(self) -> None:
+        """Give the lease back (claims left behind are taken over at once by anyone)."""
+        try:
+            os.rmdir(self.mine)
+        except OSError:
+            pass
+        try:
+            self.lease.unlink()
+        except FileNotFoundError:
+            pass
+
+    def claim(self, rel: PurePosixPath, job_id: str, sidecar: bool) -> Claim | None:
+        """Move `rel` (and its sidecar) into a new claim of ours; None when another got it."""
+        claim = Claim(self.mine / job_id, job_id)
+        target = claim.dir / SRC / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.rename(self.root / rel, target)
+        except FileNotFoundError:
+            claim.remove()
+            return None
+        except OSError:
+            claim.remove()
+            raise
+        if not target.exists():  # an NFS rename retransmitted after success reports ENOENT
+            claim.remove()
+            return None
+        fsync_dir(claim.dir)
+        if sidecar:
+            self.claim_sidecar(claim, rel)
+        return claim
+
+    def claim_sidecar(self, claim: Claim, rel: PurePosixPath) -> bool:
+        from .regions import sidecar_path
+
+        try:
+            os.rename(sidecar_path(self.root / rel), claim.dir / SIDECAR)
+            return True
+        except FileNotFoundError:
+            return False
+
+    def release(self, claim: Claim) -> bool:
+        """Put an unstarted claim's input back where it was (clean shutdown); False if the
+        name was taken meanwhile (the claim then stays, to be taken over later)."""
+        found = claim.source()
+        if found is None or claim.committed:
+            return False
+        rel, path = found
+        try:
+            _move_exact(path, self.root / rel)
+        except FileExistsError:
+            return False
+        sidecar = claim.sidecar
+        if sidecar is not None:
+            from .regions import sidecar_path
+
+            try:
+                _move_exact(sidecar, sidecar_path(self.root / rel))
+            except FileExistsError:
+                pass
+        claim.remove()
+        return True
+
+    def own_claims(self) -> list[Claim]:
+        try:
+            names = sorted(os.listdir(self.mine))
+        except FileNotFoundError:
+            return []
+        return [Claim(self.mine / n, n) for n in names if not n.startswith(".")]
+
+    def dead_owners(self, lease_s: float) -> list[str]:
+        """Owners whose claims may be taken over: earlier sessions of this instance (the state
+        directory lock proves they are gone) and owners whose lease is older than lease_s."""
+        now = self.renew()
+        dead = []
+        try:
+            owners = os.listdir(self.claims)
+        except FileNotFoundError:
+            return []
+        for owner in owners:
+            if owner == self.owner or owner.startswith("."):
+                continue
+            if owner.split(".", 1)[0] == self.instance:
+                dead.append(owner)
+                continue
+            try:
+                stamp = (self.leases / owner).stat().st_mtime
+            except FileNotFoundError:
+                dead.append(owner)  # owners write their lease before their claims folder
+                continue
+            if now - stamp > lease_s:
+                dead.append(owner)
+        return dead
+
+    def take_over(self, owner: str) -> list[Claim]:
+        """Rename the dead owner's job folders into ours; the ones we won."""
+        won = []
+        src = self.claims / owner
+        try:
+            names = sorted(os.listdir(src))
+        except FileNotFoundError:
+            return []
+        for name in names:
+            if name.startswith("."):
+                continue
+            try:
+                os.rename(src / name, self.mine / name)
+            except FileNotFoundError:
+                continue  # another instance was faster
+            except OSError as exc:
+                if exc.errno in (errno.EEXIST, errno.ENOTEMPTY):
+                    continue
+                raise
+            won.append(Claim(self.mine / name, name))
+        try:
+            os.rmdir(src)
+            (self.leases / owner).unlink()
+        except OSError:
+            pass
+        return won
+
+
+# ---------------------------------------------------------------------------------------------
+# Moving files without ever overwriting one
+
+
+def fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _move_exact(src: Path, dst: Path) -> None:
+    """Rename without replacing (FileExistsError when `dst` exists); same file system only."""
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.link(src, dst)
+    except FileExistsError:
+        raise
+    except OSError as exc:
+        if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK):
+            raise
+        if os.path.lexists(dst):
+            raise FileExistsError(errno.EEXIST, "exists") from None
+        os.rename(src, dst)
+        return
+    os.unlink(src)
+
+
+def _suffixed(dst: Path, n: int) -> Path:
+    return dst if n == 0 else dst.with_name(f"{dst.stem} ({n}){dst.suffix}")
+
+
+def link_no_clobber(src: Path, dst: Path) -> Path:
+    """Give `src` the name `dst`, or `name (n).ext` when taken; returns the name it got.
+
+    Hard link then unlink: atomic, never replaces. File systems without hard links fall back
+    to check-then-rename; moves to another file system copy to a hidden temporary first.
+    """
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    for n in range(10_000):
+        candidate = _suffixed(dst, n)
+        try:
+            os.link(src, candidate)
+        except FileExistsError:
+            continue
+        except OSError as exc:
+            if exc.errno == errno.EXDEV:
+                return _copy_no_clobber(src, dst)
+            if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK):
+                raise
+            if os.path.lexists(candidate):
+                continue
+            os.rename(src, candidate)
+            fsync_dir(candidate.parent)
+            return candidate
+        os.unlink(src)
+        fsync_dir(candidate.parent)
+        return candidate
+    raise FileExistsError(errno.EEXIST, "too many files with this name")
+
+
+def _copy_no_clobber(src: Path, dst: Path) -> Path:
+    tmp = dst.parent / f".{secrets.token_hex(6)}.anond-tmp{dst.suffix}"
+    try:
+        shutil.copy2(src, tmp)
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        final = link_no_clobber(tmp, dst)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    os.unlink(src)
+    return final
+
+
+def new_session() -> str:
+    """A token for this process: claims are owned by `<instance>.<session>`."""
+    return secrets.token_hex(4)

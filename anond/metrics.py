@@ -1,0 +1,101 @@
+"""Prometheus metrics on 127.0.0.1: counts, durations, queue depth, the active provider.
+
+Labels are fixed, small vocabularies (result, class, provider, error code): never a file
+name, a path or anything else taken from an input.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from . import log
+
+_log = log.get("anond.metrics")
+
+JOB_BUCKETS = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600)
+INFERENCE_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
+MASK_CLASSES = ("face", "plate", "manual")
+
+
+class Metrics:
+    """The service's metrics in their own registry; `serve()` starts the HTTP endpoint."""
+
+    def __init__(self) -> None:
+        from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+        self.registry = r = CollectorRegistry(auto_describe=True)
+        self.jobs = Counter("anond_jobs", "Finished jobs by result", ["result"], registry=r)
+        self.retries = Counter("anond_job_retries", "Transient failures retried later", registry=r)
+        self.errors = Counter("anond_job_errors", "Failures by error code", ["code"], registry=r)
+        self.queue = Gauge("anond_queue_depth", "Jobs waiting for a worker", registry=r)
+        self.running = Gauge("anond_jobs_running", "Jobs being processed now", registry=r)
+        self.tracked = Gauge("anond_inbox_files_tracked", "Inbox files waiting to be finished", registry=r)
+        self.paused = Gauge("anond_intake_paused", "1 while intake is paused (low free space)", registry=r)
+        self.job_seconds = Histogram("anond_job_duration_seconds", "Wall time per job",
+                                     buckets=JOB_BUCKETS, registry=r)
+        self.inference_seconds = Histogram("anond_inference_duration_seconds",
+                                           "Detection time per job (all frames)",
+                                           buckets=INFERENCE_BUCKETS, registry=r)
+        self.frames = Counter("anond_frames", "Frames (and photos) processed", registry=r)
+        self.bytes_in = Counter("anond_input_bytes", "Input bytes processed", registry=r)
+        self.masked = Counter("anond_objects_masked", "Objects masked, by class", ["cls"], registry=r)
+        self.provider = Gauge("anond_provider_info", "Execution provider of the detectors",
+                              ["provider"], registry=r)
+        self.ready = Gauge("anond_ready", "1 once models are loaded and warmed up", registry=r)
+        for result in ("done", "failed"):
+            self.jobs.labels(result=result)
+        for cls in MASK_CLASSES:
+            self.masked.labels(cls=cls)
+        self.server = None
+        self.port: int | None = None
+
+    def serve(self, port: int) -> int:
+        """Listen on 127.0.0.1:port (0 = any free port); returns the port."""
+        from prometheus_client import start_http_server
+
+        server, _thread = start_http_server(port, addr="127.0.0.1", registry=self.registry)
+        self.server = server
+        self.port = int(server.server_port)
+        return self.port
+
+    def stop(self) -> None:
+        if self.server is not None:
+            self.server.shutdown()
+            self.server.server_close()
+            self.server = None
+
+    def set_provider(self, provider: str) -> None:
+        self.provider.clear()
+        self.provider.labels(provider=_label(provider)).set(1)
+
+    def job_done(self, report: dict[str, Any] | None, seconds: float) -> None:
+        """Count a finished job from its report (only numbers and known class names are read)."""
+        self.jobs.labels(result="done").inc()
+        self.job_seconds.observe(seconds)
+        if not report:
+            return
+        media = report.get("media") or {}
+        frames = media.get("frames")
+        if isinstance(frames, int) and frames > 0:
+            self.frames.inc(frames)
+        if isinstance(media.get("bytes_in"), int):
+            self.bytes_in.inc(media["bytes_in"])
+        detect = (report.get("durations") or {}).get("detect")
+        if isinstance(detect, (int, float)):
+            self.inference_seconds.observe(detect)
+        for cls, n in (report.get("masked") or {}).items():
+            if cls in MASK_CLASSES and isinstance(n, int) and n > 0:
+                self.masked.labels(cls=cls).inc(n)
+
+    def job_failed(self, code: str, seconds: float) -> None:
+        self.jobs.labels(result="failed").inc()
+        self.errors.labels(code=_label(code)).inc()
+        self.job_seconds.observe(seconds)
+
+
+def _label(value: str) -> str:
+    """Label values are identifiers from our own code; anything else is replaced."""
+    value = str(value)
+    if len(value) <= 64 and value.replace("_", "").replace("-", "").isalnum():
+        return value
+    return "other"

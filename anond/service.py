@@ -1,0 +1,897 @@
+"""`anond run`: the daemon. Watches the inboxes, claims finished files, runs them through the
+pipeline on worker threads, lands outputs atomically, and tells systemd how it is doing.
+
+A file's way through the service:
+
+    inbox/a/b.jpg ──watch: finished?──▶ claim (rename into inbox/.anond/claims/…) ──▶ job table
+        ──worker: process_file──▶ outbox/a/.<job>.anond-stage.jpg ──commit (no overwrite)──▶ outbox/a/b.jpg
+        ──originals: delete | archive | keep──▶ job done (only id, counts and a fingerprint remain)
+
+Every step can be interrupted (kill -9, power loss) and is redone or skipped on restart: the
+claim says where the input is, the `committed` marker says the output is in place.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import queue
+import shutil
+import signal
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+from . import log
+
+TICK_S = 0.2
+SPACE_CHECK_S = 5.0
+HOUSEKEEPING_S = 3600.0
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.epilog = ("Runs in the foreground until SIGTERM/SIGINT; SIGHUP reloads the configuration. "
+                     "Without --config (or $ANOND_CONFIG) the embedded defaults watch ./var/inbox "
+                     "and write ./var/outbox.")
+
+
+def main(args: argparse.Namespace) -> int:
+    from .config import load_settings
+
+    settings = load_settings(args.config)
+    return Service(settings, config_path=args.config).run()
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class InboxRuntime:
+    """One configured inbox with its folders resolved, its watcher and its claim area."""
+
+    cfg: object  # config.Inbox
+    root: Path
+    outbox: Path
+    failed: Path
+    archive: Path | None
+    watcher: object  # watch.InboxWatcher
+    box: object  # jobs.ClaimBox
+
+    @property
+    def name(self) -> str:
+        return self.cfg.name
+
+
+@dataclass
+class Running:
+    job: object  # jobs.Job
+    inbox: InboxRuntime
+    started: float
+
+
+class _LostClaim(Exception):
+    """Another instance took the claim over (our lease had expired): drop the job."""
+
+
+class Service:
+    """The daemon. `run()` returns the exit status."""
+
+    def __init__(self, settings, config_path: str | None = None) -> None:
+        from .notify import Notifier
+
+        self.settings = settings
+        self.config_path = config_path
+        self.log = log.get("anond.service")
+        self.notifier = Notifier()
+        self.stop_event = threading.Event()
+        self.wake = threading.Event()
+        self.reload_requested = False
+        self.inboxes: dict[str, InboxRuntime] = {}
+        self.running: dict[str, Running] = {}
+        self.running_lock = threading.Lock()
+        self.work: queue.Queue = queue.Queue()
+        self.workers: list[Worker] = []
+        self.store = None
+        self.metrics = None
+        self.paused = False
+        self.provider = "none"
+        self._counts: dict[str, int] = {}
+
+    # -- lifecycle
+
+    def run(self) -> int:
+        from .jobs import JobStore, new_session
+
+        svc = self.settings.service
+        self._install_signals()
+        self.notifier.status("starting: loading models")
+        self.store = JobStore(_abs(svc.state_dir))
+        self.session = new_session()
+        try:
+            self._open_inboxes(self.settings)
+            self._start_metrics()
+            self._start_workers()
+            if self.stop_event.is_set():
+                return self._shutdown()
+            self._recover()
+            self._refresh_status(force=True)
+            self.notifier.ready(self._status_text())
+            if self.metrics:
+                self.metrics.ready.set(1)
+            self.log.info("service.ready", workers=len(self.workers), provider=self.provider,
+                          inboxes=len(self.inboxes), instance=self.store.instance)
+            self._loop()
+            return self._shutdown()
+        except BaseException:
+            self._abort()
+            raise
+
+    def _install_signals(self) -> None:
+        def stop(signum, _frame):
+            self.stop_event.set()
+            self.wake.set()
+
+        def hup(_signum, _frame):
+            self.reload_requested = True
+            self.wake.set()
+
+        signal.signal(signal.SIGTERM, stop)
+        signal.signal(signal.SIGINT, stop)
+        signal.signal(signal.SIGHUP, hup)
+
+    def _open_inboxes(self, settings) -> None:
+        for cfg in settings.inboxes:
+            self.inboxes[cfg.name] = self._open_inbox(cfg, settings)
+
+    def _open_inbox(self, cfg, settings) -> InboxRuntime:
+        from .jobs import ClaimBox
+        from .watch import InboxWatcher
+
+        root = _abs(cfg.path)
+        outbox = _abs(cfg.outbox)
+        failed = _abs(cfg.failed or settings.service.failed_dir)
+        archive = _abs(cfg.archive) if cfg.archive else None
+        for d in (root, outbox, failed, archive):
+            if d is not None:
+                d.mkdir(parents=True, exist_ok=True)
+        box = ClaimBox(root, self.store.instance, self.session)
+        box.open()
+        watcher = InboxWatcher(root, recursive=cfg.recursive,
+                               stable_after_s=settings.service.stable_after_s,
+                               use_events=settings.service.inotify)
+        watcher.start()
+        return InboxRuntime(cfg, root, outbox, failed, archive, watcher, box)
+
+    def _start_metrics(self) -> None:
+        svc = self.settings.service
+        if not svc.metrics:
+            return
+        from .metrics import Metrics
+
+        self.metrics = Metrics()
+        try:
+            port = self.metrics.serve(svc.metrics_port)
+        except OSError as exc:
+            from .errors import ConfigError
+
+            raise ConfigError(f"service.metrics_port: cannot listen on 127.0.0.1:{svc.metrics_port} "
+                              f"({exc.strerror or type(exc).__name__})") from None
+        self.log.info("metrics.listening", address="127.0.0.1", port=port)
+
+    def _targets(self, settings) -> list[str]:
+        wanted: set[str] = set()
+        for cfg in settings.inboxes:
+            wanted.update(settings.profiles[cfg.profile].targets)
+        return sorted(wanted)
+
+    def _start_workers(self) -> None:
+        """Each worker loads the models once and runs a warm-up inference; READY waits for all."""
+        targets = self._targets(self.settings)
+        self.targets = targets
+        for index in range(self.settings.service.workers):
+            worker = Worker(self, index, targets)
+            worker.start()
+            self.workers.append(worker)
+            # One at a time: loading in parallel only competes for the same disk and cores.
+            while not worker.loaded.wait(TICK_S):
+                self.notifier.watchdog()
+                if self.stop_event.is_set():
+                    return
+            if worker.error is not None:
+                raise worker.error
+        self.provider = self.workers[0].engine.provider if self.workers else "none"
+        if self.metrics:
+            self.metrics.set_provider(self.provider)
+        self.log.info("models.loaded", targets=",".join(targets), provider=self.provider,
+                      workers=len(self.workers))
+
+    def _recover(self) -> None:
+        """Jobs left by an earlier run of this instance (or by dead instances) are queued again."""
+        unfinished = self.store.unfinished()
+        recovered: set[str] = set()
+        for inbox in self.inboxes.values():
+            recovered |= self._take_over(inbox, unfinished)
+        for job_id in set(unfinished) - recovered:
+            self.store.forget(job_id)  # another instance took it over meanwhile
+
+    def _take_over(self, inbox: InboxRuntime, unfinished: dict | None = None) -> set[str]:
+        taken = set()
+        for owner in inbox.box.dead_owners(self.settings.service.lease_s):
+            for claim in inbox.box.take_over(owner):
+                attempts = (unfinished or {}).get(claim.job_id, (None, 0))[1]
+                known = self.store.get(claim.job_id)
+                if known is not None and known[0] in ("pending", "running"):
+                    attempts = max(attempts, known[1])
+                self.store.add(claim.job_id, inbox.name, attempts)
+                taken.add(claim.job_id)
+                self.log.info("job.recovered", job=claim.job_id, inbox=inbox.name,
+                              own=owner.split(".", 1)[0] == self.store.instance)
+        return taken
+
+    # -- the main loop
+
+    def _loop(self) -> None:
+        svc = self.settings.service
+        now = time.monotonic()
+        next_rescan = now + svc.rescan_interval_s
+        next_poll = now
+        next_lease = now + self._lease_every()
+        next_space = now
+        next_housekeeping = now
+        idle_checkpointed = False
+        while not self.stop_event.is_set():
+            now = time.monotonic()
+            self.notifier.watchdog(now)
+            if self.reload_requested:
+                self.reload_requested = False
+                self._reload()
+                svc = self.settings.service
+            if now >= next_lease:
+                next_lease = now + self._lease_every()
+                for inbox in list(self.inboxes.values()):
+                    self._guard(self._take_over, inbox)
+            if now >= next_space:
+                next_space = now + SPACE_CHECK_S
+                self._check_space()
+            if now >= next_rescan:
+                next_rescan = now + svc.rescan_interval_s
+                for inbox in self.inboxes.values():
+                    self._guard(inbox.watcher.rescan)
+            if now >= next_poll:
+                next_poll = now + min(1.0, svc.stable_after_s / 4)
+                for inbox in list(self.inboxes.values()):
+                    self._guard(self._intake, inbox)
+            if not self.paused:
+                self._dispatch()
+            self._refresh_status()
+            idle = not self.running and self._counts.get("pending", 0) == 0
+            if idle and not idle_checkpointed:
+                # Nothing in flight: fold the WAL, so no page that once held a job is left in it.
+                self._guard(self.store.checkpoint)
+                idle_checkpointed = True
+            elif not idle:
+                idle_checkpointed = False
+            if now >= next_housekeeping:
+                next_housekeeping = now + HOUSEKEEPING_S
+                self._guard(self._housekeeping)
+            self.wake.wait(TICK_S)
+            self.wake.clear()
+
+    def _lease_every(self) -> float:
+        return max(0.5, self.settings.service.lease_s / 4)
+
+    def _guard(self, fn, *args) -> None:
+        """Run one step of the loop; an unexpected error is logged, the service goes on."""
+        try:
+            fn(*args)
+        except Exception as exc:  # noqa: BLE001 - the loop must keep running (and pinging)
+            self.log.error("service.step_failed", step=getattr(fn, "__name__", "step"),
+                           error=type(exc).__name__, errno=getattr(exc, "errno", None))
+
+    def _intake(self, inbox: InboxRuntime) -> None:
+        """Claim the finished files of one inbox, keeping a short queue per worker (the rest
+        waits in the inbox, where other instances may take it)."""
+        ready = inbox.watcher.poll()
+        if self.paused or not ready:
+            return
+        from .jobs import new_job_id
+        from .watch import SIDECAR_SUFFIX
+
+        cfg = inbox.cfg
+        room = 2 * len(self.workers) - self._counts.get("pending", 0)
+        for cand in ready:
+            if room <= 0 or self.stop_event.is_set():
+                break
+            if cfg.originals == "keep":
+                quick = self.store.quick_fingerprint(cand.rel, cand.size, cand.mtime_ns)
+                if self.store.seen(quick):
+                    inbox.watcher.settle(cand.rel, cand.size, cand.mtime_ns)
+                    continue
+            sidecar_rel = cand.rel.with_name(cand.rel.name + SIDECAR_SUFFIX)
+            has_sidecar = False
+            if cfg.regions != "off":
+                if (inbox.root / sidecar_rel).is_file():
+                    if not inbox.watcher.is_stable(sidecar_rel):
+                        continue  # the sidecar is still being written
+                    has_sidecar = True
+                elif cfg.regions == "required":
+                    continue  # waits for its sidecar
+            job_id = new_job_id()
+            try:
+                claim = inbox.box.claim(cand.rel, job_id, sidecar=has_sidecar)
+            except OSError as exc:
+                # Not movable (permissions, another mount): leave it until it changes.
+                inbox.watcher.settle(cand.rel, cand.size, cand.mtime_ns)
+                self.log.warning("job.unclaimable", inbox=inbox.name, error=_errno_name(exc))
+                continue
+            inbox.watcher.forget(cand.rel)
+            inbox.watcher.forget(sidecar_rel)
+            if claim is None:
+                continue  # another instance was faster, or the file went away
+            self.store.add(job_id, inbox.name)
+            self._counts["pending"] = self._counts.get("pending", 0) + 1
+            room -= 1
+            self.log.info("job.queued", job=job_id, inbox=inbox.name, bytes=cand.size,
+                          sidecar=has_sidecar)
+
+    def _dispatch(self) -> None:
+        with self.running_lock:
+            free = len(self.workers) - len(self.running)
+        if free <= 0 or self.stop_event.is_set():
+            return
+        jobs = self.store.take_due(free, set(self.inboxes))
+        for job in jobs:
+            inbox = self.inboxes[job.inbox]
+            with self.running_lock:
+                self.running[job.id] = Running(job, inbox, time.monotonic())
+            self.work.put(job.id)
+        if jobs:
+            self._refresh_status(force=True)
+
+    def _check_space(self) -> None:
+        """Pause intake while an outbox or the state directory runs low on space."""
+        limit = self.settings.service.min_free_mb * 1024 * 1024
+        low = None
+        places = [("state", _abs(self.settings.service.state_dir))]
+        places += [(f"outbox:{i.name}", i.outbox) for i in self.inboxes.values()]
+        for where, path in places:
+            try:
+                if shutil.disk_usage(path).free < limit:
+                    low = where
+                    break
+            except OSError:
+                continue
+        if (low is not None) != self.paused:
+            self.paused = low is not None
+            if self.paused:
+                self.log.warning("intake.paused", reason="low_disk_space", where=low,
+                                 min_free_mb=self.settings.service.min_free_mb)
+            else:
+                self.log.info("intake.resumed")
+            if self.metrics:
+                self.metrics.paused.set(1 if self.paused else 0)
+            self._refresh_status(force=True)
+
+    def _housekeeping(self) -> None:
+        keep_s = self.settings.service.history_days * 86400
+        pruned = self.store.prune(keep_s)
+        reports = _abs(self.settings.service.state_dir) / "reports"
+        if reports.is_dir():
+            cutoff = time.time() - keep_s
+            for entry in os.scandir(reports):
+                try:
+                    if entry.stat().st_mtime < cutoff:
+                        os.unlink(entry.path)
+                except OSError:
+                    pass
+        if pruned:
+            self.log.info("state.pruned", jobs=pruned)
+
+    # -- status
+
+    def _refresh_status(self, force: bool = False) -> None:
+        now = time.monotonic()
+        if not force and now - getattr(self, "_status_at", 0.0) < 1.0:
+            return
+        self._status_at = now
+        self._counts = self.store.counts()
+        with self.running_lock:
+            self._counts["running"] = len(self.running)
+        self._counts["waiting"] = sum(i.watcher.tracked for i in self.inboxes.values())
+        self.notifier.status(self._status_text())
+        if self.metrics:
+            self.metrics.queue.set(self._counts.get("pending", 0))
+            self.metrics.running.set(self._counts["running"])
+            self.metrics.tracked.set(self._counts["waiting"])
+
+    def _status_text(self) -> str:
+        c = self._counts
+        text = (f"queue {c.get('pending', 0)}, running {c.get('running', 0)}, "
+                f"done {c.get('done', 0)}, failed {c.get('failed', 0)}, "
+                f"waiting in inboxes {c.get('waiting', 0)}")
+        return text + (" (intake paused: low disk space)" if self.paused else "")
+
+    # -- reload (SIGHUP)
+
+    def _reload(self) -> None:
+        from .config import load_settings
+        from .errors import ConfigError
+
+        self.notifier.reloading()
+        try:
+            new = load_settings(self.config_path)
+            problem = self._reload_problem(new)
+            if problem:
+                self.log.error("config.reload_rejected", reason=problem)
+            else:
+                self._apply(new)
+                self.log.info("config.reloaded", inboxes=len(self.inboxes))
+        except ConfigError as exc:
+            self.log.error("config.reload_failed", error=str(exc))
+        self.notifier.ready(self._status_text())
+
+    def _reload_problem(self, new) -> str | None:
+        old = self.settings
+        if new.models != old.models or new.runtime != old.runtime:
+            return "models and runtime settings need a restart"
+        if self._targets(new) != self.targets:
+            return "the profiles now need other detectors: restart"
+        for key in ("state_dir", "workers", "metrics", "metrics_port"):
+            if getattr(new.service, key) != getattr(old.service, key):
+                return f"service.{key} needs a restart"
+        return None
+
+    def _apply(self, new) -> None:
+        old_inboxes = self.inboxes
+        fresh: dict[str, InboxRuntime] = {}
+        for cfg in new.inboxes:
+            prev = old_inboxes.get(cfg.name)
+            if (prev is not None and prev.root == _abs(cfg.path) and prev.cfg.recursive == cfg.recursive
+                    and new.service.stable_after_s == self.settings.service.stable_after_s
+                    and new.service.inotify == self.settings.service.inotify):
+                prev.cfg = cfg
+                prev.outbox = _abs(cfg.outbox)
+                prev.failed = _abs(cfg.failed or new.service.failed_dir)
+                prev.archive = _abs(cfg.archive) if cfg.archive else None
+                for d in (prev.outbox, prev.failed, prev.archive):
+                    if d is not None:
+                        d.mkdir(parents=True, exist_ok=True)
+                fresh[cfg.name] = prev
+            else:
+                if prev is not None:
+                    self._close_inbox(prev)
+                fresh[cfg.name] = self._open_inbox(cfg, new)
+        for name, prev in old_inboxes.items():
+            if name not in fresh:
+                self._close_inbox(prev)
+        self.settings = new
+        self.inboxes = fresh
+
+    def _close_inbox(self, inbox: InboxRuntime) -> None:
+        inbox.watcher.stop()
+        self._release_pending(inbox)
+
+    def _release_pending(self, inbox: InboxRuntime) -> None:
+        """Unstarted jobs go back into the inbox folder (for us later, or another instance)."""
+        with self.running_lock:
+            busy = set(self.running)
+        for claim in inbox.box.own_claims():
+            state = self.store.get(claim.job_id)
+            if claim.job_id in busy or state is None or state != ("pending", 0):
+                continue
+            if inbox.box.release(claim):
+                self.store.forget(claim.job_id)
+                self.log.info("job.released", job=claim.job_id, inbox=inbox.name)
+
+    # -- shutdown
+
+    def _shutdown(self) -> int:
+        """SIGTERM: STOPPING=1, no new jobs; running ones get stop_timeout_s, then are requeued."""
+        self.notifier.stopping()
+        with self.running_lock:
+            in_flight = len(self.running)
+        self.log.info("service.stopping", running=in_flight)
+        deadline = time.monotonic() + self.settings.service.stop_timeout_s
+        while time.monotonic() < deadline:
+            with self.running_lock:
+                if not self.running:
+                    break
+            self.notifier.watchdog()
+            time.sleep(0.05)
+        with self.running_lock:
+            left = list(self.running)
+        for job_id in left:
+            self.store.requeue(job_id)
+            self.log.warning("job.requeued", job=job_id)
+        for _ in self.workers:
+            self.work.put(None)
+        for inbox in self.inboxes.values():
+            inbox.watcher.stop()
+            if not left:
+                self._guard(self._release_pending, inbox)
+                inbox.box.close()
+        if self.metrics:
+            self.metrics.stop()
+        self.store.close()
+        self.log.info("service.stopped", requeued=len(left))
+        if left:
+            # Worker threads are still inside native code; leave without waiting for them.
+            sys.stdout.flush()
+            os._exit(0)
+        return 0
+
+    def _abort(self) -> None:
+        """Start-up failed: give back what was opened (claims stay for the next start)."""
+        for _ in self.workers:
+            self.work.put(None)
+        for inbox in self.inboxes.values():
+            try:
+                inbox.watcher.stop()
+                inbox.box.close()
+            except Exception:  # noqa: BLE001
+                pass
+        if self.metrics:
+            self.metrics.stop()
+        if self.store is not None:
+            try:
+                self.store.close()
+            except Exception:  # noqa: BLE001
+                pass
+
+    # -- one job (worker threads)
+
+    def execute(self, job_id: str, engine) -> None:
+        """Run one job to its end: done, failed, retry later, or dropped (claim lost)."""
+        from .errors import AnondError, TransientIOError
+        from .fsutil import io_error
+        from .jobs import Claim
+
+        with self.running_lock:
+            entry = self.running.get(job_id)
+        if entry is None:
+            return
+        job, inbox = entry.job, entry.inbox
+        claim = Claim(inbox.box.mine / job.id, job.id)
+        started = time.monotonic()
+        self.log.info("job.started", job=job.id, inbox=inbox.name, attempt=job.attempts + 1)
+        try:
+            self._run_job(job, claim, inbox, engine, started)
+        except _LostClaim:
+            self.store.forget(job.id)
+            self.log.warning("job.lost_claim", job=job.id, inbox=inbox.name)
+        except Exception as exc:  # noqa: BLE001 - every failure ends somewhere definite
+            if isinstance(exc, AnondError):
+                err = exc
+            elif isinstance(exc, OSError):
+                err = io_error(exc)
+            elif isinstance(exc, MemoryError):
+                err = TransientIOError("out of memory")
+            else:
+                err = exc
+            self._failure(job, claim, inbox, err, started)
+        finally:
+            with self.running_lock:
+                self.running.pop(job.id, None)
+            self.wake.set()
+
+    def _run_job(self, job, claim, inbox: InboxRuntime, engine, started: float) -> None:
+        from .errors import AnondError
+        from .jobs import FAILED, SKIPPED, content_digest
+
+        if not claim.dir.is_dir():
+            raise _LostClaim()
+        found = claim.source()
+        if found is None:
+            # Only the last steps were missing when the process died: record how it ended.
+            state = FAILED if (inbox.failed / f"{job.id}.reason.json").exists() else "done"
+            self.store.finish(job.id, state)
+            claim.remove()
+            self.log.info("job.recovered_finished", job=job.id, state=state)
+            return
+        rel, src = found
+        cfg = inbox.cfg
+        fingerprints: tuple[str, ...] = ()
+        if cfg.originals == "keep":
+            digest = content_digest(src)
+            content_fp = self.store.content_fingerprint(rel, digest)
+            if self.store.seen(content_fp) and not claim.committed:
+                self._restore(inbox, claim, rel, src, (content_fp,), job.id)
+                self.store.finish(job.id, SKIPPED)
+                claim.remove()
+                self.log.info("job.skipped", job=job.id, inbox=inbox.name, reason="seen_before")
+                return
+            fingerprints = (content_fp,)
+        report = None
+        if claim.committed:
+            _unlink(_staged_path(inbox.outbox / rel, job.id))  # left when the process died
+        else:
+            dst = inbox.outbox / rel
+            staged = _staged_path(dst, job.id)
+            if not staged.exists():
+                report = self._process(job, claim, inbox, engine, rel, src, dst, staged)
+            if not claim.dir.is_dir():
+                _unlink(staged)
+                raise _LostClaim()
+            self._commit(staged, dst, claim, cfg.on_exists)
+        # The output is in place: what remains is the original and the bookkeeping.
+        if cfg.originals == "keep":
+            self._restore(inbox, claim, rel, src, fingerprints, job.id)
+        elif cfg.originals == "archive":
+            self._archive(inbox, claim, rel, src)
+        else:
+            os.unlink(src)
+            if claim.sidecar is not None:
+                os.unlink(claim.sidecar)
+        seconds = round(time.monotonic() - started, 3)
+        self.store.finish(job.id, "done", seconds=seconds)
+        report_dict = report.to_dict() if report is not None else None
+        if report_dict is not None and self.settings.service.reports:
+            try:
+                self._write_report(job.id, report_dict)
+            except (OSError, AnondError) as exc:
+                self.log.warning("report.not_written", job=job.id, error=_errno_name(exc))
+        claim.remove()
+        if self.metrics:
+            self.metrics.job_done(report_dict, seconds)
+        masked = (report_dict or {}).get("masked") or {}
+        self.log.info("job.completed", job=job.id, inbox=inbox.name, seconds=seconds,
+                      **{f"masked_{k}": v for k, v in masked.items() if isinstance(v, int)})
+
+    def _process(self, job, claim, inbox, engine, rel, src, dst, staged):
+        from .pipeline import process_file
+
+        cfg = inbox.cfg
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        sidecar = claim.sidecar
+        if sidecar is None and cfg.regions != "off":
+            # A crash between claiming the file and its sidecar leaves the sidecar behind.
+            if inbox.box.claim_sidecar(claim, rel):
+                sidecar = claim.sidecar
+        report = process_file(
+            src, staged, settings=self.settings, engine=engine,
+            profile=self.settings.profiles[cfg.profile], job_id=job.id,
+            regions_path=sidecar if cfg.regions != "off" else None, regions_policy=cfg.regions,
+            on_exists="replace", file_mode=cfg.output_mode, group=cfg.output_group,
+        )
+        landed = getattr(report, "output_path", None)
+        if landed is not None and Path(landed) != staged:
+            os.replace(landed, staged)
+        return report
+
+    def _commit(self, staged: Path, dst: Path, claim, on_exists: str) -> Path:
+        """Give the staged output its final name, exactly once, never overwriting (unless
+        on_exists = "replace"): link, mark the claim committed, then drop the staged name."""
+        from .jobs import fsync_dir, link_no_clobber
+
+        if on_exists == "replace":
+            os.replace(staged, dst)
+            fsync_dir(dst.parent)
+            claim.mark_committed()
+            return dst
+        final = _already_linked(staged, dst)
+        if final is None:
+            tmp = staged.with_name(staged.name + ".link")
+            os.link(staged, tmp)  # keep the staged name until the claim says committed
+            final = link_no_clobber(tmp, dst)
+        claim.mark_committed()
+        _unlink(staged)
+        _unlink(staged.with_name(staged.name + ".link"))
+        fsync_dir(dst.parent)
+        return final
+
+    def _restore(self, inbox, claim, rel, src, fingerprints, job_id) -> None:
+        """originals = keep: remember the fingerprints, then put the file back where it was."""
+        from .jobs import link_no_clobber
+
+        st = os.stat(src)
+        quick = self.store.quick_fingerprint(rel, st.st_size, st.st_mtime_ns)
+        self.store.remember((*fingerprints, quick), job_id)
+        landed = link_no_clobber(src, inbox.root / rel)
+        new_rel = PurePosixPath(landed.relative_to(inbox.root).as_posix())
+        if new_rel != rel:  # the name was taken meanwhile: remember the new one too
+            self.store.remember((self.store.quick_fingerprint(new_rel, st.st_size, st.st_mtime_ns),),
+                                job_id)
+        sidecar = claim.sidecar
+        if sidecar is not None:
+            from .regions import sidecar_path
+
+            link_no_clobber(sidecar, sidecar_path(landed))
+
+    def _archive(self, inbox, claim, rel, src) -> None:
+        from .jobs import link_no_clobber
+        from .regions import sidecar_path
+
+        landed = link_no_clobber(src, inbox.archive / rel)
+        sidecar = claim.sidecar
+        if sidecar is not None:
+            link_no_clobber(sidecar, sidecar_path(landed))
+
+    def _failure(self, job, claim, inbox, err, started: float) -> None:
+        """Transient: retry with backoff (claim kept). Permanent or out of retries: quarantine."""
+        from .errors import AnondError
+
+        svc = self.settings.service
+        code = getattr(err, "code", "internal")
+        permanent = not isinstance(err, AnondError) or err.permanent
+        attempts = job.attempts + 1
+        if not permanent and attempts <= svc.retries:
+            delay = min(svc.retry_backoff_max_s, svc.retry_backoff_s * 2 ** (attempts - 1))
+            self.store.retry_later(job.id, attempts, delay, code)
+            if self.metrics:
+                self.metrics.retries.inc()
+            self.log.warning("job.retry", job=job.id, inbox=inbox.name, error=code,
+                             attempt=attempts, delay_s=round(delay, 1))
+            return
+        try:
+            self._quarantine(job, claim, inbox, err, code, permanent, attempts)
+        except OSError as exc:
+            # The failed folder is not writable: keep the claim and try again later.
+            self.store.retry_later(job.id, job.attempts, svc.retry_backoff_max_s, "quarantine_failed")
+            self.log.error("job.quarantine_failed", job=job.id, inbox=inbox.name,
+                           error=_errno_name(exc))
+            return
+        seconds = round(time.monotonic() - started, 3)
+        self.store.finish(job.id, "failed", error=code, seconds=seconds)
+        claim.remove()
+        if self.metrics:
+            self.metrics.job_failed(code, seconds)
+        self.log.warning("job.quarantined", job=job.id, inbox=inbox.name, error=code,
+                         attempts=attempts)
+
+    def _quarantine(self, job, claim, inbox, err, code, permanent, attempts) -> None:
+        """The input goes to failed/<job id>/ (keeping its name: it is the user's file);
+        failed/<job id>.reason.json says why, without naming it."""
+        from . import __version__
+        from .fsutil import write_bytes_atomic
+        from .jobs import link_no_clobber
+
+        found = claim.source()
+        message = _safe_message(err, found[0] if found else None)
+        reason = {
+            "job": job.id,
+            "inbox": inbox.name,
+            "error": type(err).__name__,
+            "code": code,
+            "message": message,
+            "permanent": permanent,
+            "attempts": attempts,
+            "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "anond_version": __version__,
+        }
+        inbox.failed.mkdir(parents=True, exist_ok=True)
+        write_bytes_atomic(inbox.failed / f"{job.id}.reason.json",
+                           (json.dumps(reason, indent=2) + "\n").encode(), job_id=job.id)
+        if found is not None:
+            rel, src = found
+            _clean_job_temps(inbox.outbox / rel, job.id)
+            landed = link_no_clobber(src, inbox.failed / job.id / rel.name)
+            sidecar = claim.sidecar
+            if sidecar is not None:
+                from .regions import sidecar_path
+
+                link_no_clobber(sidecar, sidecar_path(landed))
+
+    def _write_report(self, job_id: str, report: dict) -> None:
+        from .fsutil import write_bytes_atomic
+
+        reports = _abs(self.settings.service.state_dir) / "reports"
+        reports.mkdir(mode=0o700, exist_ok=True)
+        write_bytes_atomic(reports / f"{job_id}.json",
+                           (json.dumps(report, indent=2) + "\n").encode(), job_id=job_id)
+
+
+class Worker(threading.Thread):
+    """Loads the detectors once (plus a warm-up inference), then runs jobs from the queue."""
+
+    def __init__(self, service: Service, index: int, targets: list[str]) -> None:
+        super().__init__(name=f"anond-worker-{index}", daemon=True)
+        self.service = service
+        self.index = index
+        self.targets = targets
+        self.loaded = threading.Event()
+        self.error: BaseException | None = None
+        self.engine = None
+
+    def run(self) -> None:
+        try:
+            from .detect.engine import Engine
+
+            engine = Engine.load(self.service.settings, targets=self.targets)
+            engine.warmup()
+            self.engine = engine
+        except BaseException as exc:  # noqa: BLE001 - handed to the main thread
+            self.error = exc
+            return
+        finally:
+            self.loaded.set()
+        while True:
+            job_id = self.service.work.get()
+            if job_id is None:
+                return
+            try:
+                self.service.execute(job_id, self.engine)
+            except Exception as exc:  # noqa: BLE001 - bookkeeping failed; recovery redoes the job
+                self.service.log.error("job.bookkeeping_failed", job=job_id, error=type(exc).__name__)
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def _abs(path) -> Path:
+    return Path(os.path.abspath(os.path.expanduser(str(path))))
+
+
+def _staged_path(dst: Path, job_id: str) -> Path:
+    """The finished output before it gets its final name: hidden, same folder and extension."""
+    return dst.parent / f".{job_id}.anond-stage{dst.suffix}"
+
+
+def _already_linked(staged: Path, dst: Path) -> Path | None:
+    """After a crash between linking the output and marking the claim: where it landed."""
+    from .jobs import _suffixed
+
+    try:
+        st = os.stat(staged)
+    except FileNotFoundError:
+        return None
+    if st.st_nlink < 2:
+        return None
+    misses = 0
+    for n in range(10_000):
+        candidate = _suffixed(dst, n)
+        try:
+            other = os.stat(candidate)
+        except FileNotFoundError:
+            misses += 1
+            if misses > 50:
+                break
+            continue
+        if (other.st_dev, other.st_ino) == (st.st_dev, st.st_ino):
+            return candidate
+    _unlink(staged.with_name(staged.name + ".link"))  # linked there only: not placed yet
+    return None
+
+
+def _clean_job_temps(dst: Path, job_id: str) -> None:
+    """Remove what an interrupted attempt of this job may have left beside its output."""
+    try:
+        entries = os.listdir(dst.parent)
+    except OSError:
+        return
+    for name in entries:
+        if name.startswith(f".{job_id}."):
+            _unlink(dst.parent / name)
+
+
+def _unlink(path: Path) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
+def _errno_name(exc: BaseException) -> str:
+    import errno as _errno
+
+    code = getattr(exc, "errno", None)
+    if isinstance(code, int) and code in _errno.errorcode:
+        return _errno.errorcode[code]
+    return getattr(exc, "code", None) or type(exc).__name__
+
+
+def _safe_message(err: BaseException, rel: PurePosixPath | None) -> str:
+    """The error's message for the reason file, with anything looking like the input's name
+    removed. Messages of our own errors never hold names; others are reduced to their class."""
+    from .errors import AnondError
+
+    if not isinstance(err, AnondError):
+        return f"unexpected {type(err).__name__}"
+    message = str(err)
+    if rel is not None:
+        for part in sorted({*rel.parts, rel.stem}, key=len, reverse=True):
+            if len(part) >= 3:
+                message = message.replace(part, "…")
+    return message[:500]

@@ -1,0 +1,252 @@
+"""Finding finished files in an inbox: watchdog events, periodic rescans, and the "finished" gate.
+
+Events only say where to look; whether a file is finished is decided by looking at it: a file
+is ready once its size and mtime stayed the same for `stable_after_s`. Network shares deliver
+no events at all, so a full rescan runs every `rescan_interval_s` (and once at start-up).
+Hidden files, partial downloads and manual-region sidecars never become jobs.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+from . import log
+
+# Names of files still being written by browsers, sync and transfer tools.
+PARTIAL_SUFFIXES = (
+    ".part", ".partial", ".tmp", ".temp", ".crdownload", ".filepart", ".download",
+    ".opdownload", ".!ut", ".!qb", ".unconfirmed", ".swp", ".lock",
+)
+JUNK_NAMES = {"thumbs.db", "desktop.ini", "icon\r"}
+SIDECAR_SUFFIX = ".regions.json"  # anond.regions.SIDECAR_SUFFIX (kept here: light import)
+# Zero-byte files are often placeholders a copy tool fills later: they wait this much longer.
+EMPTY_FILE_FACTOR = 6
+
+_log = log.get("anond.watch")
+
+
+def is_hidden(name: str) -> bool:
+    return name.startswith(".")
+
+
+def is_sidecar(name: str) -> bool:
+    return name.lower().endswith(SIDECAR_SUFFIX)
+
+
+def is_media_candidate(name: str) -> bool:
+    """Could this file name be an input? (Not hidden, partial, temporary, junk or a sidecar.)"""
+    lower = name.lower()
+    return not (
+        is_hidden(name)
+        or name.startswith("~$")  # office lock files
+        or name.endswith("~")
+        or lower.endswith(PARTIAL_SUFFIXES)
+        or ".anond-tmp" in lower
+        or lower in JUNK_NAMES
+        or is_sidecar(name)
+    )
+
+
+@dataclass
+class Candidate:
+    """A finished file in the inbox, by its path relative to the inbox."""
+
+    rel: PurePosixPath
+    size: int
+    mtime_ns: int
+
+
+@dataclass
+class _Seen:
+    size: int
+    mtime_ns: int
+    ino: int
+    since: float  # monotonic time it was first seen with these values
+
+
+class InboxWatcher:
+    """Tracks the files of one inbox until they are finished; `poll()` returns those that are."""
+
+    def __init__(self, root: Path, *, recursive: bool, stable_after_s: float,
+                 use_events: bool = True) -> None:
+        self.root = Path(root)
+        self.recursive = recursive
+        self.stable_after_s = stable_after_s
+        self.use_events = use_events
+        self._seen: dict[PurePosixPath, _Seen] = {}
+        # Files dealt with (kept originals already processed, unclaimable files): not tracked
+        # again until they change.
+        self._settled: dict[PurePosixPath, tuple[int, int]] = {}
+        self._event_files: set[str] = set()
+        self._event_dirs: set[str] = set()
+        self._events_lock = threading.Lock()
+        self._observer = None
+
+    # -- lifecycle
+
+    def start(self) -> None:
+        """Start the event observer (if enabled) and scan everything once."""
+        if self.use_events:
+            self._start_observer()
+        self.rescan()
+
+    def stop(self) -> None:
+        if self._observer is not None:
+            self._observer.stop()
+            self._observer.join(timeout=5)
+            self._observer = None
+
+    def _start_observer(self) -> None:
+        from watchdog.events import FileSystemEventHandler
+        from watchdog.observers import Observer
+
+        watcher = self
+
+        class Handler(FileSystemEventHandler):
+            def on_any_event(self, event):
+                if event.event_type in ("opened", "closed_no_write", "deleted"):
+                    return
+                paths = [event.src_path, getattr(event, "dest_path", "")]
+                with watcher._events_lock:
+                    for p in paths:
+                        if p:
+                            (watcher._event_dirs if event.is_directory else watcher._event_files).add(
+                                os.fsdecode(p))
+
+        try:
+            observer = Observer()
+            observer.schedule(Handler(), str(self.root), recursive=self.recursive)
+            observer.daemon = True
+            observer.start()
+        except OSError as exc:  # inotify limits: rescans still find everything
+            _log.warning("watch.events_unavailable", error=exc.strerror or type(exc).__name__)
+            return
+        self._observer = observer
+
+    # -- finding files
+
+    def rescan(self) -> int:
+        """Walk the whole inbox; returns how many files are being tracked."""
+        visited = self._walk(self.root)
+        self._settled = {rel: key for rel, key in self._settled.items() if rel in visited}
+        return len(self._seen)
+
+    def _walk(self, top: Path) -> set[PurePosixPath]:
+        visited: set[PurePosixPath] = set()
+        stack = [top]
+        while stack:
+            d = stack.pop()
+            try:
+                entries = list(os.scandir(d))
+            except OSError:
+                continue
+            for entry in entries:
+                if is_hidden(entry.name):
+                    continue  # hidden folders include the claim area (.anond)
+                try:
+                    if entry.is_dir(follow_symlinks=False):
+                        if self.recursive:
+                            stack.append(Path(entry.path))
+                        continue
+                    if not entry.is_file(follow_symlinks=False):
+                        continue
+                    rel = self._observe(Path(entry.path), entry.stat(follow_symlinks=False))
+                except OSError:
+                    continue
+                if rel is not None:
+                    visited.add(rel)
+        return visited
+
+    def _rel(self, path: Path) -> PurePosixPath | None:
+        try:
+            rel = PurePosixPath(path.relative_to(self.root).as_posix())
+        except ValueError:
+            return None
+        if not rel.parts or any(is_hidden(p) for p in rel.parts):
+            return None
+        if not self.recursive and len(rel.parts) > 1:
+            return None
+        return rel
+
+    def _observe(self, path: Path, st: os.stat_result) -> PurePosixPath | None:
+        rel = self._rel(path)
+        if rel is None:
+            return None
+        name = rel.name
+        if not (is_media_candidate(name) or is_sidecar(name)):
+            return None
+        key = (st.st_size, st.st_mtime_ns)
+        settled = self._settled.get(rel)
+        if settled is not None:
+            if settled == key:
+                return rel
+            del self._settled[rel]
+        seen = self._seen.get(rel)
+        if seen is None or (seen.size, seen.mtime_ns, seen.ino) != (*key, st.st_ino):
+            self._seen[rel] = _Seen(st.st_size, st.st_mtime_ns, st.st_ino, time.monotonic())
+        return rel
+
+    def _drain_events(self) -> None:
+        with self._events_lock:
+            files, dirs = self._event_files, self._event_dirs
+            self._event_files, self._event_dirs = set(), set()
+        for d in dirs:
+            path = Path(d)
+            if self._rel(path) is not None or path == self.root:
+                self._walk(path)
+        for f in files:
+            path = Path(f)
+            try:
+                st = path.stat(follow_symlinks=False)
+            except OSError:
+                continue
+            if path.is_dir():
+                if self._rel(path) is not None:
+                    self._walk(path)
+            elif os.path.isfile(path) and not os.path.islink(path):
+                self._observe(path, st)
+
+    # -- the finished gate
+
+    def poll(self, now: float | None = None) -> list[Candidate]:
+        """Look at every tracked file again; the media files unchanged for stable_after_s."""
+        self._drain_events()
+        now = time.monotonic() if now is None else now
+        ready = []
+        for rel, seen in list(self._seen.items()):
+            try:
+                st = os.stat(self.root / rel, follow_symlinks=False)
+            except OSError:
+                del self._seen[rel]  # claimed, moved or deleted
+                continue
+            if (st.st_size, st.st_mtime_ns, st.st_ino) != (seen.size, seen.mtime_ns, seen.ino):
+                self._seen[rel] = _Seen(st.st_size, st.st_mtime_ns, st.st_ino, now)
+                continue
+            wait = self.stable_after_s * (EMPTY_FILE_FACTOR if seen.size == 0 else 1)
+            if now - seen.since >= wait and is_media_candidate(rel.name):
+                ready.append(Candidate(rel, seen.size, seen.mtime_ns))
+        ready.sort(key=lambda c: (c.mtime_ns, str(c.rel)))
+        return ready
+
+    def is_stable(self, rel: PurePosixPath, now: float | None = None) -> bool:
+        """Whether a tracked file (a sidecar) has been unchanged for stable_after_s."""
+        seen = self._seen.get(rel)
+        now = time.monotonic() if now is None else now
+        return seen is not None and now - seen.since >= self.stable_after_s
+
+    def forget(self, rel: PurePosixPath) -> None:
+        """Stop tracking (the file was claimed)."""
+        self._seen.pop(rel, None)
+
+    def settle(self, rel: PurePosixPath, size: int, mtime_ns: int) -> None:
+        """Dealt with: ignore this file until its size or mtime changes."""
+        self._seen.pop(rel, None)
+        self._settled[rel] = (size, mtime_ns)
+
+    @property
+    def tracked(self) -> int:
+        return len(self._seen)
