@@ -76,21 +76,36 @@ def evaluate_dataset(dataset, fmt: str, target: str, settings, *, profile: str =
                      ap_threshold: float | None = None, limit: int | None = None,
                      show_progress: bool | None = None, engine=None) -> dict:
     """Everything `anond eval --dataset` reports, as a JSON-ready dict."""
+    from .evaluation.datasets import read_dataset
+
+    samples = read_dataset(dataset, fmt, labels)[:limit]
+    report = evaluate_samples(samples, target, settings, profile=profile, iou=iou,
+                              mask_cover=mask_cover, ap_threshold=ap_threshold,
+                              show_progress=show_progress, engine=engine)
+    return {"format": fmt, **report}
+
+
+def evaluate_samples(samples, target: str, settings, *, profile: str = "default", iou: float = 0.5,
+                     mask_cover: float = 0.8, ap_threshold: float | None = None,
+                     show_progress: bool | None = None, engine=None,
+                     results_out: list | None = None) -> dict:
+    """`evaluate_dataset` on samples already read; `results_out` receives the per-image
+    results (so several sets can be pooled with `metrics.summarize`)."""
     from .detect.engine import Engine
     from .evaluation import runner
-    from .evaluation.datasets import read_dataset
     from .evaluation.metrics import summarize
 
     prof = settings.profiles[profile]
-    samples = read_dataset(dataset, fmt, labels)[:limit]
     engine = engine or Engine.load(settings, targets=[target])
     ap_threshold = runner.DEFAULT_AP_THRESHOLD if ap_threshold is None else ap_threshold
     started = time.monotonic()
     results = runner.evaluate(samples, engine, prof, target, ap_threshold=ap_threshold,
                               image_settings=settings.image, show_progress=show_progress)
     seconds = time.monotonic() - started
+    if results_out is not None:
+        results_out.extend(results)
     summary = summarize(results, runner.threshold_of(prof, target), iou=iou, mask_cover=mask_cover)
-    report = {"target": target, "format": fmt, **summary.as_dict()}
+    report = {"target": target, **summary.as_dict()}
     report["settings"].update({
         "profile": profile, "ap_threshold": min(ap_threshold, runner.threshold_of(prof, target)),
         "verify": prof.verify, "tiling": prof.detect.tiling,
