@@ -1,0 +1,156 @@
+#!/usr/bin/env python3
+"""End-to-end throughput and peak memory on each clip: anond, deface 1.5.0, plain transcode.
+
+For every clip in ../shared/data/video, the same script runs, one after the other:
+- transcode: `bench/_transcode.py` (decode + re-encode with anond's encoder settings; the floor);
+- deface:    `deface CLIP -o OUT` from its own venv (.bench/deface-venv), default settings
+             (CenterFace threshold 0.2, blur, ellipse, mask scale 1.3, no audio); for clips
+             with audio, also `--keep-audio` (anond keeps audio);
+- anond:     `anond process CLIP OUT --report R.json` with the default profile (faces and
+             plates, tiling, tracking, verification).
+Each is a separate process, timed from start to exit (start-up and model loading included),
+best of --repeat runs. Peak RSS: the whole process tree (deface's ffmpeg writer included),
+sampled every 0.1 s from /proc; "max RSS" is the kernel's figure for the largest single process.
+fps = decoded frames of the clip / wall seconds. Ratios: anond fps / deface fps and
+anond fps / transcode fps (1.0 would mean anonymizing costs nothing over re-encoding).
+
+    python bench/throughput.py [--repeat 1] [--clips hamilton,...] [--no-deface] [--no-append]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+
+import _common as c  # noqa: E402  (sets sys.path for anond)
+
+DEFACE_VENV = c.WORK / "deface-venv"
+
+
+def clips() -> dict:
+    root = c.DATA / "video"
+    found = {}
+    for d in sorted(p for p in root.iterdir() if p.is_dir()) if root.is_dir() else []:
+        media = [p for p in d.iterdir() if p.suffix.lower() in (".mp4", ".avi", ".mov", ".mkv")]
+        if media:
+            found[d.name] = media[0]
+    return found
+
+
+def best(runs: list) -> c.Run:
+    ok = [r for r in runs if r.rc == 0]
+    return min(ok, key=lambda r: r.seconds) if ok else runs[-1]
+
+
+def measure(cmd: list[str], repeat: int, out_path, env=None) -> tuple[c.Run, list[float]]:
+    runs = []
+    for _ in range(repeat):
+        if out_path is not None and os.path.exists(out_path):
+            os.unlink(out_path)
+        runs.append(c.run_measured(cmd, env=env))
+    return best(runs), [round(r.seconds, 1) for r in runs]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[1])
+    parser.add_argument("--repeat", type=int, default=1, help="runs per tool and clip; best is kept")
+    parser.add_argument("--clips", help="comma-separated clip folder names (default: all)")
+    parser.add_argument("--no-deface", action="store_true")
+    parser.add_argument("--no-append", action="store_true", help="print only")
+    args = parser.parse_args()
+
+    settings = c.settings()
+    load_before = c.load()
+    out_dir = c.WORK / "throughput"
+    shutil.rmtree(out_dir, ignore_errors=True)
+    out_dir.mkdir(parents=True)
+    anond_bin = [sys.executable, "-m", "anond.cli"]
+    deface_bin = DEFACE_VENV / "bin" / "deface"
+    have_deface = deface_bin.is_file() and not args.no_deface
+    env = dict(os.environ, ANOND_LOG_JSON="1")
+    wanted = args.clips.split(",") if args.clips else None
+    rows, stage_rows, notes = [], [], []
+    if not have_deface:
+        notes.append("deface not measured (.bench/deface-venv missing or --no-deface)")
+    for name, clip in clips().items():
+        if wanted and name not in wanted:
+            continue
+        facts = c.video_facts(clip)
+        frames = facts["frames"]
+        print(f"{name}: {facts['width']}x{facts['height']}, {frames} frames, "
+              f"{facts['fps']:.2f} fps, audio {facts['audio']}", flush=True)
+        ext = clip.suffix.lower()
+        results = {}
+        out = out_dir / f"transcode{ext}"
+        results["transcode (PyAV, floor)"] = measure(
+            [sys.executable, str(c.ROOT / "bench" / "_transcode.py"), str(clip), str(out)],
+            args.repeat, out)
+        if have_deface:
+            out = out_dir / "deface.mp4"
+            results["deface 1.5.0"] = measure([str(deface_bin), str(clip), "-o", str(out)],
+                                              args.repeat, out)
+            if facts["audio"]:
+                results["deface 1.5.0 --keep-audio"] = measure(
+                    [str(deface_bin), str(clip), "-o", str(out), "--keep-audio"], args.repeat, out)
+        out = out_dir / f"anond{ext}"
+        report_path = out_dir / "anond-report.json"
+        results["anond"] = measure(
+            [*anond_bin, "process", str(clip), str(out), "--on-exists", "replace",
+             "--report", str(report_path)], args.repeat, out, env=env)
+        fps = {k: (frames / r.seconds if r.rc == 0 else None) for k, (r, _) in results.items()}
+        for tool, (r, all_s) in results.items():
+            if r.rc != 0:
+                notes.append(f"{name}: {tool} failed (exit {r.rc}): "
+                             f"{r.stderr_tail.strip().splitlines()[-1:] if r.stderr_tail else ''}")
+            rows.append([name, f"{facts['width']}x{facts['height']}", frames, tool,
+                         f"{r.seconds:.1f}" + (f" ({', '.join(map(str, all_s))})" if len(all_s) > 1 else ""),
+                         f"{fps[tool]:.2f}" if fps[tool] else "failed",
+                         f"{r.peak_rss_mib:.0f}", f"{r.max_rss_mib:.0f}"])
+            print(" | ".join(map(str, rows[-1])), flush=True)
+        a = fps.get("anond")
+        d = fps.get("deface 1.5.0")
+        t = fps.get("transcode (PyAV, floor)")
+        rows.append([name, "", "", "**ratio anond/deface**", "", f"{a / d:.2f}" if a and d else "n/a", "", ""])
+        rows.append([name, "", "", "**ratio anond/transcode**", "", f"{a / t:.2f}" if a and t else "n/a", "", ""])
+        if report_path.is_file() and results["anond"][0].rc == 0:
+            rep = json.loads(report_path.read_text())
+            job = rep["jobs"][0] if isinstance(rep, dict) and "jobs" in rep else rep
+            d_ = job.get("durations", {})
+            total = d_.get("total")
+            stage_rows.append([name] + [f"{d_.get(k, 0):.1f}" for k in
+                                        ("decode", "detect", "track", "mask", "verify", "encode")]
+                              + [f"{total:.1f}" if total else "?",
+                                 f"{frames / total:.2f}" if total else "?",
+                                 json.dumps(job.get("masked", {})), json.dumps(job.get("tracks", {}))])
+        shutil.rmtree(out_dir, ignore_errors=True)
+        out_dir.mkdir(parents=True)
+    headers = ["clip", "size", "frames", "tool", "wall s", "fps", "peak RSS MiB (tree)", "max RSS MiB (1 proc)"]
+    main_table = c.table(headers, rows)
+    stage_table = c.table(["clip", "decode", "detect", "track", "mask", "verify", "encode",
+                           "job total s", "fps in-job", "masked (boxes)", "tracks"], stage_rows)
+    print("\n" + main_table + "\n\nanond's own report (seconds per stage, without start-up):\n" + stage_table)
+    for n in notes:
+        print("note:", n)
+    if not args.no_append:
+        p = settings.profiles["default"]
+        extra = {
+            "anond profile": f"default: targets {p.targets}, tiling {p.detect.tiling}, verify {p.verify}, "
+                             f"video crf {settings.video.crf} preset {settings.video.preset}, "
+                             f"batch {settings.video.batch_size}, detect_stride {settings.video.detect_stride}",
+            "timing": f"wall clock per process, start-up and model loading included; best of {args.repeat}",
+            "deface": "1.5.0 in .bench/deface-venv (onnxruntime CPU), default settings",
+        }
+        c.append(c.header("End-to-end throughput on the clips", c.command_line(), settings, extra,
+                          load_before=load_before)
+                 + "\n" + main_table
+                 + "\n\nanond's own job report for the same run (stage seconds, no start-up):\n\n"
+                 + stage_table + "\n" + "".join(f"\n- note: {n}" for n in notes) + "\n")
+    shutil.rmtree(out_dir, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
