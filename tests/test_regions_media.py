@@ -8,6 +8,7 @@ by 2x2 pixels and interpolated when converted back to BGR).
 from __future__ import annotations
 
 import io
+import time
 import json
 from pathlib import Path
 
@@ -353,3 +354,60 @@ def test_process_regions_option_and_required_policy(tmp_path, models_dir, capsys
                    str(src), str(tmp_path / "o.png")])
     assert rc == 0
     assert is_solid(read_png(tmp_path / "o.png"), rect_mask((48, 64), rect))
+
+
+# --- the service ------------------------------------------------------------------------------
+
+
+def test_service_waits_for_required_sidecars_consumes_them_and_never_outputs_them(tmp_path, models_dir):
+    from service_harness import Anond, files_under, wait_for, write_config
+
+    req_in, req_out = tmp_path / "req_in", tmp_path / "req_out"
+    opt_in, opt_out = tmp_path / "opt_in", tmp_path / "opt_out"
+    failed = tmp_path / "failed"
+    for d in (req_in, opt_in):
+        d.mkdir()
+    pictures = {name: np.random.default_rng(seed).integers(40, 200, (48, 64, 3), np.uint8)
+                for seed, name in enumerate(["a", "b", "c", "d"])}
+    for folder, name in ((req_in, "a"), (req_in, "b"), (opt_in, "c"), (opt_in, "d")):
+        cv2.imwrite(str(folder / f"{name}.png"), pictures[name])
+    rect = {"x": 8, "y": 8, "w": 20, "h": 10}
+    good = [{"rect": rect, "mode": "solid"}]
+    bad = [{"polygon": [[0, 0], [9, 9]]}]
+    write_sidecar(req_in / "b.png", bad)  # required + bad: fails
+    write_sidecar(opt_in / "c.png", bad)  # optional + bad: processed, reported as rejected
+    write_sidecar(opt_in / "d.png", good)
+    config = write_config(tmp_path / "anond.toml", models_dir=models_dir,
+                          service={"state_dir": str(tmp_path / "state"), "failed_dir": str(failed),
+                                   "stable_after_s": 0.3, "rescan_interval_s": 0.3},
+                          inboxes=[{"path": str(req_in), "outbox": str(req_out), "regions": "required"},
+                                   {"path": str(opt_in), "outbox": str(opt_out), "regions": "optional"}])
+    svc = Anond(tmp_path, config).start()
+    try:
+        wait_for(lambda: (opt_out / "c.png").exists() and (opt_out / "d.png").exists(), 60, "optional outputs", svc)
+        wait_for(lambda: list(failed.glob("*.reason.json")), 30, "the bad required sidecar's failure", svc)
+        time.sleep(1.5)  # several rescans: a.png has no sidecar yet and must wait for it
+        assert (req_in / "a.png").exists() and not (req_out / "a.png").exists()
+        write_sidecar(req_in / "a.png", good)
+        wait_for(lambda: (req_out / "a.png").exists(), 30, "a.png once its sidecar arrived", svc)
+        assert svc.stop() == 0
+    finally:
+        svc.kill()
+
+    assert files_under(req_out) == ["a.png"] and files_under(opt_out) == ["c.png", "d.png"]
+    assert files_under(req_in) == [] and files_under(opt_in) == []  # sidecars consumed with their jobs
+    for name, out_dir in (("a", req_out), ("d", opt_out)):
+        out = read_png(out_dir / f"{name}.png")
+        assert (out[rect_mask(out.shape[:2], rect)] == 0).all()  # solid, the default black
+    np.testing.assert_array_equal(read_png(opt_out / "c.png"), pictures["c"])
+
+    (reason_path,) = failed.glob("*.reason.json")
+    reason = json.loads(reason_path.read_text())
+    assert (reason["code"], reason["message"]) == ("regions_invalid", "regions[0]: polygon has 2 points, needs at least 3")
+    job = reason["job"]
+    assert files_under(failed / job) == ["b.png", "b.png.regions.json"]  # kept for the operator to fix
+
+    reports = [json.loads(p.read_text())["manual_regions"] for p in (tmp_path / "state" / "reports").glob("*.json")]
+    assert sorted(r["sidecar"] for r in reports) == [
+        "applied", "applied", "rejected: regions[0]: polygon has 2 points, needs at least 3"]
+    assert sorted(r["applied"] for r in reports) == [0, 1, 1]
