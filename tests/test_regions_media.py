@@ -306,6 +306,50 @@ def test_bad_video_sidecar_is_reported_when_optional(clip, tmp_path, lossless, e
     assert not any(is_solid(o, shrink(rect_mask((H, W), VIDEO_RECT), 2), tol=6) for o in out)
 
 
+def decode_upright(path: Path) -> list[np.ndarray]:
+    """Frames as a player shows them (display rotation applied)."""
+    import av
+
+    from anond.media import video as vio
+
+    with av.open(str(path)) as c:
+        return [vio.upright(f.to_ndarray(format="bgr24"), vio.frame_rotation(f)) for f in c.decode(video=0)]
+
+
+def test_video_coordinates_are_those_of_the_upright_frame(tmp_path, lossless, engine, astronaut):
+    import av
+
+    # Stored 120 wide x 160 high with a 90 degree display rotation: upright 160 x 120.
+    picture = cv2.resize(astronaut[:384], (W, H), interpolation=cv2.INTER_AREA)
+    src = tmp_path / "rotated.mp4"
+    with av.open(str(src), "w") as c:
+        s = c.add_stream("libx264", rate=FPS)
+        s.width, s.height, s.pix_fmt, s.options = H, W, "yuv420p", {"qp": "0"}
+        s.set_display_rotation(90)
+        for _ in range(6):
+            stored = np.ascontiguousarray(np.rot90(picture, -1))
+            for p in s.encode(av.VideoFrame.from_ndarray(stored, format="bgr24")):
+                c.mux(p)
+        for p in s.encode():
+            c.mux(p)
+    ref = decode_upright(src)
+    assert ref[0].shape[:2] == (H, W)
+    rect = {"x": 130, "y": 90, "w": 24, "h": 20}  # x = 130 exists only in the upright frame
+    write_sidecar(src, [{"rect": rect, "mode": "solid", "start_frame": 2, "end_frame": 3}])
+    report = process_file(src, tmp_path / "out.mp4", settings=lossless, engine=engine, job_id="v2")
+    out = decode_upright(tmp_path / "out.mp4")
+    assert report.manual_regions.sidecar == "applied" and len(out) == 6
+    m = rect_mask((H, W), rect)
+    for i, (o, r) in enumerate(zip(out, ref)):
+        face = box_mask((H, W), VIDEO_FACE)
+        keep = ~grow(m, 3) & ~grow(face, 12)  # the face is masked automatically
+        np.testing.assert_array_equal(o[keep], r[keep], err_msg=f"frame {i} changed elsewhere")
+        if i in (2, 3):
+            assert is_solid(o, shrink(m, 2), tol=6), f"rectangle not masked on frame {i}"
+        else:
+            np.testing.assert_array_equal(o[m], r[m], err_msg=f"rectangle masked on frame {i}")
+
+
 # --- anond process ----------------------------------------------------------------------------
 
 
