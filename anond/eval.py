@@ -35,10 +35,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="share of an object's box the mask must cover to count as masked (0.8)")
     parser.add_argument("--ap-threshold", type=float, default=None, metavar="S",
                         help="lowest score kept for AP (default 0.05)")
-    parser.add_argument("--limit", type=int, default=None, metavar="N", help="only the first N images")
-    parser.add_argument("--no-fp-clip", action="store_true",
-                        help="--video: the clip is not known to be free of faces and plates; "
-                             "skip the false-positives-per-hour figure")
+    parser.add_argument("--limit", type=int, default=None, metavar="N", help="only the first N images (frames with --video)")
+    parser.add_argument("--negative", action="store_true",
+                        help="--video: the clip is known to hold no face or plate: every detection "
+                             "is a false positive (reports false positives per hour)")
     parser.add_argument("--json", action="store_true", help="machine-readable output")
     parser.add_argument("--progress", choices=("auto", "on", "off"), default="auto",
                         help="progress bar on stderr (auto: when it is a terminal)")
@@ -56,8 +56,9 @@ def main(args: argparse.Namespace) -> int:
     if args.video:
         from .evaluation.video import evaluate_video, format_video
 
-        result = evaluate_video(args.video, settings, args.profile, show_progress=show,
-                                negative_clip=not args.no_fp_clip)
+        result = evaluate_video(args.video, settings, args.profile, negative=args.negative,
+                                mask_cover=args.mask_cover, max_frames=args.limit,
+                                show_progress=show)
         print(json.dumps(result, indent=2) if args.json else format_video(result))
         return 0
     if not args.format or not args.target:
