@@ -4,15 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
-
 from .. import mask
 from ..config import Profile, Settings
 from ..media import image as image_io
 from ..regions import resolve as resolve_regions
 from ..report import JobReport
 from ..types import Detections, Target
-from ..verify import verify
+from ..verify import VerifyResult, verify
 
 
 def process_image(
@@ -49,16 +47,21 @@ def process_image(
         for polygon, mode in manual:
             mask.apply_polygons(image, [polygon], mode or profile.mask.mode,
                                 solid_color=profile.mask.solid_color)
+        covered = mask.coverage_mask(image.shape[:2], found, profile.mask)
+        covered |= mask.polygons_mask(image.shape[:2], [p for p, _ in manual])
     report.masked = found.counts()
     if manual:
         report.masked[Target.MANUAL.label] = len(manual)
 
-    residuals: list[Detections] = []
     if profile.verify:
         excluded = regions.excluded
         keep = (lambda d: regions.filter_detections(d)[0]) if regions.has_excludes else None
+        residuals: list[Detections] = []
+        checked = VerifyResult()
         with report.stage("verify"):
-            report.verify_fixes = verify(image, engine, profile, keep=keep, found=residuals)
+            report.verify_fixes = verify(image, engine, profile, keep=keep, found=residuals,
+                                         covered=covered, result=checked)
+        report.verify_on_mask = checked.on_mask
         regions.excluded = excluded  # a face excluded once is not counted again by verify
         for residual in residuals:
             JobReport.add_counts(report.masked, residual.counts())
@@ -66,12 +69,5 @@ def process_image(
     report.manual_regions.excluded = regions.excluded
 
     with report.stage("encode"):
-        changed = None
-        if decoded.deep is not None:  # 16-bit: say exactly which pixels were masked
-            changed = _masked_pixels(image.shape[:2], Detections.concat([found, *residuals]),
-                                     [p for p, _ in manual], profile)
-        image_io.write(out, image, decoded, settings.image, changed=changed)
-
-
-def _masked_pixels(shape_hw, detections: Detections, polygons, profile: Profile) -> np.ndarray:
-    return mask.coverage_mask(shape_hw, detections, profile.mask) | mask.polygons_mask(shape_hw, polygons)
+        # `covered` (every masked pixel) matters for 16-bit output: the rest keeps 16 bits.
+        image_io.write(out, image, decoded, settings.image, changed=covered)
