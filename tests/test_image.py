@@ -296,3 +296,16 @@ def test_sniff_knows_the_video_containers():
     assert sniff(b"\x1a\x45\xdf\xa3\x01\x00") == "matroska"
     assert sniff(b"RIFF\x00\x00\x00\x00AVI LIST") == "avi"
     assert sniff(bytes([0x47] + [0] * 187 + [0x47] + [0] * 187 + [0x47] + [0] * 10)) == "mpegts"
+
+
+def test_heic_round_trip_when_the_extra_is_installed():
+    pillow_heif = pytest.importorskip("pillow_heif")
+    pillow_heif.register_heif_opener()
+    src = encode_pil(marker_image(), "HEIF", quality=95)
+    assert sniff(src[:64]) == "heif"
+    decoded = image_io.decode(src, ImageSettings())
+    assert decoded.meta.format == "heif"
+    assert_marker_upright(decoded.bgr)
+    out = Image.open(io.BytesIO(image_io.encode(decoded.bgr, decoded, ImageSettings())))
+    assert out.format == "HEIF" and out.size == (60, 40)
+    assert np.abs(np.asarray(out).astype(int) - marker_image()).mean() < 4
