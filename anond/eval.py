@@ -52,6 +52,8 @@ def main(args: argparse.Namespace) -> int:
         raise ConfigError(f"no profile named {args.profile!r}")
     if not 0 < args.mask_cover <= 1 or not 0 < args.iou < 1:
         raise ConfigError("--mask-cover must be in (0, 1] and --iou in (0, 1)")
+    if args.ap_threshold is not None and not 0 < args.ap_threshold <= 1:
+        raise ConfigError("--ap-threshold must be in (0, 1]")
     show = {"auto": None, "on": True, "off": False}[args.progress]
     if args.video:
         from .evaluation.video import evaluate_video, format_video
@@ -113,6 +115,9 @@ def evaluate_samples(samples, target: str, settings, *, profile: str = "default"
         "mask_margin": prof.mask.face_margin if target == "face" else prof.mask.plate_margin,
         "mask_shape": prof.mask.face_shape if target == "face" else prof.mask.plate_shape,
     })
+    from . import __version__
+
+    report["anond_version"] = __version__
     model = next(m for m in engine.models if m.task == target)
     report["model"] = {"name": model.name, "sha256": model.sha256, "provider": model.provider}
     report["seconds"] = round(seconds, 2)
