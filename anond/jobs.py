@@ -2,7 +2,7 @@
 
 Two records, each the truth for one thing:
 
-* **Claims** (`<inbox>/.anond/claims/<owner>/<job id>/src/<relative path>`): where an input
+* **Claims** (`<inbox>/.anond/claims/<owner>/<job id>/in/<name>`, its folder in `where`): where an input
   file is while a job owns it. A file is claimed by one atomic rename inside the inbox's file
   system, which holds on NFS and SMB too (no flock), so several instances, on one host or on
   several hosts sharing the inbox, never take the same file. `<owner>` is `<instance>.<session>`;
@@ -41,7 +41,8 @@ from pathlib import Path, PurePosixPath
 from .errors import ConfigError
 
 CONTROL_DIR = ".anond"
-SRC = "src"
+INPUT_DIR = "in"  # the claimed input, under its own name
+WHERE = "where"  # its folder relative to the inbox (only while in flight)
 SIDECAR = "regions.json"
 COMMITTED = "committed"
 
@@ -236,6 +237,13 @@ def content_digest(path: Path) -> bytes:
     return digest.digest()
 
 
+def _write_synced(path: Path, data: bytes) -> None:
+    with open(path, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+
+
 def _hmac(key: bytes, data: bytes) -> str:
     return hmac.new(key, data, hashlib.sha256).hexdigest()
 
@@ -285,12 +293,14 @@ class Claim:
 
     def source(self) -> tuple[PurePosixPath, Path] | None:
         """(relative path in the inbox, where the file is now) or None once it moved on."""
-        root = self.dir / SRC
-        for base, _dirs, files in os.walk(root):
-            for name in files:
-                path = Path(base) / name
-                return PurePosixPath(path.relative_to(root).as_posix()), path
-        return None
+        try:
+            names = os.listdir(self.dir / INPUT_DIR)
+            where = (self.dir / WHERE).read_bytes().decode("utf-8", "surrogateescape")
+        except FileNotFoundError:
+            return None
+        if not names:
+            return None
+        return PurePosixPath(where) / names[0], self.dir / INPUT_DIR / names[0]
 
     @property
     def sidecar(self) -> Path | None:
@@ -356,8 +366,11 @@ class ClaimBox:
     def claim(self, rel: PurePosixPath, job_id: str, sidecar: bool) -> Claim | None:
         """Move `rel` (and its sidecar) into a new claim of ours; None when another got it."""
         claim = Claim(self.mine / job_id, job_id)
-        target = claim.dir / SRC / rel
-        target.parent.mkdir(parents=True, exist_ok=True)
+        # Flat on purpose: no folder named by the user is created in the claim area (watchers
+        # of the inbox would otherwise see, and may print, those folder names).
+        (claim.dir / INPUT_DIR).mkdir(parents=True)
+        _write_synced(claim.dir / WHERE, str(rel.parent).encode("utf-8", "surrogateescape"))
+        target = claim.dir / INPUT_DIR / rel.name
         try:
             os.rename(self.root / rel, target)
         except FileNotFoundError:

@@ -106,6 +106,7 @@ class Service:
         from .jobs import JobStore, new_session
 
         svc = self.settings.service
+        _keep_diagnostics_private()
         self._install_signals()
         self.notifier.status("starting: loading models")
         self.store = JobStore(_abs(svc.state_dir))
@@ -818,6 +819,46 @@ class Worker(threading.Thread):
 
 
 # ---------------------------------------------------------------------------------------------
+
+
+def _keep_diagnostics_private() -> None:
+    """Libraries print warnings, log records and thread tracebacks whose messages may hold a
+    path (watchdog's warnings list watched folders). Route them through our log as events that
+    keep only the kind of problem and the code location, never the message."""
+    import logging
+    import traceback
+    import warnings
+
+    lib_log = log.get("anond.lib")
+
+    def showwarning(message, category, filename, lineno, file=None, line=None):
+        lib_log.warning("python.warning", category=category.__name__,
+                        origin=f"{os.path.basename(filename)}:{lineno}")
+
+    warnings.showwarning = showwarning
+
+    class _Events(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            lib_log.log(record.levelno, "library.log", logger=record.name,
+                        origin=f"{os.path.basename(record.pathname)}:{record.lineno}")
+
+    root = logging.getLogger()
+    root.handlers[:] = [_Events(logging.WARNING)]
+
+    def thread_hook(args) -> None:
+        frames = traceback.extract_tb(args.exc_traceback)
+        lib_log.error("thread.crashed", thread=getattr(args.thread, "name", "?"),
+                      error=args.exc_type.__name__,
+                      origin=" < ".join(f"{os.path.basename(f.filename)}:{f.lineno}" for f in frames[-4:]))
+
+    threading.excepthook = thread_hook
+
+    def main_hook(exc_type, exc, tb) -> None:
+        # The traceback's frames (code locations), and the error's class without its message.
+        sys.stderr.write("".join(traceback.format_list(traceback.extract_tb(tb))))
+        sys.stderr.write(f"{exc_type.__name__} (message withheld: it may contain a file name)\n")
+
+    sys.excepthook = main_hook
 
 
 def _abs(path) -> Path:

@@ -1,0 +1,61 @@
+"""Two instances on one inbox: every file processed exactly once, also when one of them dies."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+
+from service_harness import Anond, files_under, hidden_files_under, noise_jpeg, wait_for, write_config
+
+N = 36
+
+
+def test_two_instances_share_one_inbox_and_survive_one_dying(tmp_path, models_dir):
+    inbox, outbox, failed = tmp_path / "inbox", tmp_path / "outbox", tmp_path / "failed"
+    for i in range(N):
+        path = inbox / f"d{i % 4}" / f"p{i:02d}.jpg"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(noise_jpeg(100 + i))
+
+    def config(name: str):
+        # Separate state directories (one per instance), shared inbox, outbox and failed folder.
+        return write_config(tmp_path / f"{name}.toml", models_dir=models_dir,
+                            service={"state_dir": str(tmp_path / f"state-{name}"),
+                                     "failed_dir": str(failed), "stable_after_s": 0.3,
+                                     "rescan_interval_s": 0.5, "lease_s": 2.0},
+                            inboxes=[{"path": str(inbox), "outbox": str(outbox)}])
+
+    a = Anond(tmp_path, config("a"), log_level="info").start()
+    b = Anond(tmp_path, config("b"), log_level="info").start()
+    try:
+        a.wait_ready()
+        b.wait_ready()
+        a.wait_event("job.completed", 60, count=3)
+        b.wait_event("job.completed", 60, count=1)
+        # Kill A while it holds claims (a job running or queued): B must take them over once
+        # A's lease (2 s) has expired.
+        claims = inbox / ".anond" / "claims"
+        owner_a = wait_for(lambda: next((d for d in claims.iterdir() if any(d.iterdir())
+                                         and (tmp_path / "state-a" / "instance").read_text() in d.name),
+                                        None), 30, "A holding a claim", a)
+        a.kill()
+        held = [d.name for d in owner_a.iterdir()] if owner_a.exists() else []
+        wait_for(lambda: len(files_under(outbox)) == N and not files_under(inbox), 120,
+                 "all files processed", b)
+        time.sleep(1.0)
+        assert b.stop() == 0
+    finally:
+        a.kill()
+        b.kill()
+
+    names = [f"d{i % 4}/p{i:02d}.jpg" for i in range(N)]
+    assert files_under(outbox) == sorted(names)  # each exactly once: no "p07 (1).jpg"
+    assert hidden_files_under(outbox) == [] and files_under(failed) == []
+    done_a = Counter(e["job"] for e in a.events("job.completed"))
+    done_b = Counter(e["job"] for e in b.events("job.completed"))
+    assert not set(done_a) & set(done_b), "a job was finished by both instances"
+    assert len(done_a) + len(done_b) <= N and len(done_a) >= 3 and len(done_b) >= 1
+    recovered = {e["job"] for e in b.events("job.recovered") if e.get("own") is False}
+    assert set(held) <= recovered, "B did not take over the dead instance's claims"
+    assert held, "A held no claim when it was killed"
+    assert list((inbox / ".anond" / "claims").iterdir()) == []
