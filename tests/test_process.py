@@ -58,6 +58,7 @@ def files_in(folder: Path) -> list[str]:
 
 # --- end to end through the real CLI ------------------------------------------------------------
 
+@pytest.mark.slow  # the default profile (detail pass) twice on CPU, plus a fresh process
 def test_astronaut_is_anonymized_end_to_end(tmp_path, engine, settings, astronaut, models_dir):
     src = write_image(tmp_path / "in" / "astronaut.png", astronaut)
     dst = tmp_path / "out" / "astronaut.png"
