@@ -109,6 +109,20 @@ def boxes_to_stored(xyxy: np.ndarray, rotation: int, stored_hw: tuple[int, int])
     return np.stack([x0, y0, x1, y1], axis=1).astype(np.float32)
 
 
+def points_to_stored(points: np.ndarray, rotation: int, stored_hw: tuple[int, int]) -> np.ndarray:
+    """Map (N, 2) x, y points of the upright image back to the stored image's pixels."""
+    k = (rotation // 90) % 4
+    pts = np.asarray(points, np.float32).reshape(-1, 2)
+    if k == 0:
+        return pts
+    h, w = stored_hw
+    x, y = pts[:, 0].copy(), pts[:, 1].copy()
+    for step in range(k, 0, -1):
+        width = w if (step - 1) % 2 == 0 else h
+        x, y = width - y, x
+    return np.stack([x, y], axis=1)
+
+
 def rotation_dims(stored_hw: tuple[int, int], rotation: int) -> tuple[int, int]:
     h, w = stored_hw
     return (w, h) if (rotation // 90) % 2 else (h, w)
@@ -190,7 +204,8 @@ def _downsample_any(mask: np.ndarray, ph: int, pw: int) -> np.ndarray:
 
 def _carry_props(original, new):
     new.pts = original.pts
-    new.time_base = original.time_base
+    if original.time_base is not None:
+        new.time_base = original.time_base
     try:
         new.duration = original.duration
     except (AttributeError, TypeError):
@@ -287,6 +302,7 @@ class VideoReader:
         if not self.decoder_name:
             self.decoder_name = ctx.name
         self._prev_pts: int | None = None
+        self._first_pts: int | None = None
         self._step = max(1, round(1 / (fps * float(self.time_base)))) if not self.regenerate_pts else 1
         self._closed = False
 
@@ -357,10 +373,23 @@ class VideoReader:
                 yield self._stamp(frame)
         except av.error.FFmpegError:
             pass
-        if self._exact_counts and self.info.frames_declared > video_packets:
-            # mp4/mov indexes list every sample: the ones never read were lost to truncation.
-            self.missing_packets = self.info.frames_declared - video_packets
-            self.skipped_packets += self.missing_packets
+        self.missing_packets = self._missing(video_packets)
+        self.skipped_packets += self.missing_packets
+
+    def _missing(self, video_packets: int) -> int:
+        """Video packets the file announced but never delivered (truncation, damage)."""
+        if self._exact_counts:  # mp4/mov indexes list every sample
+            return max(0, self.info.frames_declared - video_packets)
+        if self.regenerate_pts or self._prev_pts is None or self._first_pts is None:
+            return 0
+        # Elsewhere only the announced duration tells: a video that stops well before it
+        # (more than half a second and 5 %) was cut off; estimate the frames lost.
+        decoded_s = float((self._prev_pts - self._first_pts) * self.time_base) + 1 / self.info.fps
+        gap = self.info.duration_s - decoded_s
+        if gap > max(0.5, 0.05 * self.info.duration_s):
+            _log.info("video.truncated", missing_s=round(gap, 3))
+            return int(round(gap * self.info.fps))
+        return 0
 
     def _stamp(self, frame):
         """Give the frame its output timestamp: the source's, or a generated one without."""
@@ -379,6 +408,8 @@ class VideoReader:
                 pts = self._prev_pts + 1  # a muxer refuses non-increasing timestamps
                 self.timestamp_fixes += 1
         frame.pts = pts
+        if self._first_pts is None:
+            self._first_pts = pts
         frame.pict_type = 0  # let the encoder choose frame types
         self._prev_pts = pts
         self.frames_decoded += 1
@@ -565,9 +596,10 @@ class VideoWriter:
         fmt = MUXERS.get(suffix)
         if fmt is None:
             raise UnsupportedMedia(f"cannot write video with extension {suffix or '(none)'}")
-        self.container = av.open(str(path), "w", format=fmt)
+        self.container = av.open(str(path), "w", format=fmt, options={"avoid_negative_ts": "disabled"})
         self.dropped_packets = 0
         self.frames_written = 0
+        self._durations: dict[int, int] = {}
         try:
             self._setup(reader, first_frame, crf, preset, encoder, threads, list(keep_metadata), fmt)
         except BaseException:
@@ -578,7 +610,9 @@ class VideoWriter:
         av = _av()
         out = self.container
         src = reader.info
-        supported = out.supported_codecs
+        supported = set(out.supported_codecs)
+        if fmt == "mpegts":  # the TS muxer answers "unknown" to codec queries; it takes these
+            supported |= {"libx264", "libx265", "h264_nvenc", "hevc_nvenc", "mpeg4"}
         name, self.note = choose_encoder(src.codec, supported, encoder)
         self.encoder_name = name
         width, height = first_frame.width, first_frame.height
@@ -628,14 +662,26 @@ class VideoWriter:
 
     def encode(self, frame) -> None:
         """Encode one frame; its pts (in the source time base) becomes the output pts."""
-        if frame.format.name != self.pix_fmt:
+        ctx = self.video.codec_context
+        if frame.format.name != self.pix_fmt or (frame.width, frame.height) != (ctx.width, ctx.height):
+            # A damaged stream can change size mid-way; the output keeps the first frame's.
             pts, tb, dur = frame.pts, frame.time_base, frame.duration
-            frame = frame.reformat(format=self.pix_fmt)
+            frame = frame.reformat(width=ctx.width, height=ctx.height, format=self.pix_fmt)
             frame.pts, frame.time_base = pts, tb
             frame.duration = dur
-        for packet in self.video.encode(frame):
-            self.container.mux(packet)
+        if frame.duration:
+            self._durations[frame.pts] = frame.duration
+        self._mux_encoded(self.video.encode(frame))
         self.frames_written += 1
+
+    def _mux_encoded(self, packets) -> None:
+        # Encoders lose per-frame durations across B-frame reordering; the muxer needs the
+        # last one for the stream's duration, so each packet gets its frame's own.
+        for packet in packets:
+            duration = self._durations.pop(packet.pts, None)
+            if duration:
+                packet.duration = duration
+            self.container.mux(packet)
 
     def copy(self, packet) -> None:
         """Remux one packet of an audio/subtitle/data stream unchanged."""
@@ -655,8 +701,7 @@ class VideoWriter:
     def close(self) -> None:
         """Flush the encoder and finish the file."""
         try:
-            for packet in self.video.encode(None):
-                self.container.mux(packet)
+            self._mux_encoded(self.video.encode(None))
         finally:
             self.container.close()
 

@@ -1,0 +1,358 @@
+"""Video stages, streamed: decode ▶ detect (batched) ▶ track ▶ mask ▶ verify ▶ encode.
+
+    decode thread ──frames──▶ window (lookahead) ──final frames, in order──▶ mask/verify ▶ encode
+                 ──packets (audio, subtitles, data)───────────────────────────────────▶ remux
+
+Frames enter a window as they are decoded and are detected in batches (every frame, or every
+`detect_stride`-th). A frame leaves the window, in order, once the frames `horizon` after it
+have been detected: by then the tracker knows whether an object missed on it was seen before
+and after (interpolated), is about to appear (`pre_frames`) or just left (`post_frames`).
+The window is the only thing that grows with the frame rate, nothing grows with the length.
+
+Masked frames keep every unmasked pixel exactly as decoded; frames without anything to mask
+go to the encoder untouched. Detection runs on the upright picture (display matrix applied)
+and boxes are mapped back to the stored orientation, which the output keeps.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .. import log, mask
+from ..config import Profile, Settings
+from ..errors import CorruptMedia
+from ..media import video as vio
+from ..report import JobReport
+from ..track import TrackParams, Tracker
+from ..types import Detections, Target
+
+MAX_VERIFY_ROUNDS = 2
+
+_log = log.get("anond.pipeline.video")
+
+
+@dataclass(eq=False)
+class _Slot:
+    """One decoded frame waiting in the window."""
+
+    index: int
+    frame: object  # av.VideoFrame
+    t: float  # seconds from the first frame (for manual regions)
+    detected: bool = False
+
+
+@dataclass
+class _Counts:
+    detections: dict[str, int] = field(default_factory=dict)
+    masked: dict[str, int] = field(default_factory=dict)
+    verify_fixes: int = 0
+    frames_masked: int = 0
+    frames_verified: int = 0
+
+
+def process_video(
+    src: Path,
+    out: Path,
+    *,
+    settings: Settings,
+    engine,
+    profile: Profile,
+    report: JobReport,
+    regions=None,
+    regions_policy: str = "optional",
+) -> None:
+    """Anonymize one video from `src` into `out` (a temporary path), filling `report`.
+
+    `regions` is a sidecar path, an already loaded `Regions`, or None (look beside `src`).
+    Raises CorruptMedia/UnsupportedMedia when the file cannot be opened or holds no decodable
+    video; a file damaged part-way is processed as far as it decodes (report.skipped_packets).
+    """
+    vs = settings.video
+    t0 = time.perf_counter()
+    reader = vio.VideoReader(src, decoder=vs.decoder, threads=vs.threads,
+                             drop_data_tags=vs.drop_data_tags)
+    report.add_duration("decode", time.perf_counter() - t0)
+    try:
+        _VideoJob(src, out, reader, settings, engine, profile, report, regions, regions_policy).run()
+    finally:
+        reader.close()
+
+
+class _VideoJob:
+    def __init__(self, src, out, reader, settings, engine, profile, report, regions, regions_policy):
+        self.src, self.out = Path(src), Path(out)
+        self.reader: vio.VideoReader = reader
+        self.vs = settings.video
+        self.engine = engine
+        self.profile = profile
+        self.report = report
+        self.regions_arg, self.regions_policy = regions, regions_policy
+        self.counts = _Counts()
+        self.writer: vio.VideoWriter | None = None
+        self.window: deque[_Slot] = deque()
+        self.pending: list[_Slot] = []
+        self.held_packets: list = []
+        self.next_index = 0
+        self.last_detected = -1
+        self.verify_candidates = 0
+        self.first_pts: int | None = None
+        info = reader.info
+        self.lookahead = max(1, int(round(self.vs.lookahead_s * info.fps)))
+        thresholds = {int(Target.FACE): profile.detect.face_threshold,
+                      int(Target.PLATE): profile.detect.plate_threshold}
+        self.params = TrackParams.from_settings(
+            self.vs.track, fps=info.fps, lookahead_frames=self.lookahead,
+            stride=self.vs.detect_stride, high_score=thresholds)
+        self.tracker = Tracker(self.params)
+        ratio = self.vs.track.low_score_ratio
+        self.detect_low = profile.detect.model_copy(update={
+            "face_threshold": profile.detect.face_threshold * ratio,
+            "plate_threshold": profile.detect.plate_threshold * ratio,
+            "tiling": profile.detect.tiling and self.vs.tiling,
+        })
+        self.detect_verify = profile.detect.model_copy(
+            update={"tiling": profile.detect.tiling and self.vs.tiling})
+        self.rotation = 0
+        self.stored_hw = (info.height, info.width)
+        self.regions = None
+
+    # -- the loop
+
+    def run(self) -> None:
+        source = vio.Prefetch(self.reader.items(), size=2 * self.vs.batch_size + 4)
+        try:
+            for item in source:
+                if not hasattr(item, "planes"):  # a packet of a copied stream
+                    self._copy(item)
+                    continue
+                self._enter(item)
+                if len(self.pending) >= self.vs.batch_size:
+                    self._detect()
+                self._leave(final=False)
+            if self.writer is None:
+                raise CorruptMedia("no video frame could be decoded")
+            if self.window and not self.window[-1].detected and self.window[-1] not in self.pending:
+                self.pending.append(self.window[-1])  # the last frame anchors the track ends
+            self._detect()
+            self._leave(final=True)
+            with self.report.stage("encode"):
+                self.writer.close()
+        except BaseException:
+            if self.writer is not None:
+                self.writer.abort()
+            raise
+        finally:
+            source.close()
+        self._fill_report()
+
+    def _copy(self, packet) -> None:
+        if self.writer is None:
+            if len(self.held_packets) >= vio.MAX_PENDING_PACKETS:
+                raise CorruptMedia("no video frame could be decoded")
+            self.held_packets.append(packet)
+        else:
+            self.writer.copy(packet)
+
+    def _enter(self, frame) -> None:
+        if self.writer is None:
+            self._start(frame)
+        if self.first_pts is None:
+            self.first_pts = frame.pts
+        t = float((frame.pts - self.first_pts) * self.reader.time_base)
+        slot = _Slot(self.next_index, frame, t)
+        self.next_index += 1
+        self.window.append(slot)
+        if slot.index % self.vs.detect_stride == 0:
+            self.pending.append(slot)
+
+    def _start(self, first_frame) -> None:
+        """Open the output once the first frame shows the real format and rotation."""
+        vs = self.vs
+        self.rotation = vio.frame_rotation(first_frame)
+        self.stored_hw = (first_frame.height, first_frame.width)
+        with self.report.stage("encode"):
+            self.writer = vio.VideoWriter(self.out, self.reader, first_frame, crf=vs.crf,
+                                          preset=vs.preset, encoder=vs.encoder, threads=vs.threads,
+                                          keep_metadata=vs.keep_metadata)
+        for packet in self.held_packets:
+            self.writer.copy(packet)
+        self.held_packets.clear()
+        self.regions = self._load_regions()
+
+    def _load_regions(self):
+        from ..regions import Regions, resolve
+
+        if isinstance(self.regions_arg, Regions):
+            self.report.manual_regions.sidecar = "applied"
+            return self.regions_arg
+        up_h, up_w = vio.rotation_dims(self.stored_hw, self.rotation)
+        info = self.reader.info
+        regions, status = resolve(
+            self.src, regions_path=self.regions_arg, policy=self.regions_policy,
+            width=up_w, height=up_h, frames=info.frames_declared or None, fps=info.fps,
+            duration=info.duration_s or None, video=True)
+        self.report.manual_regions.sidecar = status
+        return regions
+
+    # -- detect ▶ track
+
+    def _detect(self) -> None:
+        if not self.pending:
+            return
+        batch, self.pending = self.pending, []
+        with self.report.stage("detect"):
+            images = [vio.upright(vio.to_bgr(s.frame), self.rotation) for s in batch]
+            found = self.engine.detect(images, self.detect_low, self.profile.targets)
+        with self.report.stage("track"):
+            for slot, dets in zip(batch, found):
+                dets, _ = self.regions.filter_detections(dets, slot.index, slot.t)
+                confident = dets.select(self._confident(dets))
+                JobReport.add_counts(self.counts.detections, confident.counts())
+                dets.xyxy = vio.boxes_to_stored(dets.xyxy, self.rotation, self.stored_hw)
+                self.tracker.update(slot.index, dets)
+                slot.detected = True
+                self.last_detected = slot.index
+
+    def _confident(self, dets: Detections) -> np.ndarray:
+        high = np.array([self.params.high_score.get(int(c), 0.0) for c in dets.cls], np.float32)
+        return dets.score >= high
+
+    # -- mask ▶ verify ▶ encode, in order
+
+    def _leave(self, final: bool) -> None:
+        horizon = self.tracker.horizon
+        ready: list[_Slot] = []
+        while self.window:
+            head = self.window[0]
+            if not final and (head.index + horizon > self.last_detected or head in self.pending):
+                break
+            ready.append(self.window.popleft())
+            if len(ready) >= self.vs.batch_size:
+                self._finish(ready)
+                ready = []
+        if ready:
+            self._finish(ready)
+
+    def _finish(self, slots: list[_Slot]) -> None:
+        """Mask, verify and encode final frames (in order)."""
+        jobs = []
+        with self.report.stage("mask"):
+            for slot in slots:
+                dets = self.tracker.boxes(slot.index)
+                manual = self.regions.masks_at(slot.index, slot.t) if self.regions else []
+                wants_verify = self.profile.verify and (len(dets) or manual or not slot.detected)
+                if wants_verify:
+                    self.verify_candidates += 1
+                    wants_verify = (self.verify_candidates - 1) % self.vs.verify_every == 0
+                if not len(dets) and not manual and not wants_verify:
+                    jobs.append((slot, None, None, False))
+                    continue
+                bgr = vio.to_bgr(slot.frame)
+                coverage = np.zeros(bgr.shape[:2], bool)
+                if len(dets):
+                    mask.apply(bgr, dets, self.profile.mask)
+                    coverage |= mask.coverage_mask(bgr.shape[:2], dets, self.profile.mask)
+                    JobReport.add_counts(self.counts.masked, dets.counts())
+                for polygon, mode in manual:
+                    stored = vio.points_to_stored(polygon, self.rotation, self.stored_hw)
+                    mask.apply_polygons(bgr, [stored], mode or self.profile.mask.mode,
+                                        solid_color=self.profile.mask.solid_color)
+                    coverage |= mask.polygons_mask(bgr.shape[:2], [stored])
+                jobs.append((slot, bgr, coverage, wants_verify))
+        to_verify = [j for j in jobs if j[3]]
+        if to_verify:
+            with self.report.stage("verify"):
+                self._verify(to_verify)
+        with self.report.stage("encode"):
+            for slot, bgr, coverage, _ in jobs:
+                frame = slot.frame
+                if bgr is not None and coverage.any():
+                    frame = vio.composite(frame, bgr, coverage)
+                    self.counts.frames_masked += 1
+                self.writer.encode(frame)
+                slot.frame = None
+        self.tracker.release(slots[-1].index + 1)
+
+    def _verify(self, jobs) -> None:
+        """Re-detect on masked frames (batched); mask and count what is still found."""
+        active = list(jobs)
+        self.counts.frames_verified += len(active)
+        for _ in range(MAX_VERIFY_ROUNDS):
+            images = [vio.upright(bgr, self.rotation) for _, bgr, _, _ in active]
+            found = self.engine.detect(images, self.detect_verify, self.profile.targets)
+            still = []
+            for (slot, bgr, coverage, v), dets in zip(active, found):
+                if not len(dets):
+                    continue
+                dets, _ = self.regions.filter_detections(dets, slot.index, slot.t)
+                if not len(dets):
+                    continue
+                dets.xyxy = vio.boxes_to_stored(dets.xyxy, self.rotation, self.stored_hw)
+                mask.apply(bgr, dets, self.profile.mask)
+                coverage |= mask.coverage_mask(bgr.shape[:2], dets, self.profile.mask)
+                self.counts.verify_fixes += len(dets)
+                JobReport.add_counts(self.counts.masked, dets.counts())
+                still.append((slot, bgr, coverage, v))
+            if not still:
+                break
+            active = still
+
+    # -- report
+
+    def _fill_report(self) -> None:
+        r, reader, info = self.report, self.reader, self.reader.info
+        writer = self.writer
+        m = r.media
+        m.width, m.height = self.stored_hw[1], self.stored_hw[0]
+        m.frames = writer.frames_written
+        m.fps = round(info.fps, 3)
+        m.codec = info.codec
+        m.duration_s = round(writer.frames_written / info.fps, 3) if not info.duration_s else \
+            round(info.duration_s, 3)
+        m.bit_depth = _bit_depth(writer.pix_fmt)
+        audio = [s for s in reader.container.streams.audio]
+        if not audio:
+            m.audio = "none"
+        elif writer.dropped_streams or any(s not in reader.copy_streams for s in audio):
+            m.audio = "dropped"
+        else:
+            m.audio = "copied"
+        r.detections = dict(self.counts.detections)
+        r.masked = dict(self.counts.masked)
+        if self.regions is not None and self.regions.applied_count:
+            r.masked[Target.MANUAL.label] = self.regions.applied_count
+            r.manual_regions.applied = self.regions.applied_count
+        if self.regions is not None:
+            r.manual_regions.excluded = self.regions.excluded
+        r.tracks = {Target(c).label: n for c, n in sorted(self.tracker.tracks_per_class.items())}
+        r.verify_fixes = self.counts.verify_fixes
+        r.decoder = reader.decoder_name
+        r.encoder = writer.encoder_name + (f" ({writer.note})" if writer.note else "")
+        r.skipped_packets = reader.skipped_packets
+        r.parameters.setdefault("video", {
+            "crf": self.vs.crf, "preset": self.vs.preset, "batch_size": self.vs.batch_size,
+            "detect_stride": self.vs.detect_stride, "lookahead_frames": self.lookahead,
+            "horizon_frames": self.tracker.horizon, "verify_every": self.vs.verify_every,
+            "pix_fmt": writer.pix_fmt, "rotation": self.rotation,
+            "timestamps": "generated" if reader.regenerate_pts else "source",
+            "timestamp_fixes": reader.timestamp_fixes, "corrupt_frames": reader.corrupt_frames,
+            "frames_masked": self.counts.frames_masked,
+            "frames_verified": self.counts.frames_verified,
+            "dropped_streams": reader.dropped_streams + writer.dropped_streams,
+            "dropped_packets": writer.dropped_packets,
+        })
+        _log.info("video.done", job=r.job_id, frames=m.frames, skipped_packets=r.skipped_packets,
+                  verify_fixes=r.verify_fixes, decoder=r.decoder, encoder=writer.encoder_name,
+                  **{f"tracks_{k}": v for k, v in r.tracks.items()})
+
+
+def _bit_depth(pix_fmt: str) -> int:
+    for depth in (16, 14, 12, 10, 9):
+        if f"p{depth}" in pix_fmt or f"{depth}le" in pix_fmt or f"{depth}be" in pix_fmt:
+            return depth
+    return 8

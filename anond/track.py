@@ -1,0 +1,292 @@
+"""Tracking: associate detections over time, then fill gaps in both directions.
+
+Online part, ByteTrack-style and per class: each detected frame, confident detections are
+matched to the tracks' predicted boxes (IoU, constant-velocity motion; then centre distance for
+objects moving about their size per frame or more), then weaker detections may extend the tracks
+still unmatched (they never start one); unmatched confident detections start new tracks. A track missed for longer than `max_gap` frames ends.
+
+Offline part: video is processed with a bounded lookahead, so a frame is only finalised once
+the frames `horizon` after it have been detected. By then it is known whether a track comes
+back after a miss (the gap is interpolated), starts a little later (the mask starts
+`pre_frames` early) or has ended (the mask is held `post_frames` longer). Boxes are smoothed
+over a few observations so masks do not jitter, but never shrunk below what was detected.
+
+Memory is bounded: observations behind the finalised frame are dropped (`release`).
+"""
+
+from __future__ import annotations
+
+import bisect
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .types import Detections
+
+MAX_GROWTH = 0.5  # interpolated/extended boxes grow at most this fraction on each axis
+
+
+@dataclass(frozen=True)
+class TrackParams:
+    """Tracking parameters in frames, as the tracker uses them."""
+
+    high_score: dict[int, float]  # class id -> threshold a detection needs to start a track
+    match_iou: float = 0.2
+    low_match_iou: float = 0.4
+    pre_frames: int = 5
+    post_frames: int = 5
+    max_gap: int = 30
+    smooth: int = 5
+    gap_growth: float = 0.02
+
+    @classmethod
+    def from_settings(cls, track, *, fps: float, lookahead_frames: int, stride: int,
+                      high_score: dict[int, float]) -> "TrackParams":
+        """Convert `TrackSettings` (seconds, frames) to frames bounded by the lookahead."""
+        max_gap = int(round(track.max_gap_s * fps))
+        max_gap = max(stride, min(max_gap, lookahead_frames))
+        return cls(
+            high_score=dict(high_score),
+            match_iou=track.match_iou,
+            low_match_iou=track.low_match_iou,
+            pre_frames=min(track.pre_frames, lookahead_frames),
+            post_frames=track.post_frames,
+            max_gap=max_gap,
+            smooth=track.smooth_frames,
+            gap_growth=track.gap_growth,
+        )
+
+    @property
+    def horizon(self) -> int:
+        """Frames of detections needed after a frame before its boxes are final."""
+        return max(self.pre_frames, self.max_gap)
+
+
+def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """IoU between every box of `a` (N, 4) and every box of `b` (M, 4), xyxy."""
+    if len(a) == 0 or len(b) == 0:
+        return np.zeros((len(a), len(b)), np.float32)
+    x0 = np.maximum(a[:, None, 0], b[None, :, 0])
+    y0 = np.maximum(a[:, None, 1], b[None, :, 1])
+    x1 = np.minimum(a[:, None, 2], b[None, :, 2])
+    y1 = np.minimum(a[:, None, 3], b[None, :, 3])
+    inter = np.clip(x1 - x0, 0, None) * np.clip(y1 - y0, 0, None)
+    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
+    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
+    union = area_a[:, None] + area_b[None, :] - inter
+    return np.where(union > 0, inter / np.maximum(union, 1e-9), 0.0).astype(np.float32)
+
+
+def centre_similarity(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """1 - centre distance / (2 x box size): 0 beyond two sizes, or when sizes differ over 2x."""
+    if len(a) == 0 or len(b) == 0:
+        return np.zeros((len(a), len(b)), np.float32)
+    ca = np.stack([(a[:, 0] + a[:, 2]) / 2, (a[:, 1] + a[:, 3]) / 2], 1)
+    cb = np.stack([(b[:, 0] + b[:, 2]) / 2, (b[:, 1] + b[:, 3]) / 2], 1)
+    sa = np.maximum(a[:, 2] - a[:, 0], a[:, 3] - a[:, 1])
+    sb = np.maximum(b[:, 2] - b[:, 0], b[:, 3] - b[:, 1])
+    dist = np.linalg.norm(ca[:, None] - cb[None], axis=2)
+    size = np.maximum(sa[:, None], sb[None, :])
+    ratio = np.maximum(sa[:, None], sb[None, :]) / np.maximum(np.minimum(sa[:, None], sb[None, :]), 1e-6)
+    sim = np.clip(1.0 - dist / np.maximum(2.0 * size, 1e-6), 0.0, 1.0)
+    return np.where(ratio <= 2.0, sim, 0.0).astype(np.float32)
+
+
+def greedy_match(sim: np.ndarray, min_sim: float) -> list[tuple[int, int]]:
+    """Pairs (row, col) by decreasing similarity, each row and column used once, sim >= min_sim."""
+    pairs: list[tuple[int, int]] = []
+    if sim.size == 0:
+        return pairs
+    order = np.argsort(-sim, axis=None)
+    used_r, used_c = set(), set()
+    for flat in order:
+        r, c = divmod(int(flat), sim.shape[1])
+        if sim[r, c] < min_sim or sim[r, c] <= 0:
+            break
+        if r in used_r or c in used_c:
+            continue
+        used_r.add(r)
+        used_c.add(c)
+        pairs.append((r, c))
+    return pairs
+
+
+def _to_cxcywh(box: np.ndarray) -> np.ndarray:
+    x0, y0, x1, y1 = box
+    return np.array([(x0 + x1) / 2, (y0 + y1) / 2, x1 - x0, y1 - y0], np.float64)
+
+
+def _to_xyxy(c: np.ndarray) -> np.ndarray:
+    cx, cy, w, h = c
+    return np.array([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], np.float64)
+
+
+def _grow(box: np.ndarray, fraction: float) -> np.ndarray:
+    c = _to_cxcywh(box)
+    c[2:] *= 1.0 + 2.0 * fraction
+    return _to_xyxy(c)
+
+
+@dataclass
+class _Track:
+    id: int
+    cls: int
+    first: int
+    frames: list[int] = field(default_factory=list)
+    boxes: list[np.ndarray] = field(default_factory=list)  # raw observed xyxy (float64)
+    scores: list[float] = field(default_factory=list)
+    velocity: np.ndarray = field(default_factory=lambda: np.zeros(4))  # cx, cy, w, h per frame
+    ended: bool = False
+
+    @property
+    def last(self) -> int:
+        return self.frames[-1]
+
+    def observe(self, frame: int, box: np.ndarray, score: float) -> None:
+        if self.frames:
+            dt = frame - self.frames[-1]
+            v = (_to_cxcywh(box) - _to_cxcywh(self.boxes[-1])) / max(dt, 1)
+            self.velocity = v if len(self.frames) == 1 else 0.5 * self.velocity + 0.5 * v
+        self.frames.append(frame)
+        self.boxes.append(np.asarray(box, np.float64))
+        self.scores.append(float(score))
+
+    def predict(self, frame: int) -> np.ndarray:
+        """Constant-velocity guess of the box at `frame`, looser the longer it was unseen."""
+        dt = frame - self.last
+        c = _to_cxcywh(self.boxes[-1]) + self.velocity * min(dt, 10)
+        c[2:] = np.maximum(c[2:], 1.0) * (1.0 + 0.05 * min(max(dt - 1, 0), 10))
+        return _to_xyxy(c)
+
+    def smoothed(self, i: int, radius: int) -> np.ndarray:
+        """Observation i averaged with its neighbours, grown to contain the raw box."""
+        lo, hi = max(0, i - radius), min(len(self.boxes), i + radius + 1)
+        mean = np.mean([_to_cxcywh(b) for b in self.boxes[lo:hi]], axis=0)
+        s = _to_xyxy(mean)
+        raw = self.boxes[i]
+        return np.array([min(s[0], raw[0]), min(s[1], raw[1]), max(s[2], raw[2]), max(s[3], raw[3])])
+
+    def box_at(self, frame: int, p: TrackParams) -> np.ndarray | None:
+        """The final box for `frame`: observed, interpolated, or extended; None outside the track."""
+        if frame < self.first - p.pre_frames or frame > self.last + p.post_frames:
+            return None
+        radius = p.smooth // 2
+        k = bisect.bisect_left(self.frames, frame)
+        if k < len(self.frames) and self.frames[k] == frame:
+            return self.smoothed(k, radius)
+        if k == 0:  # before the first kept observation: the mask starts early
+            distance = self.frames[0] - frame
+            box = self.smoothed(0, radius)
+        elif k == len(self.frames):  # after the last: held a little longer
+            distance = frame - self.frames[-1]
+            box = self.smoothed(len(self.frames) - 1, radius)
+        else:  # inside a gap: interpolated between the observations around it
+            fa, fb = self.frames[k - 1], self.frames[k]
+            t = (frame - fa) / (fb - fa)
+            a, b = _to_cxcywh(self.smoothed(k - 1, radius)), _to_cxcywh(self.smoothed(k, radius))
+            box = _to_xyxy(a + (b - a) * t)
+            distance = min(frame - fa, fb - frame)
+        return _grow(box, min(MAX_GROWTH, p.gap_growth * distance))
+
+    def prune(self, before: int, radius: int) -> None:
+        """Drop observations no longer needed once every frame < `before` is final."""
+        k = bisect.bisect_left(self.frames, before)
+        drop = max(0, k - radius - 1)
+        if drop:
+            del self.frames[:drop], self.boxes[:drop], self.scores[:drop]
+
+
+class Tracker:
+    """Per-class tracks over a stream of detected frames (strictly increasing frame numbers)."""
+
+    def __init__(self, params: TrackParams) -> None:
+        self.p = params
+        self._tracks: list[_Track] = []
+        self._next_id = 0
+        self._last_update = -1
+        self.tracks_per_class: dict[int, int] = {}
+
+    @property
+    def horizon(self) -> int:
+        return self.p.horizon
+
+    def update(self, frame: int, dets: Detections) -> None:
+        """Associate the detections of one detected frame with the tracks."""
+        if frame <= self._last_update:
+            raise ValueError("frames must be given in increasing order")
+        self._last_update = frame
+        for t in self._tracks:
+            if not t.ended and frame - t.last > self.p.max_gap:
+                t.ended = True
+        for cls in sorted(set(int(c) for c in dets.cls)):
+            self._update_class(frame, cls, dets.select(dets.cls == cls))
+
+    def _update_class(self, frame: int, cls: int, dets: Detections) -> None:
+        live = [t for t in self._tracks if t.cls == cls and not t.ended]
+        high = dets.score >= self.p.high_score.get(cls, 0.0)
+        hi_idx, lo_idx = np.flatnonzero(high), np.flatnonzero(~high)
+        preds = np.array([t.predict(frame) for t in live]).reshape(-1, 4)
+
+        matched_tracks: set[int] = set()
+        matched_hi: set[int] = set()
+        for r, c in greedy_match(iou_matrix(dets.xyxy[hi_idx].astype(np.float64), preds), self.p.match_iou):
+            live[c].observe(frame, dets.xyxy[hi_idx[r]], dets.score[hi_idx[r]])
+            matched_tracks.add(c)
+            matched_hi.add(r)
+
+        # Objects faster than their own size per frame overlap nothing: match confident
+        # detections left over to tracks left over by centre distance (within two box sizes,
+        # similar scale), nearest first.
+        rest = [c for c in range(len(live)) if c not in matched_tracks]
+        left = [r for r in range(len(hi_idx)) if r not in matched_hi]
+        if rest and left:
+            sim = centre_similarity(dets.xyxy[hi_idx[left]].astype(np.float64), preds[rest])
+            for r, c in greedy_match(sim, 1e-6):
+                live[rest[c]].observe(frame, dets.xyxy[hi_idx[left[r]]], dets.score[hi_idx[left[r]]])
+                matched_tracks.add(rest[c])
+                matched_hi.add(left[r])
+
+        rest = [c for c in range(len(live)) if c not in matched_tracks]
+        if rest and len(lo_idx):
+            sim = iou_matrix(dets.xyxy[lo_idx].astype(np.float64), preds[rest])
+            for r, c in greedy_match(sim, self.p.low_match_iou):
+                live[rest[c]].observe(frame, dets.xyxy[lo_idx[r]], dets.score[lo_idx[r]])
+
+        for r in range(len(hi_idx)):
+            if r in matched_hi:
+                continue
+            t = _Track(self._next_id, cls, frame)
+            t.observe(frame, dets.xyxy[hi_idx[r]], dets.score[hi_idx[r]])
+            self._next_id += 1
+            self._tracks.append(t)
+            self.tracks_per_class[cls] = self.tracks_per_class.get(cls, 0) + 1
+
+    def boxes(self, frame: int) -> Detections:
+        """Final boxes of every track at `frame` (call once detections reach frame + horizon)."""
+        xyxy, score, cls, ids = [], [], [], []
+        for t in self._tracks:
+            box = t.box_at(frame, self.p)
+            if box is None:
+                continue
+            xyxy.append(box)
+            score.append(float(np.mean(t.scores)))
+            cls.append(t.cls)
+            ids.append(t.id)
+        if not xyxy:
+            return Detections()
+        return Detections(np.array(xyxy, np.float32), score, cls, ids)
+
+    def release(self, before: int) -> None:
+        """Forget what only frames < `before` needed (they are final and gone)."""
+        radius = self.p.smooth // 2
+        keep = []
+        for t in self._tracks:
+            if t.last + self.p.post_frames < before and (t.ended or before - t.last > self.p.max_gap):
+                continue
+            t.prune(before, radius)
+            keep.append(t)
+        self._tracks = keep
+
+    @property
+    def live_tracks(self) -> int:
+        return len(self._tracks)

@@ -1,0 +1,421 @@
+"""Video: every frame, timestamp, audio packet and the rotation survive; no tracked face flashes.
+
+The clips are generated here with PyAV: a real face (a crop of the `astronaut` photo) moves
+over a textured background; each frame carries its number as a small barcode in the top-left
+corner, so a wrapped detector can be made to miss chosen frames (fault injection on the real
+Engine, not a mock).
+"""
+
+from __future__ import annotations
+
+import os
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+av = pytest.importorskip("av")
+cv2 = pytest.importorskip("cv2")
+
+from anond.config import load_settings  # noqa: E402
+from anond.errors import CorruptMedia, UnsupportedMedia  # noqa: E402
+from anond.media import video as vio  # noqa: E402
+from anond.pipeline.video import process_video  # noqa: E402
+from anond.report import JobReport  # noqa: E402
+from anond.types import Detections  # noqa: E402
+
+TB = Fraction(1, 15360)
+FACE_W, FACE_H = 72, 84
+BITS, BLOCK = 8, 8  # frame-number barcode: 8 blocks of 8x8 px at the top-left
+
+
+# -- clip generation ---------------------------------------------------------------------------
+
+
+def face_patch(astronaut: np.ndarray) -> np.ndarray:
+    return cv2.resize(astronaut[30:190, 160:290], (FACE_W, FACE_H), interpolation=cv2.INTER_AREA)
+
+
+def face_box(i: int, n: int, w: int, h: int) -> tuple[int, int, int, int]:
+    """Where the face is in upright frame i: it crosses the frame left to right, bobbing."""
+    x = 20 + int((w - FACE_W - 40) * i / max(1, n - 1))
+    y = (h - FACE_H) // 2 + int(12 * np.sin(i / 4))
+    return x, y, x + FACE_W, y + FACE_H
+
+
+def draw_index(img: np.ndarray, i: int) -> None:
+    img[0 : BLOCK + 4, 0 : BITS * BLOCK + 4] = 128
+    for b in range(BITS):
+        v = 255 if (i >> b) & 1 else 0
+        img[2 : 2 + BLOCK, 2 + b * BLOCK : 2 + (b + 1) * BLOCK] = v
+
+
+def read_index(img: np.ndarray) -> int:
+    grey = img.mean(axis=2) if img.ndim == 3 else img
+    i = 0
+    for b in range(BITS):
+        cy, cx = 2 + BLOCK // 2, 2 + b * BLOCK + BLOCK // 2
+        if grey[cy - 1 : cy + 1, cx - 1 : cx + 1].mean() > 128:
+            i |= 1 << b
+    return i
+
+
+def make_clip(path: Path, astronaut: np.ndarray, *, size=(320, 240), n: int = 36, rotation: int = 0,
+              vfr: bool = True, audio: bool = True, codec: str = "libx264", pix_fmt: str = "yuv420p",
+              face: bool = True, metadata: dict | None = None, options: dict | None = None) -> dict:
+    """Write a clip; return what was put in it (upright face boxes, pts, audio packets)."""
+    w, h = size  # upright size; stored size is swapped for 90/270 degrees
+    stored_w, stored_h = (h, w) if rotation % 180 else (w, h)
+    patch = face_patch(astronaut)
+    rng = np.random.default_rng(7)
+    background = cv2.GaussianBlur(rng.integers(40, 215, (h, w, 3)).astype(np.uint8), (0, 0), 6)
+    out = av.open(str(path), "w", options={"avoid_negative_ts": "disabled"})
+    out.metadata.update(metadata or {})
+    vs = out.add_stream(codec, rate=30)
+    vs.width, vs.height, vs.pix_fmt = stored_w, stored_h, pix_fmt
+    vs.time_base = TB
+    vs.codec_context.time_base = TB
+    if options:
+        vs.codec_context.options = options
+    if rotation:
+        vs.set_display_rotation(rotation)
+    aus = None
+    if audio:
+        aus = out.add_stream("aac", rate=22050)
+        aus.layout = "mono"
+    pts, boxes, t = [], [], 0
+    for i in range(n):
+        img = background.copy()
+        if face:
+            x0, y0, x1, y1 = face_box(i, n, w, h)
+            img[y0:y1, x0:x1] = patch
+            boxes.append((x0, y0, x1, y1))
+        draw_index(img, i)
+        stored = np.ascontiguousarray(np.rot90(img, -(rotation // 90))) if rotation else img
+        frame = av.VideoFrame.from_ndarray(stored, format="bgr24")
+        frame.pts, frame.time_base = t, TB
+        pts.append(t)
+        t += (1024 if i % 4 == 3 else 512) if vfr else 512  # 30 fps with irregular gaps
+        for p in vs.encode(frame):
+            out.mux(p)
+    for p in vs.encode():
+        out.mux(p)
+    if aus is not None:
+        seconds = float(t * TB)
+        for k in range(int(seconds * 22050 / 1024) + 1):
+            samples = (0.2 * np.sin(np.arange(1024) * 0.05 + k)).astype(np.float32)[None]
+            af = av.AudioFrame.from_ndarray(samples, format="fltp", layout="mono")
+            af.sample_rate, af.pts = 22050, k * 1024
+            for p in aus.encode(af):
+                out.mux(p)
+        for p in aus.encode():
+            out.mux(p)
+    out.close()
+    return {"pts": pts, "boxes": boxes, "size": (w, h), "rotation": rotation}
+
+
+def decode_all(path: Path) -> dict:
+    with av.open(str(path)) as c:
+        v = c.streams.video[0]
+        tb = v.time_base
+        frames, pts, rotation = [], [], None
+        for f in c.decode(v):
+            if rotation is None:
+                rotation = vio.frame_rotation(f)
+            frames.append(f.to_ndarray(format="bgr24"))
+            pts.append(f.pts)
+        info = dict(codec=v.codec_context.name, pix_fmt=v.codec_context.pix_fmt,
+                    width=v.codec_context.width, height=v.codec_context.height, tb=tb,
+                    metadata=dict(c.metadata))
+    with av.open(str(path)) as c:
+        audio = [bytes(p) for p in c.demux(audio=0) if p.size] if c.streams.audio else []
+    return dict(frames=frames, pts=pts, times=[p * tb for p in pts], rotation=rotation or 0,
+                audio=audio, **info)
+
+
+# -- fault injection on the real engine --------------------------------------------------------
+
+
+class MissingFrames:
+    """The real Engine, made to find nothing on chosen frames (read from the frame's barcode)."""
+
+    def __init__(self, engine, missed: set[int]):
+        self.engine, self.missed = engine, set(missed)
+        self.provider, self.models = engine.provider, engine.models
+        self.seen: list[int] = []
+
+    def detect(self, images, detect, targets):
+        found = self.engine.detect(images, detect, targets)
+        out = []
+        for img, dets in zip(images, found):
+            i = read_index(img)
+            self.seen.append(i)
+            out.append(Detections() if i in self.missed else dets)
+        return out
+
+
+# -- helpers -----------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def face_settings(models_dir):
+    return load_settings(None, models={"dir": models_dir}, profile={"targets": ["face"]})
+
+
+@pytest.fixture(scope="module")
+def face_engine(face_settings):
+    from anond.detect.engine import Engine
+
+    return Engine.load(face_settings, ["face"])
+
+
+def run(src: Path, out: Path, settings, engine, **video) -> JobReport:
+    if video:
+        settings = settings.model_copy(update={"video": settings.video.model_copy(update=video)})
+    profile = settings.profiles["default"] if "default" in settings.profiles else settings.profile
+    profile = settings.profile
+    report = JobReport.start("test", "video", engine=engine, profile=profile)
+    process_video(src, out, settings=settings, engine=engine, profile=profile, report=report)
+    return report
+
+
+def upright(img: np.ndarray, rotation: int) -> np.ndarray:
+    return np.rot90(img, (rotation // 90) % 4) if rotation else img
+
+
+def masked_frames(src: dict, out: dict) -> list[bool]:
+    """Per frame: was the face region changed clearly (masked) in the output?"""
+    result = []
+    for a, b, (x0, y0, x1, y1) in zip(src["frames"], out["frames"], src["boxes"]):
+        a, b = upright(a, src["rotation"]), upright(b, src["rotation"])
+        # the face's core (the margin-less middle): where eyes, nose and mouth are
+        dx, dy = (x1 - x0) // 5, (y1 - y0) // 5
+        core = (slice(y0 + dy, y1 - dy), slice(x0 + dx, x1 - dx))
+        diff = np.abs(a[core].astype(np.int16) - b[core].astype(np.int16)).mean()
+        result.append(diff > 12)
+    return result
+
+
+def background_diff(src: dict, out: dict) -> float:
+    """Mean difference far from the face (bottom strip): re-encoding only, no masking."""
+    diffs = [np.abs(a[-20:].astype(np.int16) - b[-20:].astype(np.int16)).mean()
+             for a, b in zip(src["frames"], out["frames"])]
+    return float(np.mean(diffs))
+
+
+# -- the promises ------------------------------------------------------------------------------
+
+
+MISSED = {0, 1, 2, 15, 16, 17, 18, 19, 33, 34, 35}  # start, middle and end of the face's track
+
+
+@pytest.mark.parametrize(
+    "name,size,rotation,pix_fmt",
+    [
+        ("rotated", (320, 240), 90, "yuv420p"),
+        ("odd_size", (321, 241), 0, "yuv444p"),
+    ],
+)
+def test_no_tracked_frame_is_left_unmasked_and_everything_else_survives(
+    tmp_path, astronaut, face_settings, face_engine, name, size, rotation, pix_fmt
+):
+    src_path, out_path = tmp_path / "in.mp4", tmp_path / "out.mp4"
+    made = make_clip(src_path, astronaut, size=size, rotation=rotation, pix_fmt=pix_fmt,
+                     metadata={"location": "+48.8584+002.2945/", "creation_time": "2024-05-01T10:00:00Z"})
+    engine = MissingFrames(face_engine, MISSED)
+    report = run(src_path, out_path, face_settings, engine)
+
+    src, out = decode_all(src_path), decode_all(out_path)
+    src.update(boxes=made["boxes"], rotation=made["rotation"])
+    # every frame, with its own timestamp (variable frame rate included)
+    assert len(out["frames"]) == len(src["frames"]) == 36
+    assert out["times"] == src["times"]
+    assert len(set(np.diff(src["pts"]))) > 1  # the source really was VFR
+    # the audio, byte for byte; rotation, size, codec family and pixel format kept
+    assert out["audio"] and out["audio"] == src["audio"]
+    assert out["rotation"] == src["rotation"] == rotation
+    assert (out["width"], out["height"]) == (src["width"], src["height"])
+    assert out["codec"] == "h264" and out["pix_fmt"] == pix_fmt
+    # location stripped, allow-listed metadata kept
+    assert not any("location" in k.lower() for k in out["metadata"])
+    assert out["metadata"].get("creation_time", "").startswith("2024-05-01")
+
+    # The detector really saw the face on the frames it was not told to miss...
+    assert report.detections.get("face", 0) >= 0.8 * (36 - len(MISSED))
+    # The detector was shown upright frames (the barcode reads back right only then).
+    assert sorted(set(engine.seen)) == list(range(36))
+    # ...and still no frame of the track went out with the face unmasked.
+    masked = masked_frames(src, out)
+    assert all(masked), f"unmasked frames: {[i for i, m in enumerate(masked) if not m]}"
+    assert background_diff(src, out) < 3  # the rest of the picture is only re-encoded
+    assert report.tracks == {"face": 1}
+    assert report.media.frames == 36 and report.skipped_packets == 0
+    assert report.media.audio == "copied"
+    assert report.decoder == "h264" and report.encoder.startswith("libx264")
+    for stage in ("decode", "detect", "track", "mask", "verify", "encode"):
+        assert stage in report.durations
+
+
+def test_without_gap_filling_the_injected_misses_would_show(tmp_path, astronaut, face_settings, face_engine):
+    """Control for the test above: the fault injection bites when the tracker cannot help."""
+    src_path, out_path = tmp_path / "in.mp4", tmp_path / "out.mp4"
+    made = make_clip(src_path, astronaut, audio=False)
+    no_fill = face_settings.video.track.model_copy(update={"pre_frames": 0, "post_frames": 0,
+                                                           "max_gap_s": 0.0})
+    run(src_path, out_path, face_settings, MissingFrames(face_engine, MISSED), track=no_fill)
+    src, out = decode_all(src_path), decode_all(out_path)
+    src.update(boxes=made["boxes"], rotation=0)
+    unmasked = {i for i, m in enumerate(masked_frames(src, out)) if not m}
+    assert {0, 1, 2, 16, 17, 18, 34, 35} <= unmasked <= MISSED
+
+
+def test_detection_stride_is_filled_by_the_tracker(tmp_path, astronaut, face_settings, face_engine):
+    src_path, out_path = tmp_path / "in.mkv", tmp_path / "out.mkv"
+    made = make_clip(src_path, astronaut, n=30, vfr=False, audio=False)
+    engine = MissingFrames(face_engine, set())
+    run(src_path, out_path, face_settings.model_copy(
+        update={"profile": face_settings.profile.model_copy(update={"verify": False})}),
+        engine, detect_stride=3)
+    src, out = decode_all(src_path), decode_all(out_path)
+    src.update(boxes=made["boxes"], rotation=0)
+    assert len(engine.seen) <= 30 // 3 + 1  # only every third frame (and the last) detected
+    assert all(masked_frames(src, out))
+    # Matroska keeps milliseconds: timestamps equal to the millisecond.
+    assert [round(float(t), 3) for t in out["times"]] == [round(float(t), 3) for t in src["times"]]
+
+
+def test_ten_bit_stays_ten_bit_and_hevc_stays_hevc(tmp_path, astronaut, face_settings, face_engine):
+    src_path, out_path = tmp_path / "in.mp4", tmp_path / "out.mp4"
+    make_clip(src_path, astronaut, size=(192, 144), n=8, audio=False, codec="libx265",
+              pix_fmt="yuv420p10le", options={"x265-params": "log-level=error"})
+    report = run(src_path, out_path, face_settings, face_engine)
+    src, out = decode_all(src_path), decode_all(out_path)
+    assert (out["codec"], out["pix_fmt"]) == ("hevc", "yuv420p10le")
+    assert report.encoder.startswith("libx265") and report.media.bit_depth == 10
+    assert out["pts"] == src["pts"]
+
+
+def test_avi_without_timestamps_keeps_every_frame(tmp_path, astronaut, face_settings, face_engine):
+    src_path, out_path = tmp_path / "in.avi", tmp_path / "out.avi"
+    make_clip(src_path, astronaut, size=(160, 120), n=20, vfr=False, audio=False, face=False)
+    report = run(src_path, out_path, face_settings, face_engine)
+    src, out = decode_all(src_path), decode_all(out_path)
+    assert len(out["frames"]) == len(src["frames"]) == 20
+    assert out["pts"] == sorted(out["pts"])  # presentation order, numbered at the frame rate
+    assert [read_index(f) for f in out["frames"]] == list(range(20))
+    assert report.parameters["video"]["timestamps"] == "generated"
+
+
+def test_other_codecs_become_h264_where_the_container_allows(tmp_path, astronaut, face_settings, face_engine):
+    src_path, out_path = tmp_path / "in.mkv", tmp_path / "out.mkv"
+    make_clip(src_path, astronaut, size=(160, 120), n=6, vfr=False, audio=False, face=False,
+              codec="mpeg4")
+    report = run(src_path, out_path, face_settings, face_engine)
+    out = decode_all(out_path)
+    assert out["codec"] == "h264" and len(out["frames"]) == 6
+    assert report.encoder.startswith("libx264")
+
+
+def test_location_tags_are_stripped_unless_allow_listed():
+    meta = {"location": "+1+2/", "location-eng": "+1+2/", "com.apple.quicktime.location.ISO6709": "x",
+            "creation_time": "2024", "title": "Anna's birthday", "encoder": "Lavf"}
+    keep = ["creation_time", "language", "handler_name", "timecode"]
+    assert vio.filter_metadata(meta, keep) == {"creation_time": "2024"}
+    assert vio.filter_metadata(meta, keep + ["location"]) == {
+        "location": "+1+2/", "location-eng": "+1+2/", "creation_time": "2024"}
+
+
+def test_odd_sizes_get_a_pixel_format_without_subsampling():
+    x264 = [f.name for f in av.Codec("libx264", "w").video_formats]
+    assert vio.choose_pix_fmt("yuv420p", 320, 240, x264) == "yuv420p"
+    assert vio.choose_pix_fmt("yuv420p", 321, 241, x264) == "yuv444p"
+    assert vio.choose_pix_fmt("yuv420p10le", 321, 240, x264) == "yuv444p10le"
+    assert vio.choose_pix_fmt("nv12", 640, 360, x264) in ("nv12", "yuv420p")
+
+
+@pytest.mark.parametrize("rotation", [0, 90, 180, 270])
+def test_boxes_found_upright_map_back_to_the_stored_frame(rotation):
+    stored = np.zeros((50, 80), np.uint8)
+    stored[10:20, 30:45] = 1
+    up = vio.upright(stored, rotation)
+    ys, xs = np.nonzero(up)
+    box = np.array([[xs.min(), ys.min(), xs.max() + 1, ys.max() + 1]], np.float32)
+    assert vio.boxes_to_stored(box, rotation, stored.shape).tolist() == [[30, 10, 45, 20]]
+    corners = np.array([[box[0, 0], box[0, 1]], [box[0, 2], box[0, 3]]])
+    back = vio.points_to_stored(corners, rotation, stored.shape)
+    assert sorted(back[:, 0].tolist()) == [30, 45] and sorted(back[:, 1].tolist()) == [10, 20]
+
+
+def test_unmasked_pixels_are_kept_exactly(astronaut):
+    frame = av.VideoFrame.from_ndarray(astronaut[:240, :320].copy(), format="bgr24").reformat(format="yuv420p")
+    frame.pts = 0
+    bgr = frame.to_ndarray(format="bgr24")
+    bgr[100:140, 100:160] = 0
+    coverage = np.zeros(bgr.shape[:2], bool)
+    coverage[100:140, 100:160] = True
+    new = vio.composite(frame, bgr, coverage)
+    y_old, y_new = frame.to_ndarray()[:240], new.to_ndarray()[:240]  # luma plane
+    outside = ~coverage
+    assert np.array_equal(y_old[outside], y_new[outside])
+    assert np.abs(y_new[105:135, 105:155].astype(int) - 16).max() <= 2  # black, limited range
+
+
+# -- bad input ---------------------------------------------------------------------------------
+
+
+def test_damaged_video_is_processed_as_far_as_it_decodes(tmp_path, astronaut, face_settings, face_engine):
+    good, bad, out_path = tmp_path / "good.mp4", tmp_path / "bad.mp4", tmp_path / "out.mp4"
+    make_clip(good, astronaut, size=(160, 120), n=40, vfr=False, face=False)
+    data = bytearray(good.read_bytes())
+    rng = np.random.default_rng(1)
+    at = int(len(data) * 0.4)
+    data[at : at + 3000] = rng.integers(0, 256, 3000, dtype=np.uint8).tobytes()
+    bad.write_bytes(bytes(data))
+    decodable = len(list(vio.VideoReader(bad).items()))  # frames and audio packets
+    report = run(bad, out_path, face_settings, face_engine)
+    out = decode_all(out_path)
+    assert 0 < len(out["frames"]) < 40
+    assert report.media.frames == len(out["frames"])
+    assert report.skipped_packets > 0
+    assert decodable > 0
+
+
+def test_truncated_stream_keeps_what_arrived(tmp_path, astronaut, face_settings, face_engine):
+    good, cut, out_path = tmp_path / "good.mkv", tmp_path / "cut.mkv", tmp_path / "out.mkv"
+    make_clip(good, astronaut, size=(160, 120), n=60, vfr=False, face=False)
+    data = good.read_bytes()
+    cut.write_bytes(data[: int(len(data) * 0.6)])
+    report = run(cut, out_path, face_settings, face_engine)
+    out = decode_all(out_path)
+    assert 10 < len(out["frames"]) < 60
+    shown = [read_index(f) for f in out["frames"]]
+    # in order, nothing invented; B-frames whose reference was cut off are lost with it
+    assert shown == sorted(set(shown)) and shown[:30] == list(range(30))
+    assert report.skipped_packets > 0  # the frames announced but never delivered
+
+
+@pytest.mark.parametrize("content", [b"", b"not a video at all\n" * 50, os.urandom(4096)])
+def test_unreadable_file_fails_clearly_and_writes_nothing(tmp_path, face_settings, face_engine, content):
+    src, out = tmp_path / "in.mp4", tmp_path / "out.mp4"
+    src.write_bytes(content)
+    with pytest.raises((CorruptMedia, UnsupportedMedia)):
+        run(src, out, face_settings, face_engine)
+    assert not out.exists()
+
+
+def test_audio_only_file_is_unsupported(tmp_path, face_settings, face_engine):
+    src, out = tmp_path / "in.mp4", tmp_path / "out.mp4"
+    with av.open(str(src), "w") as c:
+        a = c.add_stream("aac", rate=22050)
+        a.layout = "mono"
+        for k in range(10):
+            af = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp", layout="mono")
+            af.sample_rate, af.pts = 22050, k * 1024
+            for p in a.encode(af):
+                c.mux(p)
+        for p in a.encode():
+            c.mux(p)
+    with pytest.raises(UnsupportedMedia):
+        run(src, out, face_settings, face_engine)
+    assert not out.exists()
