@@ -271,6 +271,24 @@ def test_verify_masks_what_the_first_pass_missed(fast_settings, engine, astronau
     assert not engine.detect([image], profile.detect, ["face"])[0].counts().get("face")
 
 
+def test_sidecar_regions_mask_and_exclude(tmp_path, fast_settings, engine, astronaut):
+    src = write_image(tmp_path / "a.png", astronaut)
+    logo = {"x": 380, "y": 20, "w": 60, "h": 40}  # part of the shuttle: not a face, not a plate
+    sidecar = {"version": 1, "regions": [
+        {"type": "mask", "mode": "solid", "rect": logo},
+        {"type": "exclude", "rect": {"x": 140, "y": 20, "w": 180, "h": 200}},  # around the face
+    ]}
+    (tmp_path / "a.png.regions.json").write_text(json.dumps(sidecar))
+    report = process_file(src, tmp_path / "b.png", settings=fast_settings, engine=engine, job_id="j5")
+    out = cv2.imread(str(report.output_path))
+    assert (out[20:60, 380:440] == 0).all(), "the manual region is filled"
+    assert np.array_equal(out[20:220, 140:320], astronaut[20:220, 140:320]), "the excluded face stays"
+    assert report.manual_regions.sidecar == "applied"
+    assert report.manual_regions.applied == 1 and report.manual_regions.excluded >= 1
+    assert report.masked.get("manual") == 1 and "face" not in report.masked
+    assert "face" in report.detections  # found, then excluded by the operator
+
+
 @pytest.mark.parametrize("data,error", [(b"", CorruptMedia), (b"hello", UnsupportedMedia)])
 def test_failed_job_carries_its_report(tmp_path, fast_settings, engine, data, error):
     src = tmp_path / "x.png"
