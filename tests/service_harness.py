@@ -56,13 +56,16 @@ def _toml_value(value) -> str:
     return json.dumps(str(value))
 
 
-def write_config(path: Path, *, models_dir: Path, service: dict, inboxes: list[dict]) -> Path:
+def write_config(path: Path, *, models_dir: Path, service: dict, inboxes: list[dict],
+                 detect: dict | None = None) -> Path:
     """A config for fast tests: face detector only, on CPU, small images, short timings."""
     lines = [
         "[models]", f"dir = {_toml_value(models_dir)}", "",
         "[runtime]", 'providers = ["CPUExecutionProvider"]', "intra_op_threads = 1", "",
         "[profile]", 'targets = ["face"]', "verify = false", "",
-        "[profile.detect]", "tiling = false", "upscale = 1.0", "",
+        "[profile.detect]",
+        *(f"{k} = {_toml_value(v)}" for k, v in {"tiling": False, "upscale": 1.0, **(detect or {})}.items()),
+        "",
         "[service]",
     ]
     base = {"stable_after_s": 0.5, "rescan_interval_s": 1.0, "retry_backoff_s": 0.2,

@@ -60,10 +60,10 @@ def basic(models_dir, tmp_path_factory):
             for chunk in chunks:  # ~0.5 s between chunks, less than stable_after_s
                 f.write(chunk)
                 f.flush()
+                result["last_write"] = time.monotonic()
                 time.sleep(0.5)
                 if slow_dst.exists() or not slow_src.exists():
                     result["taken_early"].append(f.tell())
-        result["copy_done"] = time.monotonic()
         wait_for(lambda: slow_dst.exists(), 30, "the slowly copied file's output", svc)
         result["slow_out_at"] = time.monotonic()
         wait_for(lambda: (outbox / "early" / "Early.jpg").exists(), 30, "start-up file", svc)
@@ -79,7 +79,8 @@ def test_partial_copy_is_not_picked_up(basic):
     assert basic["taken_early"] == [], "the file was taken while it was still being copied"
     out = decode(basic["outbox"] / "slow" / "photo.jpg")
     assert out is not None and out.shape == (256, 256, 3)
-    assert basic["slow_out_at"] - basic["copy_done"] >= 0.9  # waited stable_after_s after the last write
+    # It waited stable_after_s (1 s) after the last write.
+    assert basic["slow_out_at"] - basic["last_write"] >= 0.95
     assert not (basic["inbox"] / "slow" / "photo.jpg").exists()  # originals = delete
 
 
@@ -264,3 +265,37 @@ def test_kept_originals_are_processed_once_until_they_change(tmp_path, models_di
         svc.kill()
     assert files_under(outbox) == ["keep (1).jpg", "keep.jpg"]
     assert files_under(inbox) == ["keep.jpg"]
+
+
+def test_required_sidecar_is_waited_for_and_travels_with_its_file(tmp_path, models_dir):
+    inbox, outbox, failed = tmp_path / "inbox", tmp_path / "outbox", tmp_path / "failed"
+    inbox.mkdir()
+    (inbox / "photo.jpg").write_bytes(noise_jpeg(21, 128))
+    (inbox / "wrong.jpg").write_bytes(noise_jpeg(22, 128))
+    config = write_config(tmp_path / "anond.toml", models_dir=models_dir,
+                          service={"state_dir": str(tmp_path / "state"), "failed_dir": str(failed),
+                                   "stable_after_s": 0.3, "rescan_interval_s": 0.3},
+                          inboxes=[{"path": str(inbox), "outbox": str(outbox), "regions": "required"}])
+    svc = Anond(tmp_path, config).start()
+    try:
+        svc.wait_ready()
+        time.sleep(1.5)  # stable for 5x stable_after_s, but no sidecar yet: it waits
+        assert files_under(inbox) == ["photo.jpg", "wrong.jpg"] and files_under(outbox) == []
+        solid = {"version": 1, "regions": [{"rect": {"x": 10, "y": 20, "w": 50, "h": 40}, "mode": "solid"}]}
+        (inbox / "photo.jpg.regions.json").write_text(json.dumps(solid))
+        outside = {"version": 1, "regions": [{"rect": {"x": 100, "y": 100, "w": 500, "h": 50}}]}
+        (inbox / "wrong.jpg.regions.json").write_text(json.dumps(outside))
+        wait_for(lambda: (outbox / "photo.jpg").exists() and list(failed.glob("*.reason.json")),
+                 30, "both jobs", svc)
+        assert svc.stop() == 0
+    finally:
+        svc.kill()
+    out = decode(outbox / "photo.jpg")
+    assert out[22:58, 12:58].max() <= 12  # the manual region is solid black (JPEG noise aside)
+    assert out.std() > 40  # the rest is still noise
+    assert files_under(outbox) == ["photo.jpg"] and files_under(inbox) == []  # sidecar consumed
+    (reason_path,) = failed.glob("*.reason.json")
+    reason = json.loads(reason_path.read_text())
+    assert reason["code"] == "regions_invalid" and "regions[0]" in reason["message"]
+    job = reason_path.name.removesuffix(".reason.json")
+    assert files_under(failed / job) == ["wrong.jpg", "wrong.jpg.regions.json"]
