@@ -365,6 +365,8 @@ class ClaimBox:
 
     def claim(self, rel: PurePosixPath, job_id: str, sidecar: bool) -> Claim | None:
         """Move `rel` (and its sidecar) into a new claim of ours; None when another got it."""
+        if not self.lease.exists():  # removed by another instance while we were stalled
+            self.renew()
         claim = Claim(self.mine / job_id, job_id)
         # Flat on purpose: no folder named by the user is created in the claim area (watchers
         # of the inbox would otherwise see, and may print, those folder names).

@@ -14,11 +14,13 @@ claim says where the input is, the `committed` marker says the output is in plac
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import os
 import queue
 import shutil
 import signal
+import sqlite3
 import sys
 import threading
 import time
@@ -74,6 +76,15 @@ class Running:
 
 class _LostClaim(Exception):
     """Another instance took the claim over (our lease had expired): drop the job."""
+
+
+class _AfterCommit(Exception):
+    """Finishing a job whose output is already in place failed (moving the original, the job
+    table): retried later, never a reason to quarantine the input."""
+
+    def __init__(self, cause: BaseException) -> None:
+        super().__init__(type(cause).__name__)
+        self.cause = cause
 
 
 class Service:
@@ -483,6 +494,9 @@ class Service:
             state = self.store.get(claim.job_id)
             if claim.job_id in busy or state is None or state != ("pending", 0):
                 continue
+            found = claim.source()
+            if found is not None and not claim.committed:
+                _clean_job_temps(inbox.outbox / found[0], claim.job_id)  # a staged output
             if inbox.box.release(claim):
                 self.store.forget(claim.job_id)
                 self.log.info("job.released", job=claim.job_id, inbox=inbox.name)
@@ -561,8 +575,17 @@ class Service:
         try:
             self._run_job(job, claim, inbox, engine, started)
         except _LostClaim:
-            self.store.forget(job.id)
+            self._guard(self.store.forget, job.id)
             self.log.warning("job.lost_claim", job=job.id, inbox=inbox.name)
+        except _AfterCommit as exc:
+            delay = self.settings.service.retry_backoff_s
+            self._guard(self.store.retry_later, job.id, job.attempts, delay, "finalize")
+            self.log.error("job.finalize_failed", job=job.id, inbox=inbox.name,
+                           error=_errno_name(exc.cause), retry_in_s=delay)
+        except sqlite3.Error as exc:
+            # The job table is closed (shutdown passed its deadline) or broken: whatever the
+            # job reached is in its claim, and the next start carries on from there.
+            self.log.error("job.state_unwritable", job=job.id, error=type(exc).__name__)
         except Exception as exc:  # noqa: BLE001 - every failure ends somewhere definite
             if isinstance(exc, AnondError):
                 err = exc
@@ -579,7 +602,6 @@ class Service:
             self.wake.set()
 
     def _run_job(self, job, claim, inbox: InboxRuntime, engine, started: float) -> None:
-        from .errors import AnondError
         from .jobs import FAILED, SKIPPED, content_digest
 
         if not claim.dir.is_dir():
@@ -617,7 +639,16 @@ class Service:
                 _unlink(staged)
                 raise _LostClaim()
             self._commit(staged, dst, claim, cfg.on_exists)
-        # The output is in place: what remains is the original and the bookkeeping.
+        try:
+            self._finalize(job, claim, inbox, rel, src, fingerprints, report, started)
+        except Exception as exc:  # noqa: BLE001 - the output exists: never quarantine now
+            raise _AfterCommit(exc) from exc
+
+    def _finalize(self, job, claim, inbox, rel, src, fingerprints, report, started) -> None:
+        """The output is in place: what remains is the original and the bookkeeping."""
+        from .errors import AnondError
+
+        cfg = inbox.cfg
         if cfg.originals == "keep":
             self._restore(inbox, claim, rel, src, fingerprints, job.id)
         elif cfg.originals == "archive":
@@ -675,7 +706,16 @@ class Service:
         final = _already_linked(staged, dst)
         if final is None:
             tmp = staged.with_name(staged.name + ".link")
-            os.link(staged, tmp)  # keep the staged name until the claim says committed
+            try:
+                os.link(staged, tmp)  # keep the staged name until the claim says committed
+            except OSError as exc:
+                if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK):
+                    raise
+                # No hard links here (some SMB servers): check-then-rename. A crash between
+                # the rename and the marker would redo the job (documented limitation).
+                final = link_no_clobber(staged, dst)
+                claim.mark_committed()
+                return final
             final = link_no_clobber(tmp, dst)
         claim.mark_committed()
         _unlink(staged)

@@ -8,7 +8,6 @@ service goes on; systemd hears READY/STATUS/WATCHDOG/STOPPING; kept originals ar
 from __future__ import annotations
 
 import json
-import os
 import signal
 import socket
 import threading

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import cv2
 
-from service_harness import Anond, encode_jpeg, files_under, hidden_files_under, wait_for, write_config
+from service_harness import Anond, encode_jpeg, files_under, hidden_files_under, write_config
 
 
 def _slow_photo(size: int = 1600) -> bytes:
