@@ -14,13 +14,16 @@ Two records, each the truth for one thing:
   and salted fingerprints: never a file name or path (those exist only in the claim while the
   job is in flight, inside the user's own inbox).
 
-Fingerprints (only kept for inboxes with `originals = "keep"`, to not process a kept original
-again) are HMAC-SHA256 with a random salt stored in the state directory, over the relative path
-plus the SHA-256 of the content. Content, not inode or mtime, is what identifies a file reliably
-on network shares (inode numbers change across SMB remounts, copies and restores reset mtime);
-the relative path is included so the same photo dropped under two names gives two outputs.
-A cheap second fingerprint over path, size and mtime lets rescans skip kept files without
-reading them again.
+Fingerprints (only for inboxes with `originals = "keep"`, to not process a kept original again)
+are HMAC-SHA256 over the relative path plus the SHA-256 of the content. Content, not inode or
+mtime, is what identifies a file reliably on network shares (inode numbers change across SMB
+remounts, copies and restores reset mtime); the relative path is included so the same photo
+dropped under two names gives two outputs, and a kept file whose content changes is processed
+again. A cheap second fingerprint over path, size and mtime lets rescans skip kept files
+without reading them. The salt is random, kept in `<inbox>/.anond/salt`: every instance sharing
+the inbox must compute the same fingerprints, so besides the job table they are also left as
+empty marker files in `<inbox>/.anond/kept/`. Without the salt a fingerprint says nothing; with
+it, testing a guess needs the file's content, which whoever can read the salt already has.
 """
 
 from __future__ import annotations
@@ -73,7 +76,6 @@ class JobStore:
         self.dir = Path(state_dir)
         self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         self._lock_fd = _lock_exclusive(self.dir / "lock")
-        self.salt = _read_or_create(self.dir / "fingerprint.salt", lambda: secrets.token_bytes(32))
         self.instance = _read_or_create(
             self.dir / "instance", lambda: secrets.token_hex(6).encode()
         ).decode().strip()
@@ -219,14 +221,15 @@ class JobStore:
                 self.db.close()
                 os.close(self._lock_fd)
 
-    # -- fingerprints
 
-    def quick_fingerprint(self, rel: PurePosixPath, size: int, mtime_ns: int) -> str:
-        return "q:" + _hmac(self.salt, f"{rel}\0{size}\0{mtime_ns}".encode())
 
-    def content_fingerprint(self, rel: PurePosixPath, digest: bytes) -> str:
-        """`digest`: the SHA-256 of the content (`content_digest`)."""
-        return "c:" + _hmac(self.salt, str(rel).encode() + b"\0" + digest)
+def quick_fingerprint(salt: bytes, rel: PurePosixPath, size: int, mtime_ns: int) -> str:
+    return "q" + _hmac(salt, f"{rel}\0{size}\0{mtime_ns}".encode())
+
+
+def content_fingerprint(salt: bytes, rel: PurePosixPath, digest: bytes) -> str:
+    """`digest`: the SHA-256 of the content (`content_digest`)."""
+    return "c" + _hmac(salt, str(rel).encode() + b"\0" + digest)
 
 
 def content_digest(path: Path) -> bytes:
@@ -335,6 +338,24 @@ class ClaimBox:
         self.owner = f"{instance}.{session}"
         self.mine = self.claims / self.owner
         self.lease = self.leases / self.owner
+        self._salt: bytes | None = None
+
+    @property
+    def salt(self) -> bytes:
+        """The inbox's fingerprint salt, shared by every instance (first one creates it)."""
+        if self._salt is None:
+            self._salt = _read_or_create(self.control / "salt", lambda: secrets.token_bytes(32))
+        return self._salt
+
+    def mark_kept(self, fingerprints: tuple[str, ...]) -> None:
+        """Kept originals: tell every instance (marker files named by the fingerprint)."""
+        kept = self.control / "kept"
+        kept.mkdir(exist_ok=True)
+        for fp in fingerprints:
+            os.close(os.open(kept / fp, os.O_WRONLY | os.O_CREAT, 0o644))
+
+    def is_kept(self, fp: str) -> bool:
+        return (self.control / "kept" / fp).exists()
 
     def open(self) -> None:
         """Create the claim area and this owner's lease (lease first: a claims folder without a

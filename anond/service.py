@@ -309,7 +309,7 @@ class Service:
         ready = inbox.watcher.poll()
         if self.paused or not ready:
             return
-        from .jobs import new_job_id
+        from .jobs import new_job_id, quick_fingerprint
         from .watch import SIDECAR_SUFFIX
 
         cfg = inbox.cfg
@@ -318,8 +318,8 @@ class Service:
             if room <= 0 or self.stop_event.is_set():
                 break
             if cfg.originals == "keep":
-                quick = self.store.quick_fingerprint(cand.rel, cand.size, cand.mtime_ns)
-                if self.store.seen(quick):
+                quick = quick_fingerprint(inbox.box.salt, cand.rel, cand.size, cand.mtime_ns)
+                if self._seen(inbox, quick):
                     inbox.watcher.settle(cand.rel, cand.size, cand.mtime_ns)
                     continue
             sidecar_rel = cand.rel.with_name(cand.rel.name + SIDECAR_SUFFIX)
@@ -602,7 +602,7 @@ class Service:
             self.wake.set()
 
     def _run_job(self, job, claim, inbox: InboxRuntime, engine, started: float) -> None:
-        from .jobs import FAILED, SKIPPED, content_digest
+        from .jobs import FAILED, SKIPPED, content_digest, content_fingerprint
 
         if not claim.dir.is_dir():
             raise _LostClaim()
@@ -618,9 +618,8 @@ class Service:
         cfg = inbox.cfg
         fingerprints: tuple[str, ...] = ()
         if cfg.originals == "keep":
-            digest = content_digest(src)
-            content_fp = self.store.content_fingerprint(rel, digest)
-            if self.store.seen(content_fp) and not claim.committed:
+            content_fp = content_fingerprint(inbox.box.salt, rel, content_digest(src))
+            if self._seen(inbox, content_fp) and not claim.committed:
                 self._restore(inbox, claim, rel, src, (content_fp,), job.id)
                 self.store.finish(job.id, SKIPPED)
                 claim.remove()
@@ -725,21 +724,29 @@ class Service:
 
     def _restore(self, inbox, claim, rel, src, fingerprints, job_id) -> None:
         """originals = keep: remember the fingerprints, then put the file back where it was."""
-        from .jobs import link_no_clobber
+        from .jobs import link_no_clobber, quick_fingerprint
 
         st = os.stat(src)
-        quick = self.store.quick_fingerprint(rel, st.st_size, st.st_mtime_ns)
-        self.store.remember((*fingerprints, quick), job_id)
+        quick = quick_fingerprint(inbox.box.salt, rel, st.st_size, st.st_mtime_ns)
+        self._remember(inbox, (*fingerprints, quick), job_id)
         landed = link_no_clobber(src, inbox.root / rel)
         new_rel = PurePosixPath(landed.relative_to(inbox.root).as_posix())
         if new_rel != rel:  # the name was taken meanwhile: remember the new one too
-            self.store.remember((self.store.quick_fingerprint(new_rel, st.st_size, st.st_mtime_ns),),
-                                job_id)
+            self._remember(inbox, (quick_fingerprint(inbox.box.salt, new_rel, st.st_size, st.st_mtime_ns),),
+                           job_id)
         sidecar = claim.sidecar
         if sidecar is not None:
             from .regions import sidecar_path
 
             link_no_clobber(sidecar, sidecar_path(landed))
+
+    def _seen(self, inbox: InboxRuntime, fp: str) -> bool:
+        """A kept original processed before, by this instance or another one on this inbox."""
+        return self.store.seen(fp) or inbox.box.is_kept(fp)
+
+    def _remember(self, inbox: InboxRuntime, fingerprints: tuple[str, ...], job_id: str) -> None:
+        self.store.remember(fingerprints, job_id)
+        inbox.box.mark_kept(fingerprints)
 
     def _archive(self, inbox, claim, rel, src) -> None:
         from .jobs import link_no_clobber

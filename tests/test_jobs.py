@@ -18,8 +18,10 @@ from anond.jobs import (
     ClaimBox,
     JobStore,
     content_digest,
+    content_fingerprint,
     link_no_clobber,
     new_job_id,
+    quick_fingerprint,
 )
 
 NAME = "Jane_Doe_ABC123"
@@ -88,31 +90,34 @@ def test_one_process_per_state_dir(store, tmp_path):
 
 def test_state_files_are_private(store):
     assert (store.dir.stat().st_mode & 0o077) == 0
-    for name in ("jobs.sqlite3", "fingerprint.salt"):
+    for name in ("jobs.sqlite3", "instance"):
         assert (store.dir / name).stat().st_mode & 0o077 == 0
 
 
-def test_fingerprints_are_salted_and_hold_no_name(store, tmp_path):
+def test_fingerprints_are_salted_per_inbox_and_hold_no_name(store, tmp_path):
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
     f = tmp_path / f"{NAME}.jpg"
     f.write_bytes(b"content")
     rel = PurePosixPath(f"Jane_Doe/{NAME}.jpg")
-    fp = store.content_fingerprint(rel, content_digest(f))
-    quick = store.quick_fingerprint(rel, 7, 123)
+    a, b = _box(inbox, "aaaa"), _box(inbox, "bbbb")
+    assert len(a.salt) == 32 and a.salt == b.salt  # instances sharing the inbox agree
+    fp = content_fingerprint(a.salt, rel, content_digest(f))
+    quick = quick_fingerprint(a.salt, rel, 7, 123)
     assert NAME not in fp and "Jane" not in quick
     store.finish("j1", DONE, fingerprints=(fp, quick))
-    assert store.seen(fp) and store.seen(quick)
+    a.mark_kept((fp, quick))
+    assert store.seen(fp) and store.seen(quick) and b.is_kept(fp) and b.is_kept(quick)
     # Same content under another name is another input; same name with other content too.
-    assert store.content_fingerprint(PurePosixPath("other.jpg"), content_digest(f)) != fp
+    assert content_fingerprint(a.salt, PurePosixPath("other.jpg"), content_digest(f)) != fp
     f.write_bytes(b"changed")
-    assert store.content_fingerprint(rel, content_digest(f)) != fp
-    # Another state directory (another salt) gives other fingerprints for the same file.
-    other = JobStore(tmp_path / "state2")
-    try:
-        assert other.quick_fingerprint(rel, 7, 123) != quick
-    finally:
-        other.close()
+    assert content_fingerprint(a.salt, rel, content_digest(f)) != fp
+    # Another inbox has another salt: the same file gives other fingerprints.
+    (tmp_path / "inbox2").mkdir()
+    assert quick_fingerprint(_box(tmp_path / "inbox2", "aaaa").salt, rel, 7, 123) != quick
     store.checkpoint()
     raw = b"".join(p.read_bytes() for p in store.dir.iterdir() if p.is_file())
+    raw += b"".join(p.name.encode() for p in (inbox / ".anond").rglob("*"))
     assert b"Jane" not in raw and b"ABC123" not in raw
 
 

@@ -240,18 +240,22 @@ def test_kept_originals_are_processed_once_until_they_change(tmp_path, models_di
     original = inbox / "keep.jpg"
     original.write_bytes(noise_jpeg(11))
     before = original.stat()
-    config = write_config(tmp_path / "anond.toml", models_dir=models_dir,
-                          service={"state_dir": str(tmp_path / "state"),
-                                   "failed_dir": str(tmp_path / "failed"),
-                                   "stable_after_s": 0.3, "rescan_interval_s": 0.3},
-                          inboxes=[{"path": str(inbox), "outbox": str(outbox), "originals": "keep"}])
-    svc = Anond(tmp_path, config).start()
+
+    def config(name: str):
+        return write_config(tmp_path / f"{name}.toml", models_dir=models_dir,
+                            service={"state_dir": str(tmp_path / f"state-{name}"),
+                                     "failed_dir": str(tmp_path / "failed"),
+                                     "stable_after_s": 0.3, "rescan_interval_s": 0.3},
+                            inboxes=[{"path": str(inbox), "outbox": str(outbox), "originals": "keep"}])
+
+    svc = Anond(tmp_path, config("a")).start()
     try:
         wait_for(lambda: (outbox / "keep.jpg").exists(), 60, "first output", svc)
         wait_for(lambda: original.exists(), 10, "the original back in place", svc)
         time.sleep(2)  # many rescans: the kept original is not taken again
         assert svc.stop() == 0
-        svc = Anond(tmp_path, config).start()  # nor after a restart
+        # Nor by another instance on the same inbox (its own, empty state directory).
+        svc = Anond(tmp_path, config("b")).start()
         svc.wait_ready()
         time.sleep(2)
         assert files_under(outbox) == ["keep.jpg"]
