@@ -155,7 +155,7 @@ class VideoSettings(_Section):
 class ServiceSettings(_Section):
     """The daemon (`anond run`): state, watching, workers, retries, metrics."""
 
-    # Job queue (SQLite, WAL), fingerprint salt, instance id, per-job reports. Local disk only:
+    # Job queue (SQLite, WAL), instance id, per-job reports. Local disk only:
     # every instance needs its own (several instances may share an inbox, never a state_dir).
     state_dir: Path = Path("var/state")
     # Inputs that could not be processed, each with `<job id>.reason.json` (inboxes may override).
