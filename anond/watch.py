@@ -101,8 +101,13 @@ class InboxWatcher:
             self._observer = None
 
     def _start_observer(self) -> None:
+        import warnings
+
         from watchdog.events import FileSystemEventHandler
         from watchdog.observers import Observer
+
+        # watchdog warns about re-added watches, quoting the watched folders (user names).
+        warnings.filterwarnings("ignore", category=RuntimeWarning, module=r"watchdog\.")
 
         watcher = self
 
