@@ -103,8 +103,10 @@ class TrackSettings(_Section):
     """Video tracking: association over time and gap filling in both directions."""
 
     # Detections with score >= threshold x low_score_ratio (and below the profile threshold)
-    # only extend tracks that already exist (ByteTrack's second stage); they never start one.
+    # extend tracks that already exist (ByteTrack's second stage) and never start one alone...
     low_score_ratio: float = Field(0.5, gt=0, le=1)
+    # ...unless they are seen on this many detected frames in a row (0: never start a track).
+    low_confirm_hits: int = Field(3, ge=0)
     match_iou: float = Field(0.2, ge=0, lt=1)  # first stage: IoU with the predicted box
     low_match_iou: float = Field(0.4, ge=0, lt=1)  # second stage (low scores): stricter
     # Masks start this many frames before a track is first detected and end this many after

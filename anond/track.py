@@ -3,7 +3,9 @@
 Online part, ByteTrack-style and per class: each detected frame, confident detections are
 matched to the tracks' predicted boxes (IoU, constant-velocity motion; then centre distance for
 objects moving about their size per frame or more), then weaker detections may extend the tracks
-still unmatched (they never start one); unmatched confident detections start new tracks. A track missed for longer than `max_gap` frames ends.
+still unmatched; unmatched confident detections start new tracks. Weak detections alone only
+start a tentative track, masked once it has been seen on `confirm_hits` detected frames in a
+row: temporal consistency stands in for the missing confidence. A track missed for longer than `max_gap` frames ends.
 
 Offline part: video is processed with a bounded lookahead, so a frame is only finalised once
 the frames `horizon` after it have been detected. By then it is known whether a track comes
@@ -38,6 +40,7 @@ class TrackParams:
     max_gap: int = 30
     smooth: int = 5
     gap_growth: float = 0.02
+    confirm_hits: int = 3  # weak detections seen this many detected frames in a row start a track
 
     @classmethod
     def from_settings(cls, track, *, fps: float, lookahead_frames: int, stride: int,
@@ -54,6 +57,7 @@ class TrackParams:
             max_gap=max_gap,
             smooth=track.smooth_frames,
             gap_growth=track.gap_growth,
+            confirm_hits=min(track.low_confirm_hits, lookahead_frames),
         )
 
     @property
@@ -137,6 +141,7 @@ class _Track:
     scores: list[float] = field(default_factory=list)
     velocity: np.ndarray = field(default_factory=lambda: np.zeros(4))  # cx, cy, w, h per frame
     ended: bool = False
+    confirmed: bool = True  # False: started by weak detections, not (yet) masked
 
     @property
     def last(self) -> int:
@@ -168,6 +173,8 @@ class _Track:
 
     def box_at(self, frame: int, p: TrackParams) -> np.ndarray | None:
         """The final box for `frame`: observed, interpolated, or extended; None outside the track."""
+        if not self.confirmed:
+            return None
         if frame < self.first - p.pre_frames or frame > self.last + p.post_frames:
             return None
         radius = p.smooth // 2
@@ -214,10 +221,12 @@ class Tracker:
         """Associate the detections of one detected frame with the tracks."""
         if frame <= self._last_update:
             raise ValueError("frames must be given in increasing order")
-        self._last_update = frame
+        previous, self._last_update = self._last_update, frame
         for t in self._tracks:
             if not t.ended and frame - t.last > self.p.max_gap:
                 t.ended = True
+        # A tentative track must be seen on every detected frame until it is confirmed.
+        self._tracks = [t for t in self._tracks if t.confirmed or t.last >= previous]
         for cls in sorted(set(int(c) for c in dets.cls)):
             self._update_class(frame, cls, dets.select(dets.cls == cls))
 
@@ -231,6 +240,7 @@ class Tracker:
         matched_hi: set[int] = set()
         for r, c in greedy_match(iou_matrix(dets.xyxy[hi_idx].astype(np.float64), preds), self.p.match_iou):
             live[c].observe(frame, dets.xyxy[hi_idx[r]], dets.score[hi_idx[r]])
+            self._confirm(live[c])
             matched_tracks.add(c)
             matched_hi.add(r)
 
@@ -243,23 +253,43 @@ class Tracker:
             sim = centre_similarity(dets.xyxy[hi_idx[left]].astype(np.float64), preds[rest])
             for r, c in greedy_match(sim, 1e-6):
                 live[rest[c]].observe(frame, dets.xyxy[hi_idx[left[r]]], dets.score[hi_idx[left[r]]])
+                self._confirm(live[rest[c]])
                 matched_tracks.add(rest[c])
                 matched_hi.add(left[r])
 
         rest = [c for c in range(len(live)) if c not in matched_tracks]
+        matched_lo: set[int] = set()
         if rest and len(lo_idx):
             sim = iou_matrix(dets.xyxy[lo_idx].astype(np.float64), preds[rest])
             for r, c in greedy_match(sim, self.p.low_match_iou):
                 live[rest[c]].observe(frame, dets.xyxy[lo_idx[r]], dets.score[lo_idx[r]])
+                self._confirm(live[rest[c]], weak=True)
+                matched_lo.add(r)
 
         for r in range(len(hi_idx)):
-            if r in matched_hi:
-                continue
-            t = _Track(self._next_id, cls, frame)
-            t.observe(frame, dets.xyxy[hi_idx[r]], dets.score[hi_idx[r]])
-            self._next_id += 1
-            self._tracks.append(t)
+            if r not in matched_hi:
+                self._start(frame, cls, dets.xyxy[hi_idx[r]], dets.score[hi_idx[r]], confirmed=True)
+        # Weak detections alone start tentative tracks: masked only once the same object was
+        # seen on `confirm_hits` detected frames in a row (temporal evidence instead of score).
+        if self.p.confirm_hits > 0:
+            for r in range(len(lo_idx)):
+                if r not in matched_lo:
+                    self._start(frame, cls, dets.xyxy[lo_idx[r]], dets.score[lo_idx[r]],
+                                confirmed=self.p.confirm_hits <= 1)
+
+    def _start(self, frame: int, cls: int, box, score, *, confirmed: bool) -> None:
+        t = _Track(self._next_id, cls, frame, confirmed=confirmed)
+        t.observe(frame, box, score)
+        self._next_id += 1
+        self._tracks.append(t)
+        if confirmed:
             self.tracks_per_class[cls] = self.tracks_per_class.get(cls, 0) + 1
+
+    def _confirm(self, t: _Track, weak: bool = False) -> None:
+        if t.confirmed or (weak and len(t.frames) < self.p.confirm_hits):
+            return
+        t.confirmed = True
+        self.tracks_per_class[t.cls] = self.tracks_per_class.get(t.cls, 0) + 1
 
     def boxes(self, frame: int) -> Detections:
         """Final boxes of every track at `frame` (call once detections reach frame + horizon)."""

@@ -92,7 +92,7 @@ def test_gap_longer_than_max_gap_is_not_bridged():
     assert tracker.tracks_per_class == {FACE: 2}
 
 
-def test_low_score_detections_extend_tracks_but_never_start_one():
+def test_low_score_detections_extend_tracks_but_a_lone_one_starts_nothing():
     frames = range(0, 30)
     dets = {}
     for f in frames:
@@ -104,6 +104,21 @@ def test_low_score_detections_extend_tracks_but_never_start_one():
     assert tracker.tracks_per_class == {FACE: 1}
     assert all(len(out[f]) == 1 for f in frames)
     assert not any(covers(out[5].xyxy[i], [200, 200, 230, 230]) for i in range(len(out[5])))
+
+
+def test_weak_detections_seen_on_consecutive_frames_start_a_track():
+    frames = range(0, 30)
+    steady = {f: det([[300, 40, 330, 80]], [0.3]) for f in range(5, 12)}  # weak but persistent
+    blip = {f: det([[100, 200, 130, 240]], [0.3]) for f in (20, 21)}  # weak, twice only
+    dets = {f: Detections.concat([steady.get(f, Detections()), blip.get(f, Detections())])
+            for f in frames}
+    tracker = Tracker(params(confirm_hits=3, pre_frames=2, post_frames=2))
+    out = run(tracker, frames, dets)
+    masked = [f for f in frames if len(out[f])]
+    assert masked == list(range(5 - 2, 11 + 2 + 1))  # from its first weak frame, pre/post too
+    assert tracker.tracks_per_class == {FACE: 1}
+    off = Tracker(params(confirm_hits=0))
+    assert not any(len(b) for b in run(off, frames, dets).values())
 
 
 def test_fast_object_is_followed_by_its_motion():
