@@ -347,18 +347,31 @@ def test_boxes_found_upright_map_back_to_the_stored_frame(rotation):
     assert sorted(back[:, 0].tolist()) == [30, 45] and sorted(back[:, 1].tolist()) == [10, 20]
 
 
-def test_unmasked_pixels_are_kept_exactly(astronaut):
-    frame = av.VideoFrame.from_ndarray(astronaut[:240, :320].copy(), format="bgr24").reformat(format="yuv420p")
+@pytest.mark.parametrize("w,h,fmt", [(320, 240, "yuv420p"), (321, 241, "yuv420p"),
+                                     (161, 121, "yuv420p10le"), (200, 150, "nv12")])
+def test_unmasked_pixels_are_kept_exactly(astronaut, w, h, fmt):
+    frame = av.VideoFrame.from_ndarray(astronaut[:h, :w].copy(), format="bgr24").reformat(format=fmt)
     frame.pts = 0
     bgr = frame.to_ndarray(format="bgr24")
-    bgr[100:140, 100:160] = 0
     coverage = np.zeros(bgr.shape[:2], bool)
-    coverage[100:140, 100:160] = True
+    coverage[h // 3 : h // 2, w // 3 : w // 2] = True
+    coverage[h - 9 :, w - 13 :] = True  # touching the odd right and bottom edges
+    bgr[coverage] = 0
     new = vio.composite(frame, bgr, coverage)
-    y_old, y_new = frame.to_ndarray()[:240], new.to_ndarray()[:240]  # luma plane
-    outside = ~coverage
-    assert np.array_equal(y_old[outside], y_new[outside])
-    assert np.abs(y_new[105:135, 105:155].astype(int) - 16).max() <= 2  # black, limited range
+    assert (new.width, new.height, new.format.name) == (w, h, fmt)
+    bps = 2 if "10" in fmt else 1
+    for k, (po, pn) in enumerate(zip(frame.planes, new.planes)):  # every plane, own resolution
+        comps = 2 if (fmt == "nv12" and k == 1) else 1
+        row = po.width * comps * bps
+        a = np.frombuffer(po, np.uint8).reshape(po.height, po.line_size)[:, :row]
+        b = np.frombuffer(pn, np.uint8).reshape(pn.height, pn.line_size)[:, :row]
+        keep = np.repeat(~vio._downsample_any(coverage, po.height, po.width), comps * bps, axis=1)
+        assert keep.sum() > 0.5 * keep.size
+        assert np.array_equal(a[keep], b[keep]), f"plane {k} changed outside the mask"
+        assert not np.array_equal(a[~keep], b[~keep]), f"plane {k} not masked"
+    luma = new.to_ndarray(format="gray") if fmt != "yuv420p10le" else None
+    if luma is not None:
+        assert luma[h // 3 + 2 : h // 2 - 2, w // 3 + 2 : w // 2 - 2].max() <= 18  # black
 
 
 # -- bad input ---------------------------------------------------------------------------------

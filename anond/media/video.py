@@ -132,29 +132,45 @@ def composite(original, masked_bgr: np.ndarray, coverage: np.ndarray):
     """A frame like `original` whose pixels under `coverage` come from `masked_bgr`.
 
     Unmasked pixels keep the decoded values exactly (no colour round trip, 10-bit stays
-    10-bit); masked ones are converted back with the frame's colour matrix and range.
+    10-bit); masked ones are converted back with the frame's colour matrix and range. Only
+    the bounding box of the coverage is converted.
     """
     av = _av()
     fmt = original.format
-    new = av.VideoFrame.from_ndarray(masked_bgr, format="bgr24").reformat(
-        format=fmt.name,
-        src_colorspace=original.colorspace if original.colorspace not in (0, 2) else None,
-        dst_colorspace=original.colorspace if original.colorspace not in (0, 2) else None,
-        dst_color_range=original.color_range or None,
-    )
     layout = _plane_layout(original)
-    if layout is None:  # packed or exotic layout: the whole converted frame is used
-        return _carry_props(original, new)
+    rows, cols = np.flatnonzero(coverage.any(axis=1)), np.flatnonzero(coverage.any(axis=0))
+    if layout is None or not len(rows):  # packed/exotic layout: the whole frame is converted
+        return _carry_props(original, _from_bgr(masked_bgr, original))
     h, w = coverage.shape
-    for (comps, dtype), po, pn in zip(layout, original.planes, new.planes):
-        ph, pw = pn.height, pn.width
-        o = _plane_view(po, ph, pw, comps, dtype)
-        n = _plane_view(pn, ph, pw, comps, dtype)
-        m = _downsample_any(coverage, ph, pw)
+    # The box, widened to whole chroma samples so planes stay aligned with it.
+    fy = max(1, max(math.ceil(h / p.height) for p in original.planes))
+    fx = max(1, max(math.ceil(w / p.width) for p in original.planes))
+    y0, x0 = rows[0] // fy * fy, cols[0] // fx * fx
+    y1, x1 = min(h, -(-(rows[-1] + 1) // fy) * fy), min(w, -(-(cols[-1] + 1) // fx) * fx)
+    patch = _from_bgr(np.ascontiguousarray(masked_bgr[y0:y1, x0:x1]), original)
+    new = av.VideoFrame(w, h, fmt.name)
+    for (comps, dtype), po, pn, pp in zip(layout, original.planes, new.planes, patch.planes):
+        sy, sx = math.ceil(h / po.height), math.ceil(w / po.width)  # this plane's subsampling
+        o = _plane_view(po, po.height, po.width, comps, dtype)
+        n = _plane_view(pn, po.height, po.width, comps, dtype)
+        np.copyto(n, o)
+        q = _plane_view(pp, pp.height, pp.width, comps, dtype)
+        py0, px0 = y0 // sy, x0 // sx
+        region = n[py0 : py0 + pp.height, px0 : px0 + pp.width]
+        m = _downsample_any(coverage[y0:y1, x0:x1], pp.height, pp.width)
+        m = m[: region.shape[0], : region.shape[1]]
         if comps > 1:
             m = m[:, :, None]
-        np.copyto(n, o, where=~m)
+        np.copyto(region, q[: region.shape[0], : region.shape[1]], where=m)
     return _carry_props(original, new)
+
+
+def _from_bgr(bgr: np.ndarray, like):
+    """A BGR image as a frame in `like`'s pixel format, colour matrix and range."""
+    av = _av()
+    cs = like.colorspace if like.colorspace not in (0, 2) else None
+    return av.VideoFrame.from_ndarray(bgr, format="bgr24").reformat(
+        format=like.format.name, dst_colorspace=cs, dst_color_range=like.color_range or None)
 
 
 def _plane_layout(frame) -> list[tuple[int, type]] | None:

@@ -120,6 +120,9 @@ class _VideoJob:
         self.rotation = 0
         self.stored_hw = (info.height, info.width)
         self.regions = None
+        on_cpu = str(getattr(engine, "provider", "")).startswith("CPU")
+        self.detector_batch = min(self.vs.batch_size, self.vs.cpu_batch_size) if on_cpu \
+            else self.vs.batch_size
 
     # -- the loop
 
@@ -207,7 +210,7 @@ class _VideoJob:
         batch, self.pending = self.pending, []
         with self.report.stage("detect"):
             images = [vio.upright(vio.to_bgr(s.frame), self.rotation) for s in batch]
-            found = self.engine.detect(images, self.detect_low, self.profile.targets)
+            found = self._run_detector(images, self.detect_low)
         with self.report.stage("track"):
             for slot, dets in zip(batch, found):
                 dets, _ = self.regions.filter_detections(dets, slot.index, slot.t)
@@ -217,6 +220,13 @@ class _VideoJob:
                 self.tracker.update(slot.index, dets)
                 slot.detected = True
                 self.last_detected = slot.index
+
+    def _run_detector(self, images: list[np.ndarray], detect) -> list[Detections]:
+        found: list[Detections] = []
+        for i in range(0, len(images), self.detector_batch):
+            found.extend(self.engine.detect(images[i : i + self.detector_batch], detect,
+                                            self.profile.targets))
+        return found
 
     def _confident(self, dets: Detections) -> np.ndarray:
         high = np.array([self.params.high_score.get(int(c), 0.0) for c in dets.cls], np.float32)
@@ -284,7 +294,7 @@ class _VideoJob:
         self.counts.frames_verified += len(active)
         for _ in range(MAX_VERIFY_ROUNDS):
             images = [vio.upright(bgr, self.rotation) for _, bgr, _, _ in active]
-            found = self.engine.detect(images, self.detect_verify, self.profile.targets)
+            found = self._run_detector(images, self.detect_verify)
             still = []
             for (slot, bgr, coverage, v), dets in zip(active, found):
                 if not len(dets):
@@ -335,7 +345,7 @@ class _VideoJob:
         r.encoder = writer.encoder_name + (f" ({writer.note})" if writer.note else "")
         r.skipped_packets = reader.skipped_packets
         r.parameters.setdefault("video", {
-            "crf": self.vs.crf, "preset": self.vs.preset, "batch_size": self.vs.batch_size,
+            "crf": self.vs.crf, "preset": self.vs.preset, "batch_size": self.detector_batch,
             "detect_stride": self.vs.detect_stride, "lookahead_frames": self.lookahead,
             "horizon_frames": self.tracker.horizon, "verify_every": self.vs.verify_every,
             "pix_fmt": writer.pix_fmt, "rotation": self.rotation,
