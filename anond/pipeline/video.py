@@ -30,6 +30,7 @@ from ..media import video as vio
 from ..report import JobReport
 from ..track import TrackParams, Tracker
 from ..types import Detections, Target
+from ..verify import on_mask
 
 MAX_VERIFY_ROUNDS = 2
 
@@ -51,6 +52,7 @@ class _Counts:
     detections: dict[str, int] = field(default_factory=dict)
     masked: dict[str, int] = field(default_factory=dict)
     verify_fixes: int = 0
+    verify_on_mask: int = 0
     frames_masked: int = 0
     frames_verified: int = 0
 
@@ -303,6 +305,13 @@ class _VideoJob:
                 if not len(dets):
                     continue
                 dets.xyxy = vio.boxes_to_stored(dets.xyxy, self.rotation, self.stored_hw)
+                # The detector seeing the mask itself (a blurred head is still a head-shaped
+                # blob) changes nothing when masked again: counted, left alone.
+                seen_on_mask = on_mask(dets, coverage)
+                self.counts.verify_on_mask += int(seen_on_mask.sum())
+                dets = dets.select(~seen_on_mask)
+                if not len(dets):
+                    continue
                 mask.apply(bgr, dets, self.profile.mask)
                 coverage |= mask.coverage_mask(bgr.shape[:2], dets, self.profile.mask)
                 self.counts.verify_fixes += len(dets)
@@ -341,6 +350,8 @@ class _VideoJob:
             r.manual_regions.excluded = self.regions.excluded
         r.tracks = {Target(c).label: n for c, n in sorted(self.tracker.tracks_per_class.items())}
         r.verify_fixes = self.counts.verify_fixes
+        if hasattr(r, "verify_on_mask"):
+            r.verify_on_mask = self.counts.verify_on_mask
         r.decoder = reader.decoder_name
         r.encoder = writer.encoder_name + (f" ({writer.note})" if writer.note else "")
         r.skipped_packets = reader.skipped_packets
