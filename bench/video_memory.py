@@ -40,7 +40,7 @@ def make_clip(path: Path, minutes: float, fps: int, size: tuple[int, int]) -> in
 
     w, h = size
     n = int(round(minutes * 60 * fps))
-    face = cv2.resize(data.astronaut()[30:190, 160:290, ::-1], (h // 4, int(h // 4 * 1.15)))
+    face = cv2.resize(data.astronaut()[30:190, 160:290, ::-1], (h // 8, int(h // 8 * 1.15)))
     fh, fw = face.shape[:2]
     rng = np.random.default_rng(3)
     background = cv2.GaussianBlur(rng.integers(30, 225, (h, w, 3)).astype(np.uint8), (0, 0), 9)

@@ -374,6 +374,38 @@ def test_unmasked_pixels_are_kept_exactly(astronaut, w, h, fmt):
         assert luma[h // 3 + 2 : h // 2 - 2, w // 3 + 2 : w // 2 - 2].max() <= 18  # black
 
 
+def test_manual_regions_follow_frames_and_the_upright_picture(tmp_path, astronaut, face_settings, face_engine):
+    """Sidecar regions are in upright pixels: on a rotated clip a mask rect (frames 5-14)
+    lands where the viewer sees it, and an exclude band over the face's path clears it."""
+    import json
+
+    src_path, out_path = tmp_path / "in.mp4", tmp_path / "out.mp4"
+    made = make_clip(src_path, astronaut, size=(320, 240), n=20, rotation=90, audio=False)
+    x0, y0, x1, y1 = 200, 196, 260, 236  # upright pixels, below the face's path
+    assert all(b[1] >= 40 and b[3] <= 190 for b in made["boxes"])
+    (tmp_path / "in.mp4.regions.json").write_text(json.dumps({"version": 1, "regions": [
+        {"rect": {"x": x0, "y": y0, "w": x1 - x0, "h": y1 - y0}, "start_frame": 5, "end_frame": 14,
+         "mode": "solid"},
+        {"type": "exclude", "rect": {"x": 0, "y": 30, "w": 320, "h": 165}},
+    ]}))
+    report = run(src_path, out_path, face_settings, face_engine)
+    src, out = decode_all(src_path), decode_all(out_path)
+    src.update(boxes=made["boxes"], rotation=90)
+    assert report.manual_regions.sidecar == "applied"
+    assert report.manual_regions.applied == 1
+    for i, (a, b) in enumerate(zip(src["frames"], out["frames"])):
+        a, b = upright(a, 90), upright(b, 90)
+        region = b[y0 + 2 : y1 - 2, x0 + 2 : x1 - 2].astype(int)
+        if 5 <= i <= 14:
+            assert region.max() <= 20, f"frame {i}: region not masked"  # solid black
+        else:
+            assert np.abs(region - a[y0 + 2 : y1 - 2, x0 + 2 : x1 - 2]).mean() < 4, i
+    # The operator cleared the face: found, excluded, left visible.
+    assert report.manual_regions.excluded > 0
+    assert report.masked.get("face", 0) == 0
+    assert not any(masked_frames(src, out))
+
+
 # -- bad input ---------------------------------------------------------------------------------
 
 
