@@ -687,6 +687,8 @@ class VideoWriter:
             frame.duration = dur
         if frame.duration:
             self._durations[frame.pts] = frame.duration
+            if len(self._durations) > 1024:  # an encoder that renumbers pts: stay bounded
+                self._durations.pop(min(self._durations))
         self._mux_encoded(self.video.encode(frame))
         self.frames_written += 1
 
