@@ -317,6 +317,20 @@ def test_other_codecs_become_h264_where_the_container_allows(tmp_path, astronaut
     assert report.encoder.startswith("libx264")
 
 
+def test_gpu_codecs_are_reported_as_they_really_ran(tmp_path, astronaut, face_settings, face_engine, capsys):
+    """Asking for NVDEC/NVENC where they cannot run falls back with a logged event, and the
+    report names the decoder and encoder that really did the work."""
+    src_path, out_path = tmp_path / "in.mp4", tmp_path / "out.mp4"
+    make_clip(src_path, astronaut, size=(160, 120), n=6, audio=False, face=False)
+    report = run(src_path, out_path, face_settings, face_engine, decoder="nvdec", encoder="nvenc")
+    logged = capsys.readouterr().out
+    if report.decoder != "h264+nvdec":
+        assert report.decoder == "h264" and "video.decoder_fallback" in logged
+    if not report.encoder.startswith("h264_nvenc"):
+        assert report.encoder == "libx264 (nvenc_unavailable)" and "video.encoder_fallback" in logged
+    assert len(decode_all(out_path)["frames"]) == 6
+
+
 def test_location_tags_are_stripped_unless_allow_listed():
     meta = {"location": "+1+2/", "location-eng": "+1+2/", "com.apple.quicktime.location.ISO6709": "x",
             "creation_time": "2024", "title": "Anna's birthday", "encoder": "Lavf"}
