@@ -9,8 +9,9 @@ Per image, for one target:
    (`tests/test_eval_cli.py` checks this on real photos);
 3. the final mask is what the pipeline draws for that target: the detections at the configured
    threshold plus, when the profile verifies, the residuals found by re-detecting on the
-   masked image (`anond.verify.residuals`, or the same rule here when that is absent), with
-   the mask geometry of `anond.mask.coverage_mask`;
+   masked image (`anond.verify.verify`, as `anond.pipeline.image` calls it), with the mask
+   geometry of `anond.mask.coverage_mask`. Only the evaluated target's model runs: a plate
+   mask that happens to cover a face is not credited to face masking;
 4. coverage of each ground-truth box by that mask.
 """
 
@@ -46,25 +47,17 @@ def progress(items: Iterable, total: int, enabled: bool | None = None, desc: str
 
 def final_detections(image: np.ndarray, found: Detections, engine, profile: Profile,
                      target: str) -> Detections:
-    """The boxes the pipeline masks on this image: `found` plus verification residuals."""
+    """The boxes the pipeline masks on this image for `target`: `found` plus the residuals
+    that `anond.verify.verify` finds and masks on the masked result (same rounds, same rule)."""
     if not profile.verify:
         return found
-    return Detections.concat([found, verify_residuals(image, found, engine, profile, target)])
-
-
-def verify_residuals(image: np.ndarray, found: Detections, engine, profile: Profile,
-                     target: str) -> Detections:
-    """Boxes still detected after masking `found`, as the pipeline's verification finds them."""
-    try:
-        from ..verify import residuals  # the pipeline's own rule, when it offers one
-    except ImportError:
-        residuals = None
-    if residuals is not None:
-        return residuals(image, found, engine, profile, targets=[target])
     from .. import mask
+    from ..verify import verify
 
     masked = mask.apply(image.copy(), found, profile.mask)
-    return engine.detect([masked], profile.detect, [target])[0]
+    residuals: list[Detections] = []
+    verify(masked, engine, profile.model_copy(update={"targets": [target]}), found=residuals)
+    return Detections.concat([found, *residuals])
 
 
 def evaluate(samples: list[Sample], engine, profile: Profile, target: str, *,
