@@ -35,6 +35,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="share of an object's box the mask must cover to count as masked (0.8)")
     parser.add_argument("--ap-threshold", type=float, default=None, metavar="S",
                         help="lowest score kept for AP (default 0.05)")
+    parser.add_argument("--no-ap", action="store_true",
+                        help="skip AP (saves the second, low-threshold detection run per image)")
     parser.add_argument("--limit", type=int, default=None, metavar="N", help="only the first N images (frames with --video)")
     parser.add_argument("--negative", action="store_true",
                         help="--video: the clip is known to hold no face or plate: every detection "
@@ -69,7 +71,7 @@ def main(args: argparse.Namespace) -> int:
         args.dataset, args.format, args.target, settings, profile=args.profile,
         labels=args.labels.split(",") if args.labels else None, iou=args.iou,
         mask_cover=args.mask_cover, ap_threshold=args.ap_threshold, limit=args.limit,
-        show_progress=show)
+        show_progress=show, ap=not args.no_ap)
     print(json.dumps(report, indent=2) if args.json else format_report(report))
     return 0
 
@@ -77,21 +79,21 @@ def main(args: argparse.Namespace) -> int:
 def evaluate_dataset(dataset, fmt: str, target: str, settings, *, profile: str = "default",
                      labels=None, iou: float = 0.5, mask_cover: float = 0.8,
                      ap_threshold: float | None = None, limit: int | None = None,
-                     show_progress: bool | None = None, engine=None) -> dict:
+                     show_progress: bool | None = None, engine=None, ap: bool = True) -> dict:
     """Everything `anond eval --dataset` reports, as a JSON-ready dict."""
     from .evaluation.datasets import read_dataset
 
     samples = read_dataset(dataset, fmt, labels)[:limit]
     report = evaluate_samples(samples, target, settings, profile=profile, iou=iou,
                               mask_cover=mask_cover, ap_threshold=ap_threshold,
-                              show_progress=show_progress, engine=engine)
+                              show_progress=show_progress, engine=engine, ap=ap)
     return {"format": fmt, **report}
 
 
 def evaluate_samples(samples, target: str, settings, *, profile: str = "default", iou: float = 0.5,
                      mask_cover: float = 0.8, ap_threshold: float | None = None,
                      show_progress: bool | None = None, engine=None,
-                     results_out: list | None = None) -> dict:
+                     results_out: list | None = None, ap: bool = True) -> dict:
     """`evaluate_dataset` on samples already read; `results_out` receives the per-image
     results (so several sets can be pooled with `metrics.summarize`)."""
     from .detect.engine import Engine
@@ -103,11 +105,12 @@ def evaluate_samples(samples, target: str, settings, *, profile: str = "default"
     ap_threshold = runner.DEFAULT_AP_THRESHOLD if ap_threshold is None else ap_threshold
     started = time.monotonic()
     results = runner.evaluate(samples, engine, prof, target, ap_threshold=ap_threshold,
-                              image_settings=settings.image, show_progress=show_progress)
+                              image_settings=settings.image, show_progress=show_progress, ap=ap)
     seconds = time.monotonic() - started
     if results_out is not None:
         results_out.extend(results)
-    summary = summarize(results, runner.threshold_of(prof, target), iou=iou, mask_cover=mask_cover)
+    summary = summarize(results, runner.threshold_of(prof, target), iou=iou, mask_cover=mask_cover,
+                        ap=ap)
     report = {"target": target, **summary.as_dict()}
     report["settings"].update({
         "profile": profile, "ap_threshold": min(ap_threshold, runner.threshold_of(prof, target)),

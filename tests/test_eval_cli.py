@@ -5,13 +5,10 @@ from __future__ import annotations
 import json
 
 import cv2
-import numpy as np
 import pytest
 
 from anond.cli import main as cli_main
 from anond.eval import evaluate_dataset, format_report
-from anond.evaluation import runner
-from anond.evaluation.datasets import read_dataset
 
 # The astronaut's face, labelled by hand (hairline to chin, cheek to cheek).
 ASTRONAUT_FACE = (178, 68, 272, 185)
@@ -69,32 +66,17 @@ def test_cli_json_carries_numbers_and_no_path(astronaut_set, settings, capsys, m
     assert str(astronaut_set) not in out and "a.png" not in out
 
 
+def test_cli_without_ap_reports_no_ap(astronaut_set, settings, capsys, monkeypatch):
+    monkeypatch.setenv("ANOND_MODELS__DIR", str(settings.models.dir))
+    assert cli_main(["eval", "--dataset", str(astronaut_set), "--format", "voc", "--target", "face",
+                     "--no-ap", "--progress", "off"]) == 0
+    out = capsys.readouterr().out
+    assert "AP@0.5" in out and "n/a" in out and "100.0%" in out
+
+
 def test_cli_needs_format_and_target(tmp_path, capsys):
     assert cli_main(["eval", "--dataset", str(tmp_path)]) == 2
     assert "--format" in capsys.readouterr().err
-
-
-@pytest.mark.data
-def test_low_threshold_run_filtered_equals_a_run_at_the_threshold(data_dir, settings, engine):
-    """Why one detection pass serves both AP and precision/recall: NMS keeps the same boxes."""
-    from anond.media import image as image_io
-
-    profile = settings.profiles["default"]
-    cases = [("face", s) for s in read_dataset(data_dir / "faces" / "face_mask", "voc")[:6]]
-    cases += [("plate", s) for s in read_dataset(data_dir / "plates" / "openalpr_eu", "openalpr")[:3]]
-    compared = 0
-    for target, sample in cases:
-        bgr = image_io.read(sample.image, settings.image).bgr
-        thr = runner.threshold_of(profile, target)
-        low = profile.detect.model_copy(update={f"{target}_threshold": 0.05})
-        found = engine.detect([bgr], low, [target])[0]
-        direct = engine.detect([bgr], profile.detect, [target])[0]
-        kept = found.select(found.score >= thr)
-        order_a, order_b = np.argsort(-kept.score), np.argsort(-direct.score)
-        np.testing.assert_allclose(kept.xyxy[order_a], direct.xyxy[order_b], atol=1e-3)
-        assert len(found) >= len(direct)
-        compared += len(direct)
-    assert compared > 10
 
 
 @pytest.mark.data

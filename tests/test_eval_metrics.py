@@ -87,6 +87,13 @@ def test_threshold_applies_to_precision_recall_but_ap_uses_every_score():
     assert s.ap50 == pytest.approx(1.0)
 
 
+def test_ap_uses_the_low_threshold_run_when_given():
+    # The operating point finds two objects; a separate run down to 0.05 finds all four.
+    r = ImageResult(gt=GT, det=GT[:2], score=[0.9, 0.8], ap_det=GT, ap_score=[0.9, 0.8, 0.1, 0.07])
+    s = summarize([r], threshold=0.5)
+    assert s.recall == 0.5 and s.ap50 == pytest.approx(1.0)
+
+
 def test_size_buckets_use_sqrt_area_with_inclusive_lower_edges():
     assert [size_bucket(v) for v in (0, 15.9, 16, 31.99, 32, 95.9, 96, 1e6)] == [
         "<16", "<16", "16-32", "16-32", "32-96", "32-96", ">=96", ">=96"]

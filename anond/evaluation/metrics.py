@@ -13,7 +13,7 @@ Conventions (stated in every report):
 - Masked recall: share of ground-truth objects whose box area the final mask covers by at
   least ``mask_cover`` (default 0.8), from `coverage_fractions` on the real mask geometry.
 - AP@0.5 and AP@[.5:.95] come from faster-coco-eval (COCO protocol, 101-point interpolation),
-  fed in-memory COCO dicts; ``maxDets`` is raised to 1000 so crowds of more than 100 faces are
+  fed in-memory COCO dicts of a detection run down to a low score (0.05); ``maxDets`` is raised to 1000 so crowds of more than 100 faces are
   not cut off.
 """
 
@@ -41,8 +41,8 @@ class ImageResult:
 
     gt: (N, 4) xyxy; gt_ignore: (N,) bool; det: (M, 4) xyxy; score: (M,);
     covered: (N,) fraction of each ground-truth box's pixels under the final mask (or None).
-    `det` holds every detection down to the AP threshold; precision/recall use those at or
-    above the configured threshold.
+    Precision/recall use the detections in `det` scoring at or above the configured
+    threshold. AP uses `ap_det`/`ap_score` (a run down to a low score) when given, else `det`.
     """
 
     gt: np.ndarray
@@ -50,6 +50,8 @@ class ImageResult:
     score: np.ndarray
     gt_ignore: np.ndarray | None = None
     covered: np.ndarray | None = None
+    ap_det: np.ndarray | None = None
+    ap_score: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         self.gt = np.asarray(self.gt, np.float64).reshape(-1, 4)
@@ -62,6 +64,12 @@ class ImageResult:
         self.gt_ignore = np.asarray(self.gt_ignore, bool).reshape(-1)
         if len(self.gt_ignore) != len(self.gt):
             raise ValueError("gt and gt_ignore differ in length")
+        if self.ap_det is None:
+            self.ap_det, self.ap_score = self.det, self.score
+        self.ap_det = np.asarray(self.ap_det, np.float64).reshape(-1, 4)
+        self.ap_score = np.asarray(self.ap_score, np.float64).reshape(-1)
+        if len(self.ap_score) != len(self.ap_det):
+            raise ValueError("ap_det and ap_score differ in length")
         if self.covered is not None:
             self.covered = np.asarray(self.covered, np.float64).reshape(-1)
             if len(self.covered) != len(self.gt):
@@ -232,7 +240,7 @@ def coco_dicts(results: list[ImageResult]) -> tuple[dict, list[dict]]:
             annotations.append({"id": ann_id, "image_id": image_id, "category_id": 1,
                                 "bbox": [x0, y0, w, h], "area": w * h, "iscrowd": int(bool(ign))})
             ann_id += 1
-        for box, s in zip(r.det, r.score):
+        for box, s in zip(r.ap_det, r.ap_score):
             x0, y0, x1, y1 = (float(v) for v in box)
             dets.append({"image_id": image_id, "category_id": 1,
                          "bbox": [x0, y0, x1 - x0, y1 - y0], "score": float(s)})

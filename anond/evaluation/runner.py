@@ -2,11 +2,11 @@
 
 Per image, for one target:
 1. decode upright with the pipeline's reader (`anond.media.image`);
-2. `Engine.detect` with the profile's `DetectSettings` (tiling, detail pass, NMS), its
-   threshold for that target lowered to `ap_threshold` so AP sees the whole score range.
-   Greedy NMS keeps a box only when no higher-scoring kept box overlaps it, so the boxes at or
-   above the configured threshold are exactly those of a run at that threshold
-   (`tests/test_eval_cli.py` checks this on real photos);
+2. `Engine.detect` with the profile's `DetectSettings` (tiling, detail pass, merging of the
+   views' boxes): the detections the pipeline masks, scored for precision/recall/F1;
+   for AP a second run with that target's threshold lowered to `ap_threshold`, so AP sees the
+   whole score range (a separate run: the engine merges suppressed boxes into the kept ones,
+   so extra low-score boxes may change the boxes above the threshold);
 3. the final mask is what the pipeline draws for that target: the detections at the configured
    threshold plus, when the profile verifies, the residuals found by re-detecting on the
    masked image (`anond.verify.verify`, as `anond.pipeline.image` calls it), with the mask
@@ -62,9 +62,9 @@ def final_detections(image: np.ndarray, found: Detections, engine, profile: Prof
 
 def evaluate(samples: list[Sample], engine, profile: Profile, target: str, *,
              ap_threshold: float = DEFAULT_AP_THRESHOLD, image_settings: ImageSettings | None = None,
-             show_progress: bool | None = None,
+             show_progress: bool | None = None, ap: bool = True,
              on_image: Callable[[int], None] | None = None) -> list[ImageResult]:
-    """Per-image ground truth, detections (down to `ap_threshold`) and mask coverage."""
+    """Per-image ground truth, detections, mask coverage (and a low-score run when `ap`)."""
     from .. import mask
     from ..media import image as image_io
 
@@ -74,13 +74,14 @@ def evaluate(samples: list[Sample], engine, profile: Profile, target: str, *,
     results = []
     for i, sample in enumerate(progress(samples, len(samples), show_progress)):
         bgr = image_io.read(sample.image, image_settings).bgr
-        found = engine.detect([bgr], low, [target])[0]
-        at_threshold = found.select(found.score >= threshold)
-        final = final_detections(bgr, at_threshold, engine, profile, target)
+        found = engine.detect([bgr], profile.detect, [target])[0]
+        final = final_detections(bgr, found, engine, profile, target)
         covered_by = mask.coverage_mask(bgr.shape[:2], final, profile.mask)
+        ap_run = engine.detect([bgr], low, [target])[0] if ap else found
         results.append(ImageResult(
             gt=sample.boxes, gt_ignore=sample.ignore, det=found.xyxy, score=found.score,
-            covered=coverage_fractions(sample.boxes, covered_by)))
+            covered=coverage_fractions(sample.boxes, covered_by),
+            ap_det=ap_run.xyxy, ap_score=ap_run.score))
         if on_image is not None:
             on_image(i)
     return results
