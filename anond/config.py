@@ -64,8 +64,12 @@ class MaskSettings(_Section):
 class DetectSettings(_Section):
     """Detector thresholds and the small-object strategy."""
 
-    face_threshold: float = Field(0.4, gt=0, le=1)
-    plate_threshold: float = Field(0.25, gt=0, le=1)
+    # Low on purpose (recall first, measured on face_mask / openalpr: docs/BENCHMARKS.md);
+    # most extra boxes at these levels are real but unlabelled background faces.
+    face_threshold: float = Field(0.2, gt=0, le=1)
+    plate_threshold: float = Field(0.1, gt=0, le=1)
+    # Boxes of one object (whole image, tiles, enlarged pass) overlapping more than this are
+    # merged into their union.
     nms_iou: float = Field(0.4, gt=0, le=1)
     # Tiling: images larger than tile_size on a side are also scanned in overlapping tiles,
     # so faces down to ~10 px and distant plates are found.

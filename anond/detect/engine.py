@@ -16,7 +16,7 @@ from ..errors import ConfigError, ModelMissing
 from ..models import InstalledModel, verified_model
 from ..types import Detections, Target
 from .base import Detector
-from .nms import nms
+from .nms import merge
 from .tiling import plan
 
 TARGETS = {"face": Target.FACE, "plate": Target.PLATE}
@@ -77,7 +77,11 @@ class Engine:
     def detect(
         self, images: list[np.ndarray], detect: DetectSettings, targets: Sequence[str]
     ) -> list[Detections]:
-        """Boxes per image (pixel coordinates of that image), thresholds applied, NMS done."""
+        """Boxes per image (pixel coordinates of that image), thresholds applied, NMS done.
+
+        Boxes from all views of an image are merged: NMS picks one box per object and that box
+        grows to the union of the boxes it suppressed (see `nms.merge`).
+        """
         per_image: list[list[Detections]] = [[] for _ in images]
         for target in targets:
             if target not in self.detectors:
@@ -100,9 +104,9 @@ class Engine:
                 if not scores[k]:
                     continue
                 xyxy, score = np.concatenate(boxes[k]), np.concatenate(scores[k])
-                keep = nms(xyxy, score, detect.nms_iou)
-                cls_ = np.full(len(keep), int(TARGETS[target]), np.int16)
-                per_image[k].append(Detections(xyxy[keep], score[keep], cls_))
+                xyxy, score = merge(xyxy, score, detect.nms_iou)
+                cls_ = np.full(len(score), int(TARGETS[target]), np.int16)
+                per_image[k].append(Detections(xyxy, score, cls_))
         return [Detections.concat(parts) for parts in per_image]
 
     def warmup(self) -> None:

@@ -26,6 +26,39 @@ def nms(xyxy: np.ndarray, score: np.ndarray, iou: float) -> np.ndarray:
     return np.asarray(keep, np.int64)
 
 
+def merge(xyxy: np.ndarray, score: np.ndarray, iou: float) -> tuple[np.ndarray, np.ndarray]:
+    """NMS whose kept boxes grow to the union of the boxes they suppressed.
+
+    For masking, every box the detectors put on one object (from the whole image, tiles and
+    enlarged passes) should end up under the mask: the union covers what each one saw.
+    """
+    keep = nms(xyxy, score, iou)
+    if len(keep) == 0:
+        return xyxy[:0].astype(np.float32), score[:0].astype(np.float32)
+    kept = xyxy[keep].astype(np.float32)
+    overlap = iou_matrix(kept, xyxy)
+    owner = overlap.argmax(axis=0)
+    member = overlap.max(axis=0) > iou
+    for i in range(len(keep)):
+        group = xyxy[member & (owner == i)]
+        if len(group):
+            kept[i, :2] = np.minimum(kept[i, :2], group[:, :2].min(axis=0))
+            kept[i, 2:] = np.maximum(kept[i, 2:], group[:, 2:].max(axis=0))
+    return kept, score[keep].astype(np.float32)
+
+
+def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """(len(a), len(b)) intersection over union of xyxy boxes."""
+    x1 = np.maximum(a[:, None, 0], b[None, :, 0])
+    y1 = np.maximum(a[:, None, 1], b[None, :, 1])
+    x2 = np.minimum(a[:, None, 2], b[None, :, 2])
+    y2 = np.minimum(a[:, None, 3], b[None, :, 3])
+    inter = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
+    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
+    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
+    return inter / np.maximum(area_a[:, None] + area_b[None, :] - inter, 1e-9)
+
+
 def clip_boxes(xyxy: np.ndarray, height: int, width: int) -> np.ndarray:
     """Boxes clipped to the image."""
     out = xyxy.copy()

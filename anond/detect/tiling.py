@@ -39,13 +39,13 @@ class View:
 
 
 def starts(length: int, tile: int, overlap: float) -> list[int]:
-    """Tile origins covering [0, length): equal tiles, the last one flush with the end."""
+    """Origins of the fewest equal tiles covering [0, length) with at least `overlap` shared,
+    spread evenly, the first at 0 and the last flush with the end."""
     if length <= tile:
         return [0]
-    step = max(1, int(tile * (1 - overlap)))
-    out = list(range(0, length - tile, step))
-    out.append(length - tile)
-    return out
+    step = max(1.0, tile * (1 - overlap))
+    n = int(np.ceil((length - tile) / step)) + 1
+    return [int(round(i * (length - tile) / (n - 1))) for i in range(n)]
 
 
 def plan(height: int, width: int, detect: DetectSettings, fixed_size: tuple[int, int] | None) -> list[View]:
@@ -53,8 +53,9 @@ def plan(height: int, width: int, detect: DetectSettings, fixed_size: tuple[int,
 
     Whole image: scaled down to `max_input_side` (a fixed-size model letterboxes it itself).
     Detail: the image at native resolution, or enlarged up to `upscale` for small images so its
-    longer side reaches `upscale_to`, cut into overlapping `tile_size` tiles. Skipped when the
-    whole-image pass already looks at that resolution.
+    longer side reaches `upscale_to`, cut into overlapping `tile_size` tiles (taken whole by a
+    model of dynamic input size when it fits `max_input_side`). Skipped when the whole-image
+    pass already looks at that resolution.
     """
     side = max(height, width)
     if fixed_size is None:
@@ -69,6 +70,9 @@ def plan(height: int, width: int, detect: DetectSettings, fixed_size: tuple[int,
     detail = max(1.0, min(detect.upscale, detect.upscale_to / side))
     if effective >= detail * 0.95:
         return views
+    if fixed_size is None and side * detail <= detect.max_input_side:
+        # A model of any input size takes the enlarged image whole: no tile seams, less overlap.
+        return views + [View(0, 0, width, height, detail)]
     crop = detect.tile_size / detail  # tile size in image pixels
     tile_px = max(1, int(round(crop)))
     for y0 in starts(height, tile_px, detect.tile_overlap):

@@ -1,0 +1,152 @@
+"""Detectors and Engine on real models and real photos (no evaluation data needed).
+
+No Python package ships a photo of a car, so plate detection on real photos is checked by the
+data-marked tests (here and in test_accuracy_data.py) on the OpenALPR sets.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+
+from anond.config import DetectSettings, load_settings
+from anond.detect.engine import Engine
+from anond.detect.tiling import plan, starts
+from anond.errors import ProviderUnavailable
+from anond.types import Target
+
+ASTRONAUT_FACE = np.array([176, 55, 274, 180], np.float32)  # measured by hand on the 512x512 photo
+FACE_MODELS = ["centerface", "retinaface-mnet025"]
+
+
+def iou(a: np.ndarray, b: np.ndarray) -> float:
+    w = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    h = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = w * h
+    return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
+
+
+@pytest.fixture(scope="module", params=FACE_MODELS)
+def face_engine(request, settings):
+    s = settings.model_copy(update={"models": settings.models.model_copy(update={"face": request.param})})
+    return Engine.load(s, ["face"])
+
+
+def test_each_face_model_finds_the_astronauts_face(face_engine, astronaut):
+    found = face_engine.detect([astronaut], DetectSettings(), ["face"])[0]
+    assert len(found) == 1, found.xyxy
+    assert iou(found.xyxy[0], ASTRONAUT_FACE) > 0.6
+    assert found.cls[0] == Target.FACE and 0 < found.score[0] <= 1
+
+
+def test_boxes_are_in_input_pixels_for_any_size(face_engine, astronaut):
+    """A non-/32, non-square, enlarged copy gives the same face, scaled."""
+    big = cv2.resize(astronaut, (1000, 777))
+    found = face_engine.detect([big], DetectSettings(tiling=False), ["face"])[0]
+    expected = ASTRONAUT_FACE * np.array([1000 / 512, 777 / 512] * 2, np.float32)
+    best = found.xyxy[np.argmax(found.score)]
+    assert iou(best, expected) > 0.6
+
+
+def test_batch_gives_the_same_boxes_as_one_by_one(face_engine, astronaut):
+    flipped = np.ascontiguousarray(astronaut[:, ::-1])
+    detect = DetectSettings()
+    together = face_engine.detect([astronaut, flipped], detect, ["face"])
+    alone = [face_engine.detect([img], detect, ["face"])[0] for img in (astronaut, flipped)]
+    for a, b in zip(together, alone):
+        np.testing.assert_allclose(a.xyxy, b.xyxy, atol=0.5)
+    assert iou(together[1].xyxy[0], np.array([512 - 274, 55, 512 - 176, 180], np.float32)) > 0.6
+
+
+def _tiny_face_scene(astronaut: np.ndarray, face_px: int, size=(1080, 1920)) -> tuple[np.ndarray, np.ndarray]:
+    """The astronaut's head shrunk so the face is `face_px` wide, on a large grey canvas."""
+    x0, y0, x1, y1 = 146, 20, 304, 215  # head with some context around ASTRONAUT_FACE
+    f = face_px / (ASTRONAUT_FACE[2] - ASTRONAUT_FACE[0])
+    head = cv2.resize(astronaut[y0:y1, x0:x1], None, fx=f, fy=f, interpolation=cv2.INTER_AREA)
+    rng = np.random.default_rng(0)
+    canvas = rng.normal(128, 6, (*size, 3)).clip(0, 255).astype(np.uint8)
+    px, py = 1300, 700
+    canvas[py : py + head.shape[0], px : px + head.shape[1]] = head
+    face = (ASTRONAUT_FACE - [x0, y0, x0, y0]) * f + [px, py, px, py]
+    return canvas, face.astype(np.float32)
+
+
+def test_tiny_face_in_a_large_frame_needs_tiling(engine, astronaut):
+    """A 16 px face in a frame twice `max_input_side`: lost when the frame is scaled down
+    (8 px), found in the native-resolution tiles."""
+    canvas, face = _tiny_face_scene(astronaut, 16)
+
+    def hits(detect):
+        found = engine.detect([canvas], detect, ["face"])[0]
+        return [b for b in found.xyxy if iou(b, face) > 0.3]
+
+    assert hits(DetectSettings(tiling=False, max_input_side=960)) == []
+    assert len(hits(DetectSettings(tiling=True, max_input_side=960))) == 1
+
+
+def test_tiles_cover_the_whole_image_with_overlap():
+    detect = DetectSettings(tile_size=640, tile_overlap=0.2, max_input_side=1920)
+    views = plan(1440, 2560, detect, None)
+    full, tiles = views[0], views[1:]
+    assert (full.w, full.h, full.scale) == (2560, 1440, 0.75)
+    covered = np.zeros((1440, 2560), bool)
+    for v in tiles:
+        assert v.scale == 1.0 and v.w == 640 and v.h == 640
+        covered[v.y0 : v.y0 + v.h, v.x0 : v.x0 + v.w] = True
+    assert covered.all()
+    assert starts(2560, 640, 0.2) == [0, 480, 960, 1440, 1920]
+    assert starts(640, 640, 0.2) == [0] and starts(700, 640, 0.2) == [0, 60]
+    assert plan(1440, 2560, DetectSettings(tiling=False), None) == [full]
+
+
+def test_small_images_get_an_enlarged_detail_pass():
+    detect = DetectSettings(upscale=2.0, upscale_to=1280)
+    dynamic = plan(300, 400, detect, None)  # taken whole, enlarged
+    assert [(v.w, v.h, v.scale) for v in dynamic] == [(400, 300, 1.0), (400, 300, 2.0)]
+    fixed = plan(300, 400, detect, (640, 640))  # 800x600 enlarged: 640 px tiles
+    assert fixed[0].scale == 1.0 and len(fixed) == 1 + 2 and {v.scale for v in fixed[1:]} == {2.0}
+    assert plan(300, 400, DetectSettings(upscale=1.0), None) == dynamic[:1]
+
+
+def test_provider_reported_is_the_active_one(engine):
+    import onnxruntime as ort
+
+    assert engine.provider in ort.get_available_providers()
+    for info, detector in zip(engine.models, engine.detectors.values()):
+        assert info.provider == detector.session.get_providers()[0]
+        assert len(info.sha256) == 64 and info.licence
+    assert engine.provider == engine.models[0].provider
+
+
+def test_require_gpu_refuses_to_run_without_cuda(models_dir, engine):
+    if engine.provider == "CUDAExecutionProvider":
+        pytest.skip("CUDA is really active on this machine")
+    s = load_settings(None, models={"dir": models_dir}, runtime={"require_gpu": True})
+    with pytest.raises(ProviderUnavailable, match="CUDA"):
+        Engine.load(s, ["face"])
+
+
+def test_warmup_runs_every_model(engine):
+    engine.warmup()
+
+
+def test_unloaded_target_is_an_error(face_engine, astronaut):
+    from anond.errors import ModelMissing
+
+    with pytest.raises(ModelMissing):
+        face_engine.detect([astronaut], DetectSettings(), ["plate"])
+
+
+@pytest.mark.data
+def test_plate_found_on_real_photos(engine, data_dir):
+    from anond.evaluation.datasets import read_openalpr
+
+    for region in ("openalpr_eu", "openalpr_br"):
+        samples = read_openalpr(data_dir / "plates" / region)[:3]
+        for sample in samples:
+            image = cv2.imread(str(sample.image))
+            found = engine.detect([image], DetectSettings(tiling=False), ["plate"])[0]
+            assert (found.cls == Target.PLATE).all()
+            best = max((iou(b, sample.boxes[0]) for b in found.xyxy), default=0.0)
+            assert best > 0.5
