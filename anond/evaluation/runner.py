@@ -9,9 +9,9 @@ Per image, for one target:
    so extra low-score boxes may change the boxes above the threshold);
 3. the final mask is what the pipeline draws for that target: the detections at the configured
    threshold plus, when the profile verifies, the residuals found by re-detecting on the
-   masked image (`anond.verify.verify`, as `anond.pipeline.image` calls it), with the mask
-   geometry of `anond.mask.coverage_mask`. Only the evaluated target's model runs: a plate
-   mask that happens to cover a face is not credited to face masking;
+   masked image (`anond.verify.verify`, as `anond.pipeline.image` calls it, updating the
+   covered pixels), with the mask geometry of `anond.mask.coverage_mask`. Only the evaluated
+   target's model runs: a plate mask that happens to cover a face is not credited to faces;
 4. coverage of each ground-truth box by that mask.
 """
 
@@ -45,19 +45,20 @@ def progress(items: Iterable, total: int, enabled: bool | None = None, desc: str
     return tqdm(items, total=total, desc=desc, unit="img", file=sys.stderr, leave=False)
 
 
-def final_detections(image: np.ndarray, found: Detections, engine, profile: Profile,
-                     target: str) -> Detections:
-    """The boxes the pipeline masks on this image for `target`: `found` plus the residuals
-    that `anond.verify.verify` finds and masks on the masked result (same rounds, same rule)."""
-    if not profile.verify:
-        return found
+def final_coverage(image: np.ndarray, found: Detections, engine, profile: Profile,
+                   target: str) -> np.ndarray:
+    """Bool (H, W): the pixels the photo pipeline masks for `target`: `found` plus what
+    `anond.verify.verify` still finds on the masked result (called as `anond.pipeline.image`
+    calls it: detections lying on an existing mask are not masked again)."""
     from .. import mask
-    from ..verify import verify
 
-    masked = mask.apply(image.copy(), found, profile.mask)
-    residuals: list[Detections] = []
-    verify(masked, engine, profile.model_copy(update={"targets": [target]}), found=residuals)
-    return Detections.concat([found, *residuals])
+    covered = mask.coverage_mask(image.shape[:2], found, profile.mask)
+    if profile.verify:
+        from ..verify import verify
+
+        masked = mask.apply(image.copy(), found, profile.mask)
+        verify(masked, engine, profile.model_copy(update={"targets": [target]}), covered=covered)
+    return covered
 
 
 def evaluate(samples: list[Sample], engine, profile: Profile, target: str, *,
@@ -65,7 +66,6 @@ def evaluate(samples: list[Sample], engine, profile: Profile, target: str, *,
              show_progress: bool | None = None, ap: bool = True,
              on_image: Callable[[int], None] | None = None) -> list[ImageResult]:
     """Per-image ground truth, detections, mask coverage (and a low-score run when `ap`)."""
-    from .. import mask
     from ..media import image as image_io
 
     image_settings = image_settings or ImageSettings()
@@ -75,8 +75,7 @@ def evaluate(samples: list[Sample], engine, profile: Profile, target: str, *,
     for i, sample in enumerate(progress(samples, len(samples), show_progress)):
         bgr = image_io.read(sample.image, image_settings).bgr
         found = engine.detect([bgr], profile.detect, [target])[0]
-        final = final_detections(bgr, found, engine, profile, target)
-        covered_by = mask.coverage_mask(bgr.shape[:2], final, profile.mask)
+        covered_by = final_coverage(bgr, found, engine, profile, target)
         ap_run = engine.detect([bgr], low, [target])[0] if ap else found
         results.append(ImageResult(
             gt=sample.boxes, gt_ignore=sample.ignore, det=found.xyxy, score=found.score,
