@@ -131,6 +131,14 @@ def test_warmup_runs_every_model(engine):
     engine.warmup()
 
 
+def test_grey_and_bgra_inputs_are_accepted(face_engine, astronaut):
+    grey = cv2.cvtColor(astronaut, cv2.COLOR_BGR2GRAY)
+    bgra = cv2.cvtColor(astronaut, cv2.COLOR_BGR2BGRA)
+    for image in (grey, bgra):
+        found = face_engine.detect([image], DetectSettings(), ["face"])[0]
+        assert iou(found.xyxy[np.argmax(found.score)], ASTRONAUT_FACE) > 0.6
+
+
 def test_unloaded_target_is_an_error(face_engine, astronaut):
     from anond.errors import ModelMissing
 

@@ -48,6 +48,17 @@ def build_detector(installed: InstalledModel, runtime) -> Detector:
     return cls(installed, runtime)
 
 
+def _as_bgr(image: np.ndarray) -> np.ndarray:
+    """Grey or BGRA input (not the contract, but cheap to accept) as 3-channel BGR."""
+    if image.ndim == 2:
+        import cv2
+
+        return cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
+    if image.shape[2] == 4:
+        return np.ascontiguousarray(image[:, :, :3])
+    return image
+
+
 class Engine:
     """Detectors for faces and plates, ready to run on lists of BGR images."""
 
@@ -82,6 +93,7 @@ class Engine:
         Boxes from all views of an image are merged: NMS picks one box per object and that box
         grows to the union of the boxes it suppressed (see `nms.merge`).
         """
+        images = [_as_bgr(img) for img in images]
         per_image: list[list[Detections]] = [[] for _ in images]
         for target in targets:
             if target not in self.detectors:
