@@ -180,6 +180,7 @@ class _VideoJob:
         vs = self.vs
         self.rotation = vio.frame_rotation(first_frame)
         self.stored_hw = (first_frame.height, first_frame.width)
+        self.regions = self._load_regions()  # a required sidecar that is bad stops us here
         with self.report.stage("encode"):
             self.writer = vio.VideoWriter(self.out, self.reader, first_frame, crf=vs.crf,
                                           preset=vs.preset, encoder=vs.encoder, threads=vs.threads,
@@ -187,7 +188,6 @@ class _VideoJob:
         for packet in self.held_packets:
             self.writer.copy(packet)
         self.held_packets.clear()
-        self.regions = self._load_regions()
 
     def _load_regions(self):
         from ..regions import Regions, resolve
