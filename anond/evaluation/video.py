@@ -1,15 +1,14 @@
 """Temporal metrics on a clip: mask stability, flicker, detections per frame, false positives/hour.
 
-No labels are needed. The clip goes through the video pipeline's detect ▶ track ▶ mask ▶ verify
-stages as `anond.pipeline.video` runs them (same thresholds incl. the tracker's low-score
-second stage, batches, `detect_stride`, windowed finalisation after `horizon` frames, verify
-rounds on the masked frame), without encoding, on the upright picture.
+No labels are needed. The clip goes through the real video pipeline
+(`anond.pipeline.video.process_video`, output to a temporary file), observed without changing
+it: the detections it gives its tracker per frame and the pixels it masks per frame.
 
 Two maskings are compared on the same detections:
 - per-frame: what an anonymizer without tracking masks: the confident detections of each frame
   (score >= the profile threshold), with anond's mask geometry;
-- anond: the tracker's final boxes (interpolated, pre/post extended, smoothed) plus
-  verification residuals: what the output really gets.
+- anond: the pixels the pipeline composites as masked (tracked boxes interpolated,
+  pre/post extended and smoothed, plus verification residuals): what the output really gets.
 
 Objects are followed by *reference tracks* built independently of anond's tracker: confident
 detections linked greedily by IoU >= 0.3 across gaps of up to one second, kept when seen on at
@@ -132,112 +131,138 @@ def summarize_tracks(masked_by_track: list[np.ndarray]) -> dict:
     }
 
 
-# --- the pipeline's stages on a clip --------------------------------------------------------
+# --- the real video pipeline, observed ------------------------------------------------------
 
-def _frames(path, max_frames: int | None):
-    """(index, upright BGR) for each decoded video frame."""
-    from ..errors import CorruptMedia
-    from ..media import video as vio
+class _Observer:
+    """Records, while `anond.pipeline.video.process_video` runs unchanged, what it decided:
 
-    reader = vio.VideoReader(path)
-    try:
-        rotation = None
-        n = 0
-        for item in reader.items():
-            if not hasattr(item, "planes"):
-                continue
-            if rotation is None:
-                rotation = vio.frame_rotation(item)
-            yield n, vio.upright(vio.to_bgr(item), rotation)
-            n += 1
-            if max_frames is not None and n >= max_frames:
+    - the detections given to the tracker per frame (`Tracker.update`);
+    - the pixels composited as masked per frame (`media.video.composite`'s coverage argument:
+      tracked boxes, manual regions and verification residuals together), matched to the frame
+      index by the order of `VideoWriter.encode` calls (every frame is encoded, in order).
+
+    Instrumentation for measurement only: the originals are restored on exit.
+    """
+
+    def __init__(self) -> None:
+        self.raw: dict[int, Detections] = {}
+        self.coverage: dict[int, np.ndarray] = {}  # packed bits
+        self.shape: tuple[int, int] | None = None
+        self.tracker = None
+        self.encoded = 0
+        self._pending: dict[int, np.ndarray] = {}
+        self._patches: list = []
+
+    def __enter__(self) -> "_Observer":
+        from ..media import video as vio
+        from ..pipeline import video as pv
+
+        observer = self
+        base_tracker = pv.Tracker
+
+        class RecordingTracker(base_tracker):
+            def __init__(self, params):
+                super().__init__(params)
+                observer.tracker = self
+
+            def update(self, frame, dets):
+                observer.raw[frame] = dets.select(np.ones(len(dets), bool))
+                return super().update(frame, dets)
+
+        real_composite = vio.composite
+        real_encode = vio.VideoWriter.encode
+
+        def composite(frame, masked, cover):
+            out = real_composite(frame, masked, cover)
+            observer._pending[id(out)] = np.packbits(cover)
+            observer.shape = cover.shape
+            return out
+
+        def encode(writer, frame):
+            packed = observer._pending.pop(id(frame), None)
+            if packed is not None:
+                observer.coverage[observer.encoded] = packed
+            observer.encoded += 1
+            return real_encode(writer, frame)
+
+        for owner, name, value in ((pv, "Tracker", RecordingTracker), (vio, "composite", composite),
+                                   (vio.VideoWriter, "encode", encode)):
+            self._patches.append((owner, name, getattr(owner, name)))
+            setattr(owner, name, value)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for owner, name, value in reversed(self._patches):
+            setattr(owner, name, value)
+        self._patches.clear()
+
+    def covered(self, frame: int) -> np.ndarray | None:
+        packed = self.coverage.get(frame)
+        if packed is None or self.shape is None:
+            return None
+        h, w = self.shape
+        return np.unpackbits(packed)[: h * w].reshape(h, w).astype(bool)
+
+
+def _first_frames(src, dst, n: int) -> None:
+    """The first `n` frames of `src` re-encoded (x264, CRF 18) into `dst` (trial runs only)."""
+    from fractions import Fraction
+
+    import av
+
+    with av.open(str(src)) as inp, av.open(str(dst), "w") as out:
+        vin = inp.streams.video[0]
+        rate = Fraction(vin.average_rate or 25).limit_denominator(1001000)
+        vout = out.add_stream("libx264", rate=rate, options={"crf": "18", "preset": "veryfast"})
+        vout.width, vout.height = vin.codec_context.width, vin.codec_context.height
+        vout.pix_fmt = "yuv420p"
+        vout.codec_context.time_base = 1 / rate
+        for i, frame in enumerate(inp.decode(vin)):
+            if i >= n:
                 break
-        if n == 0:
-            raise CorruptMedia("no video frame could be decoded")
-    finally:
-        reader.close()
-
-
-def _clip_facts(path) -> tuple[float, int]:
-    """(frame rate, declared frame count or 0) as the pipeline's reader sees them."""
-    from ..media import video as vio
-
-    reader = vio.VideoReader(path)
-    try:
-        return reader.info.fps, reader.info.frames_declared
-    finally:
-        reader.close()
+            frame = frame.reformat(format="yuv420p")
+            frame.pts, frame.time_base = i, 1 / rate
+            out.mux(vout.encode(frame))
+        out.mux(vout.encode(None))
 
 
 def evaluate_video(path, settings, profile: str = "default", *, negative: bool = False,
                    mask_cover: float = 0.8, max_frames: int | None = None,
                    show_progress: bool | None = None, engine=None) -> dict:
     """Temporal metrics of anond's masking on one clip (see the module docstring)."""
+    import tempfile
+    from pathlib import Path
+
     from .. import mask
     from ..detect.engine import Engine
-    from ..track import TrackParams, Tracker
-    from .runner import progress
+    from ..pipeline.video import process_video
+    from ..report import JobReport
 
     prof = settings.profiles[profile]
-    vs = settings.video
     engine = engine or Engine.load(settings, targets=prof.targets)
-    fps, declared = _clip_facts(path)
-    lookahead = max(1, int(round(vs.lookahead_s * fps)))
-    thresholds = {int(Target.FACE): prof.detect.face_threshold, int(Target.PLATE): prof.detect.plate_threshold}
-    params = TrackParams.from_settings(vs.track, fps=fps, lookahead_frames=lookahead,
-                                       stride=vs.detect_stride, high_score=thresholds)
-    tracker = Tracker(params)
-    tiling = prof.detect.tiling and getattr(vs, "tiling", True)
-    ratio = vs.track.low_score_ratio
-    detect_low = prof.detect.model_copy(update={
-        "face_threshold": prof.detect.face_threshold * ratio,
-        "plate_threshold": prof.detect.plate_threshold * ratio, "tiling": tiling})
-    detect_verify = prof.detect.model_copy(update={"tiling": tiling})
     started = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="anond-eval-") as tmp:
+        src = Path(path)
+        if max_frames is not None:
+            trimmed = Path(tmp) / "first.mp4"
+            _first_frames(src, trimmed, max_frames)
+            src = trimmed
+        report = JobReport.start("eval", "video", engine=engine, profile=prof)
+        with _Observer() as seen:
+            process_video(src, Path(tmp) / ("out" + (src.suffix or ".mp4")), settings=settings,
+                          engine=engine, profile=prof, report=report)
+    seconds = time.monotonic() - started
+    n = seen.encoded
+    fps = report.media.fps or 25.0
+    thresholds = {int(Target.FACE): prof.detect.face_threshold, int(Target.PLATE): prof.detect.plate_threshold}
 
-    # Pass 1: detect (batched, every detect_stride-th frame) ▶ track ▶ final boxes per frame.
+    # Per-frame (no tracking) masking: the confident detections of each detected frame.
     raw: list[Detections] = []
-    tracked: dict[int, Detections] = {}
-    detected: set[int] = set()
-    pending: list[tuple[int, np.ndarray]] = []
-    last = {"detected": -1, "final": 0}
+    for i in range(n):
+        dets = seen.raw.get(i, Detections())
+        high = np.array([thresholds.get(int(c), 0.0) for c in dets.cls], np.float32)
+        raw.append(dets.select(dets.score >= high))
 
-    def run_batch():
-        if not pending:
-            return
-        found = engine.detect([img for _, img in pending], detect_low, prof.targets)
-        for (i, _), dets in zip(pending, found):
-            high = np.array([thresholds.get(int(c), 0.0) for c in dets.cls], np.float32)
-            raw[i] = dets.select(dets.score >= high)
-            tracker.update(i, dets)
-            detected.add(i)
-            last["detected"] = i
-        pending.clear()
-
-    def finalize(upto: int):
-        while last["final"] <= upto:
-            tracked[last["final"]] = tracker.boxes(last["final"])
-            last["final"] += 1
-
-    n = 0
-    last_image = None
-    total = min(max_frames or declared, declared or max_frames or 0)
-    for i, image in progress(_frames(path, max_frames), total or 0, show_progress, "frames pass 1"):
-        raw.append(Detections())
-        n = i + 1
-        last_image = (i, image)
-        if i % vs.detect_stride == 0:
-            pending.append((i, image))
-        if len(pending) >= vs.batch_size:
-            run_batch()
-            finalize(last["detected"] - tracker.horizon)
-    if last_image is not None and last_image[0] not in detected and \
-            all(j != last_image[0] for j, _ in pending):
-        pending.append(last_image)  # the last frame anchors the track ends, as in the pipeline
-    run_batch()
-    finalize(n - 1)
-
-    # Reference tracks from the confident per-frame detections.
     refs = link_reference_tracks(raw, max_gap=max(1, int(round(LINK_GAP_S * fps))))
     alive: dict[int, list[int]] = {}
     for k, t in enumerate(refs):
@@ -245,67 +270,47 @@ def evaluate_video(path, settings, profile: str = "default", *, negative: bool =
             alive.setdefault(f, []).append(k)
     masked_raw = [np.zeros(len(t.life), bool) for t in refs]
     masked_anond = [np.zeros(len(t.life), bool) for t in refs]
+    shape = seen.shape or (report.media.height, report.media.width)
+    for i, ks in alive.items():
+        cov_anond = seen.covered(i)
+        if cov_anond is None:
+            cov_anond = np.zeros(shape, bool)
+        cov_raw = mask.coverage_mask(shape, raw[i], prof.mask)
+        for k in ks:
+            box = refs[k].box_at(i)[None, :]
+            j = i - refs[k].frames[0]
+            masked_anond[k][j] = coverage_fractions(box, cov_anond)[0] >= mask_cover
+            masked_raw[k][j] = coverage_fractions(box, cov_raw)[0] >= mask_cover
 
-    # Pass 2: mask ▶ verify on each frame as the pipeline does; coverage of each live track.
-    final_counts: dict[str, int] = {}
-    frames_masked = 0
-    verify_candidates = 0
-    residual_total = 0
-    for i, image in progress(_frames(path, max_frames), n, show_progress, "frames pass 2"):
-        dets = tracked.get(i, Detections())
-        parts = [dets]
-        wants_verify = prof.verify and (len(dets) > 0 or i not in detected)
-        if wants_verify:
-            verify_candidates += 1
-            wants_verify = (verify_candidates - 1) % vs.verify_every == 0
-        if wants_verify:
-            work = mask.apply(image.copy(), dets, prof.mask) if len(dets) else image.copy()
-            for _ in range(2):  # anond.pipeline.video.MAX_VERIFY_ROUNDS
-                found = engine.detect([work], detect_verify, prof.targets)[0]
-                if not len(found):
-                    break
-                mask.apply(work, found, prof.mask)
-                parts.append(found)
-                residual_total += len(found)
-        final = Detections.concat(parts)
-        for label, c in final.counts().items():
-            final_counts[label] = final_counts.get(label, 0) + c
-        frames_masked += int(len(final) > 0)
-        if i in alive:
-            shape = image.shape[:2]
-            cov_anond = mask.coverage_mask(shape, final, prof.mask)
-            cov_raw = mask.coverage_mask(shape, raw[i], prof.mask)
-            for k in alive[i]:
-                box = refs[k].box_at(i)[None, :]
-                j = i - refs[k].frames[0]
-                masked_anond[k][j] = coverage_fractions(box, cov_anond)[0] >= mask_cover
-                masked_raw[k][j] = coverage_fractions(box, cov_raw)[0] >= mask_cover
-    seconds = time.monotonic() - started
-
-    duration_h = n / fps / 3600 if fps else float("nan")
+    duration_h = n / fps / 3600
     raw_counts: dict[str, int] = {}
     for d in raw:
         for label, c in d.counts().items():
             raw_counts[label] = raw_counts.get(label, 0) + c
-    labels = [t for t in prof.targets]
-    tracks_started = {Target(c).label: v for c, v in tracker.tracks_per_class.items()}
+    labels = list(prof.targets)
+    tracks_started = {Target(c).label: v for c, v in (seen.tracker.tracks_per_class.items()
+                                                       if seen.tracker is not None else [])}
+    masked_counts = dict(report.masked)
     out = {
         "frames": n, "fps": round(fps, 3), "duration_s": round(n / fps, 2),
         "targets": labels,
-        "detected_frames": len(detected),
+        "detected_frames": len(seen.raw),
         "detections_per_frame": {t: raw_counts.get(t, 0) / n for t in labels},
-        "masks_per_frame": {t: final_counts.get(t, 0) / n for t in labels},
-        "frames_with_mask": frames_masked / n,
+        "masks_per_frame": {t: masked_counts.get(t, 0) / n for t in labels},
+        "frames_with_mask": len(seen.coverage) / n,
         "anond_tracks": {t: tracks_started.get(t, 0) for t in labels},
-        "verify_residuals": residual_total,
+        "verify_residuals": report.verify_fixes,
         "reference_tracks": {
             "per_frame": summarize_tracks(masked_raw),
             "anond": summarize_tracks(masked_anond),
         },
         "settings": {"mask_cover": mask_cover, "link_iou": LINK_IOU, "link_gap_s": LINK_GAP_S,
-                     "min_hits": MIN_HITS, "profile": profile, "detect_stride": vs.detect_stride,
-                     "verify": prof.verify, "video_tiling": tiling},
+                     "min_hits": MIN_HITS, "profile": profile,
+                     "detect_stride": settings.video.detect_stride, "verify": prof.verify,
+                     "video_tiling": settings.video.tiling,
+                     "frames": "all" if max_frames is None else f"first {max_frames}, re-encoded"},
         "negative_clip": negative,
+        "durations": {k: round(v, 2) for k, v in report.durations.items()},
         "seconds": round(seconds, 1),
     }
     if negative:
