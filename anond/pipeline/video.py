@@ -223,11 +223,11 @@ class _VideoJob:
                 slot.detected = True
                 self.last_detected = slot.index
 
-    def _run_detector(self, images: list[np.ndarray], detect) -> list[Detections]:
+    def _run_detector(self, images: list[np.ndarray], detect, targets=None) -> list[Detections]:
+        targets = self.profile.targets if targets is None else targets
         found: list[Detections] = []
         for i in range(0, len(images), self.detector_batch):
-            found.extend(self.engine.detect(images[i : i + self.detector_batch], detect,
-                                            self.profile.targets))
+            found.extend(self.engine.detect(images[i : i + self.detector_batch], detect, targets))
         return found
 
     def _confident(self, dets: Detections) -> np.ndarray:
@@ -257,12 +257,13 @@ class _VideoJob:
             for slot in slots:
                 dets = self.tracker.boxes(slot.index)
                 manual = self.regions.masks_at(slot.index, slot.t) if self.regions else []
-                wants_verify = self.profile.verify and (len(dets) or manual or not slot.detected)
-                if wants_verify:
+                targets = self._verify_targets(slot, dets, manual)
+                if targets:
                     self.verify_candidates += 1
-                    wants_verify = (self.verify_candidates - 1) % self.vs.verify_every == 0
-                if not len(dets) and not manual and not wants_verify:
-                    jobs.append((slot, None, None, False))
+                    if (self.verify_candidates - 1) % self.vs.verify_every:
+                        targets = []
+                if not len(dets) and not manual and not targets:
+                    jobs.append((slot, None, None, []))
                     continue
                 bgr = vio.to_bgr(slot.frame)
                 coverage = np.zeros(bgr.shape[:2], bool)
@@ -275,7 +276,7 @@ class _VideoJob:
                     mask.apply_polygons(bgr, [stored], mode or self.profile.mask.mode,
                                         solid_color=self.profile.mask.solid_color)
                     coverage |= mask.polygons_mask(bgr.shape[:2], [stored])
-                jobs.append((slot, bgr, coverage, wants_verify))
+                jobs.append((slot, bgr, coverage, targets))
         to_verify = [j for j in jobs if j[3]]
         if to_verify:
             with self.report.stage("verify"):
@@ -290,15 +291,36 @@ class _VideoJob:
                 slot.frame = None
         self.tracker.release(slots[-1].index + 1)
 
+    def _verify_targets(self, slot: _Slot, dets: Detections, manual) -> list[str]:
+        """Targets worth re-detecting on a frame once it is masked.
+
+        A frame the detector never saw (detect_stride) is checked for every target. On a
+        detected frame, pixels outside the masks are unchanged and were already searched at a
+        lower threshold, so only the targets whose masks changed the picture are run again.
+        """
+        if not self.profile.verify:
+            return []
+        if not slot.detected or manual:
+            return list(self.profile.targets)
+        present = {Target(int(c)).label for c in set(dets.cls.tolist())}
+        return [t for t in self.profile.targets if t in present]
+
     def _verify(self, jobs) -> None:
         """Re-detect on masked frames (batched); mask and count what is still found."""
         active = list(jobs)
         self.counts.frames_verified += len(active)
         for _ in range(MAX_VERIFY_ROUNDS):
             images = [vio.upright(bgr, self.rotation) for _, bgr, _, _ in active]
-            found = self._run_detector(images, self.detect_verify)
+            found = [Detections() for _ in active]
+            for target in self.profile.targets:
+                idx = [k for k, job in enumerate(active) if target in job[3]]
+                if not idx:
+                    continue
+                dets = self._run_detector([images[k] for k in idx], self.detect_verify, [target])
+                for k, d in zip(idx, dets):
+                    found[k] = Detections.concat([found[k], d])
             still = []
-            for (slot, bgr, coverage, v), dets in zip(active, found):
+            for (slot, bgr, coverage, _), dets in zip(active, found):
                 if not len(dets):
                     continue
                 dets, _ = self.regions.filter_detections(dets, slot.index, slot.t)
@@ -316,7 +338,8 @@ class _VideoJob:
                 coverage |= mask.coverage_mask(bgr.shape[:2], dets, self.profile.mask)
                 self.counts.verify_fixes += len(dets)
                 JobReport.add_counts(self.counts.masked, dets.counts())
-                still.append((slot, bgr, coverage, v))
+                still.append((slot, bgr, coverage, [t for t in self.profile.targets
+                                                    if t in dets.counts()]))
             if not still:
                 break
             active = still
