@@ -40,7 +40,7 @@ class TrackParams:
     max_gap: int = 30
     smooth: int = 5
     gap_growth: float = 0.02
-    confirm_hits: int = 3  # weak detections seen this many detected frames in a row start a track
+    confirm_hits: int = 0  # weak detections seen this many detected frames in a row start a track
 
     @classmethod
     def from_settings(cls, track, *, fps: float, lookahead_frames: int, stride: int,
