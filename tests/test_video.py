@@ -173,7 +173,6 @@ def face_engine(face_settings):
 def run(src: Path, out: Path, settings, engine, **video) -> JobReport:
     if video:
         settings = settings.model_copy(update={"video": settings.video.model_copy(update=video)})
-    profile = settings.profiles["default"] if "default" in settings.profiles else settings.profile
     profile = settings.profile
     report = JobReport.start("test", "video", engine=engine, profile=profile)
     process_video(src, out, settings=settings, engine=engine, profile=profile, report=report)

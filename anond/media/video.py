@@ -254,7 +254,6 @@ class VideoReader:
 
     def __init__(self, path: str | Path, *, decoder: str = "cpu", threads: int = 0,
                  drop_data_tags: Iterable[str] = ()) -> None:
-        av = _av()
         self.skipped_packets = 0
         self.corrupt_frames = 0
         self.timestamp_fixes = 0
