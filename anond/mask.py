@@ -28,6 +28,8 @@ from .types import Detections, Target
 # The object itself (face or plate) then spans about 4 cells: below what identification or
 # reading needs, whatever is done to the result afterwards.
 BLUR_CELLS = 6
+# Blur: the smoothing runs at no more than this many pixels per cell, then is scaled up.
+BLUR_CELL_PX = 8
 # Pixelate: the margined box spans at most this many blocks across (block >= object / 8).
 PIXEL_BLOCKS = 8
 # Standard deviation (grey levels) of the noise added over blurred regions.
@@ -173,7 +175,9 @@ def _mask_region(image: np.ndarray, roi, inside: np.ndarray, size: float, mode: 
         masked = _blur(patch, size)
     else:
         raise ValueError(f"unknown mask mode: {mode}")
-    patch[inside] = masked[inside]
+    masked = masked.reshape(patch.shape)  # cv2 drops a single channel axis
+    # Same pixels as patch[inside] = masked[inside], without the gather/scatter copies.
+    np.copyto(patch, masked, where=inside[..., None] if patch.ndim == 3 else inside)
 
 
 def _pixelate(patch: np.ndarray, size: float) -> np.ndarray:
@@ -192,7 +196,9 @@ def _blur(patch: np.ndarray, size: float) -> np.ndarray:
     detail back, and a weak one leaves faces detectable. Instead the region is first averaged
     down to about BLUR_CELLS cells across (area average: everything finer is gone, there is
     nothing left to invert), then scaled back up and Gaussian-smoothed with a sigma of half a
-    cell so it looks like a blur rather than blocks. Kernel and sigma grow with the object.
+    cell so it looks like a blur rather than blocks. The smoothing runs on an intermediate of
+    at most BLUR_CELL_PX pixels per cell and is then scaled linearly to full size, so its cost
+    does not grow with the object (the field is smooth at that scale; nothing is lost).
     Slight noise hides the smooth gradients a face detector might still key on and leaves no
     exact linear relation to the cell averages. It is seeded from the region's own pixels, so
     the same input gives the same output (reproducible results and tests); the seed is no
@@ -202,8 +208,14 @@ def _blur(patch: np.ndarray, size: float) -> np.ndarray:
     cell = max(1.0, size / BLUR_CELLS)
     small = cv2.resize(patch, (max(1, math.ceil(w / cell)), max(1, math.ceil(h / cell))),
                        interpolation=cv2.INTER_AREA)
-    up = cv2.resize(small, (w, h), interpolation=cv2.INTER_LINEAR)
-    smooth = cv2.GaussianBlur(up, (0, 0), sigmaX=max(0.8, cell / 2), borderType=cv2.BORDER_REPLICATE)
+    f = min(1.0, BLUR_CELL_PX / cell)  # intermediate pixels per full-resolution pixel
+    mw, mh = (w, h) if f == 1.0 else (max(1, round(w * f)), max(1, round(h * f)))
+    up = cv2.resize(small, (mw, mh), interpolation=cv2.INTER_LINEAR)
+    smooth = cv2.GaussianBlur(up, (0, 0), sigmaX=max(0.8, cell * f / 2), borderType=cv2.BORDER_REPLICATE)
+    if (mw, mh) != (w, h):
+        smooth = cv2.resize(smooth, (w, h), interpolation=cv2.INTER_LINEAR)
     seed = zlib.crc32(np.ascontiguousarray(patch).data)
-    noise = np.random.default_rng(seed).normal(0.0, BLUR_NOISE_SIGMA, smooth.shape)
-    return np.clip(smooth.astype(np.float32) + noise, 0, 255).astype(np.uint8)
+    noise = np.random.default_rng(seed).standard_normal(smooth.shape, dtype=np.float32)
+    noise *= np.float32(BLUR_NOISE_SIGMA)
+    noise += smooth
+    return np.clip(noise, 0, 255, out=noise).astype(np.uint8)
