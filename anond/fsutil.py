@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import errno
 import grp
+import hashlib
 import os
 from pathlib import Path
 from typing import Literal
@@ -168,3 +169,12 @@ def write_bytes_atomic(dst: str | os.PathLike, data: bytes, job_id: str = "write
         tmp.write_bytes(data)
     assert out.final is not None
     return out.final
+
+
+def file_sha256(path: Path):
+    """SHA-256 of a file's content, read in 1 MiB chunks (a hashlib object: .digest()/.hexdigest())."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest

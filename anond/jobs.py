@@ -42,6 +42,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from .errors import ConfigError
+from .fsutil import file_sha256
 
 CONTROL_DIR = ".anond"
 INPUT_DIR = "in"  # the claimed input, under its own name
@@ -233,11 +234,7 @@ def content_fingerprint(salt: bytes, rel: PurePosixPath, digest: bytes) -> str:
 
 
 def content_digest(path: Path) -> bytes:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.digest()
+    return file_sha256(path).digest()
 
 
 def _write_synced(path: Path, data: bytes) -> None:

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from .errors import ConfigError, ModelChecksumMismatch, ModelMissing
+from .fsutil import file_sha256
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -177,11 +178,7 @@ def _spec_from_entry(entry: dict[str, Any], base: Path, index: int) -> ModelSpec
 
 
 def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+    return file_sha256(path).hexdigest()
 
 
 def read_installed(models_dir: Path) -> dict[str, dict]:
