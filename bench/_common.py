@@ -123,11 +123,14 @@ def table(headers: list[str], rows: list[list]) -> str:
     return "\n".join(lines)
 
 
+STARTED = now()  # when the script started: the date of its section
+
+
 def header(title: str, command: str, settings_obj=None, extra: dict | None = None,
            load_before: str | None = None) -> str:
     """The facts every appended section starts with."""
     m = machine()
-    lines = [f"## {title} — {now()}", "",
+    lines = [f"## {title} — {STARTED} (finished {now()[11:]})", "",
              f"- command: `{command}`",
              "- machine: " + ", ".join(f"{k} {v}" for k, v in m.items()),
              f"- load average (1/5/15 min) at start: {load_before or load()}, at end: {load()} "
