@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Any
 
+import cv2
 import numpy as np
 
 from ..config import RuntimeSettings
@@ -81,8 +82,6 @@ class Detector:
         """Stack BGR canvases into the NCHW tensor this model expects."""
         # Plane by plane into one float32 NCHW buffer: the same float32 arithmetic as
         # (x - mean) * scale on the stacked batch (bit-identical), without its four full copies.
-        import cv2
-
         h, w = canvases[0].shape[:2]
         out = np.empty((len(canvases), 3, h, w), np.float32)
         order = (2, 1, 0) if self.spec.input.colour == "RGB" else (0, 1, 2)
@@ -108,10 +107,9 @@ class Detector:
         fill = np.asarray(self.spec.input.mean, np.float32)
         if self.spec.input.colour == "RGB":
             fill = fill[::-1]
-        out = np.empty((h + ph, w + pw, 3), np.uint8)
-        out[...] = np.clip(fill, 0, 255).astype(np.uint8)
-        out[:h, :w] = view
-        return out
+        value = [int(v) for v in np.clip(fill, 0, 255).astype(np.uint8)]
+        return cv2.copyMakeBorder(np.ascontiguousarray(view), 0, ph, 0, pw, cv2.BORDER_CONSTANT,
+                                  value=value)
 
 
 def empty_boxes() -> Boxes:
