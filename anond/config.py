@@ -46,6 +46,12 @@ class ModelSettings(_Section):
     manifest: Path | None = None  # default: the manifest shipped with anond
     face: str = "centerface"
     plate: str = "platedet-yolov8s-seg"
+    # Faces in videos: a model of its own, "" = the same as `face`. RetinaFace-MobileNet0.25
+    # runs in ~60 % of CenterFace's time per frame, and on the hamilton clip an independent
+    # CenterFace finds 0.9 % of the input's faces in its output, where CenterFace masking
+    # leaves 4 % for an independent RetinaFace (docs/BENCHMARKS.md). Photos keep `face`:
+    # CenterFace finds more of the small faces of still images.
+    video_face: str = "retinaface-mnet025"
 
 
 class MaskSettings(_Section):
@@ -153,8 +159,10 @@ class VideoSettings(_Section):
     # Frames are held this long before being masked and encoded, so gaps can be filled in
     # both directions. Memory grows with it (about lookahead_s x fps frames), not with length.
     lookahead_s: float = Field(2.0, gt=0, le=30)
-    # Verification: every verify_every-th frame that was masked (or not detected because of
-    # detect_stride) is detected again after masking; residual detections are masked too.
+    # Verification: every verify_every-th masked frame is detected again after masking, around
+    # its masks only (the rest of the frame is the decoded picture, already searched at a
+    # lower threshold; frames skipped by detect_stride: every target around their
+    # interpolated masks); residual detections are masked too.
     verify_every: int = Field(1, ge=1)
     # Container and stream metadata kept (case-insensitive key names). Everything else is
     # dropped; location tags (location, ISO6709, (c)xyz, GPS) only survive if listed here.

@@ -406,7 +406,8 @@ def main(args: argparse.Namespace) -> int:
             log.get("anond.models").info("models.install", model=name, state=state)
             print(f"{name:24} {state}")
         return 0
-    return _list(models_dir, manifest, defaults={settings.models.face, settings.models.plate})
+    return _list(models_dir, manifest, defaults={settings.models.face, settings.models.plate,
+                                                     settings.models.video_face} - {""})
 
 
 def _list(models_dir: Path, manifest: Path | None, defaults: set[str]) -> int:

@@ -86,12 +86,16 @@ class JobReport:
         """A report for a job that is starting: models, provider and parameters filled in."""
         report = cls(job_id=job_id, kind=kind)
         if engine is not None:
-            report.provider = getattr(engine, "provider", None)
-            report.models = [ModelFacts(m.name, m.sha256, getattr(m, "provider", report.provider))
-                             for m in getattr(engine, "models", [])]
+            report.use_engine(engine)
         if profile is not None:
             report.parameters = profile.model_dump(mode="json")
         return report
+
+    def use_engine(self, engine) -> None:
+        """Record the provider and the models of the engine that runs this job."""
+        self.provider = getattr(engine, "provider", None)
+        self.models = [ModelFacts(m.name, m.sha256, getattr(m, "provider", self.provider))
+                       for m in getattr(engine, "models", [])]
 
     @contextmanager
     def stage(self, name: str) -> Iterator[None]:

@@ -52,8 +52,10 @@ class TrackParams:
             high_score=dict(high_score),
             match_iou=track.match_iou,
             low_match_iou=track.low_match_iou,
-            pre_frames=min(track.pre_frames, lookahead_frames),
-            post_frames=track.post_frames,
+            # With a detection stride an object may appear (leave) up to stride - 1 frames
+            # before (after) the detected frame that first (last) sees it.
+            pre_frames=min(max(track.pre_frames, stride - 1), lookahead_frames),
+            post_frames=max(track.post_frames, stride - 1),
             max_gap=max_gap,
             smooth=track.smooth_frames,
             gap_growth=track.gap_growth,

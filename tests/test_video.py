@@ -142,13 +142,24 @@ class MissingFrames:
 
     def __init__(self, engine, missed: set[int]):
         self.engine, self.missed = engine, set(missed)
-        self.provider, self.models = engine.provider, engine.models
         self.seen: list[int] = []
+        self.frame_hw: tuple[int, int] | None = None  # upright frame size, from the first call
+
+    def for_video(self):  # the wrapper stays in front of the engine video jobs use
+        self.engine = self.engine.for_video()
+        return self
+
+    def __getattr__(self, name):  # everything else is the real engine's
+        return getattr(self.engine, name)
 
     def detect(self, images, detect, targets):
         found = self.engine.detect(images, detect, targets)
+        self.frame_hw = self.frame_hw or images[0].shape[:2]
         out = []
         for img, dets in zip(images, found):
+            if img.shape[:2] != self.frame_hw:  # a verification crop around a mask: untouched
+                out.append(dets)
+                continue
             i = read_index(img)
             self.seen.append(i)
             out.append(Detections() if i in self.missed else dets)
@@ -252,6 +263,8 @@ def test_no_tracked_frame_is_left_unmasked_and_everything_else_survives(
     assert report.media.frames == 36 and report.skipped_packets == 0
     assert report.media.audio == "copied"
     assert report.decoder == "h264" and report.encoder.startswith("libx264")
+    # faces in videos come from models.video_face, and the report names it (not the photo model)
+    assert [m.name for m in report.models] == [face_settings.models.video_face] != [face_settings.models.face]
     for stage in ("decode", "detect", "track", "mask", "verify", "encode"):
         assert stage in report.durations
 
@@ -358,6 +371,41 @@ def test_boxes_found_upright_map_back_to_the_stored_frame(rotation):
     corners = np.array([[box[0, 0], box[0, 1]], [box[0, 2], box[0, 3]]])
     back = vio.points_to_stored(corners, rotation, stored.shape)
     assert sorted(back[:, 0].tolist()) == [30, 45] and sorted(back[:, 1].tolist()) == [10, 20]
+    # ...and stored boxes map to the upright picture (verification crops around masks)
+    assert vio.boxes_to_upright(np.array([[30, 10, 45, 20]], np.float32), rotation,
+                                stored.shape).tolist() == box.tolist()
+
+
+def test_verification_looks_around_masks_only():
+    from anond.verify import neighbourhood_scale, neighbourhoods
+
+    # a 40 px box grows by half its size on each side; one near the edge keeps its size
+    assert neighbourhoods(np.array([[100, 100, 140, 140]]), (360, 640)) == [(68, 68, 172, 172)]
+    (x0, y0, x1, y1), = neighbourhoods(np.array([[0, 0, 20, 20]]), (360, 640), min_hw=(128, 128))
+    assert (x0, y0) == (0, 0) and x1 - x0 >= 128 and y1 - y0 >= 128  # shifted inside, not cut
+    # overlapping neighbourhoods merge; distant ones stay apart; a fixed 640 input gets it all
+    near = neighbourhoods(np.array([[100, 100, 140, 140], [150, 100, 190, 140],
+                                    [500, 250, 540, 290]]), (360, 640))
+    assert len(near) == 2 and near[0][0] <= 68 and near[0][2] >= 222
+    assert neighbourhoods(np.array([[10, 10, 30, 30]]), (360, 640), min_hw=(640, 640)) == [(0, 0, 640, 360)]
+    assert neighbourhoods(np.zeros((0, 4)), (360, 640)) == []
+    # a crop is shrunk so that its smallest mask is NEAR_OBJECT_PX across, never enlarged
+    assert neighbourhood_scale(np.array([[0, 0, 192, 200]]), (0, 0, 300, 300)) == pytest.approx(0.25)
+    assert neighbourhood_scale(np.array([[0, 0, 20, 20]]), (0, 0, 60, 60)) == 1.0
+
+
+def test_a_failing_encoder_call_surfaces_in_the_job_thread():
+    done = []
+    out = vio.Background(size=2)
+    out.submit(done.append, 1)
+    out.submit(lambda: 1 / 0)
+    out.submit(done.append, 3)  # skipped: the worker stopped at the failure
+    with pytest.raises(ZeroDivisionError):
+        out.drain()
+    assert done == [1]
+    out = vio.Background(size=1)
+    out.submit(done.append, 4)
+    out.cancel()  # the error path: stops without raising
 
 
 @pytest.mark.parametrize("w,h,fmt", [(320, 240, "yuv420p"), (321, 241, "yuv420p"),

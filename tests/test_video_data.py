@@ -75,23 +75,26 @@ def test_hamilton_is_masked_for_an_independent_detector(hamilton, models_dir):
     """A detector of another family finds at most 1 % as many faces in the output as in the
     input (the issue's bar).
 
-    The checker runs at its own usual operating point (RetinaFace: confidence 0.5) on the whole
+    The checker runs at the usual operating point of both families (confidence 0.5) on the whole
     frame, as the masking pass sees it. Its finds in the output are split in two: those on a
     region anond masked (the checker still sees a head-shaped blur: a head is there, the face
     is not) and the rest (a face left unmasked, or a checker false positive such as a hand).
-    The bar applies to the rest; both counts and the raw ratio are printed. Which pixels anond
-    masked is recorded with a spy on `composite`. Above 2 % the test fails; between 1 and 2 %
-    it is reported as an expected failure with the measured reason (the state on 2026-11-22).
+    The bar applies to the raw count (both together), and the rest must stay near zero.
+    Which pixels anond masked is recorded with a spy on `composite`. Videos are masked with
+    `models.video_face` (RetinaFace) and checked with CenterFace; CenterFace masking checked
+    with RetinaFace leaves 4 % (docs/BENCHMARKS.md), which is why videos use RetinaFace.
     """
     from anond.detect.engine import Engine
 
     settings, coverage = hamilton["settings"], hamilton["coverage"]
     frames_in, _, _, _ = frames_and_times(hamilton["src"])
     frames_out, _, _, pts_out = frames_and_times(hamilton["out"])
-    checker_name = CHECKERS[settings.models.face]
+    masker = settings.models.video_face or settings.models.face
+    assert [m.name for m in hamilton["report"].models] == [masker]
+    checker_name = CHECKERS[masker]
     checker_settings = load_settings(None, models={"dir": models_dir, "face": checker_name})
     checker = Engine.load(checker_settings, ["face"])
-    assert checker.models[0].family != settings.models.face.split("-")[0]
+    assert checker.models[0].family != masker.split("-")[0]
     detect = checker_settings.profile.detect.model_copy(
         update={"face_threshold": CHECKER_THRESHOLD, "tiling": settings.video.tiling})
     found_in = sum(len(d) for d in _detect_all(checker, frames_in, detect))
@@ -110,13 +113,16 @@ def test_hamilton_is_masked_for_an_independent_detector(hamilton, models_dir):
           f"{on_masks + unmasked} ({(on_masks + unmasked) / found_in:.1%}): {on_masks} on masks, "
           f"{unmasked} elsewhere ({unmasked / found_in:.1%})")
     assert found_in >= 200  # the check is only worth something if the checker sees the faces
-    assert unmasked <= 0.02 * found_in  # regression guard at twice the bar: a hard failure
-    if unmasked > 0.01 * found_in:  # between the bar and the guard: shown as a known miss
-        pytest.xfail(
-            f"issue 3 bar missed: {unmasked / found_in:.1%} > 1 % outside masks. Measured "
-            "2026-11-22 at 1.0-1.3 %: one out-of-focus audience face CenterFace cannot see "
-            "(RetinaFace 0.5-0.6, frames 66-81) and checker false positives on hands")
-    assert unmasked <= 0.01 * found_in
+    assert unmasked <= 0.01 * found_in  # away from every mask: (almost) never
+    # The issue's bar, on the raw count: every face the checker finds in the output counts,
+    # on a mask or not. Measured 2026-12-03: 6 of 688 (0.87 %), all on masks. The count sits
+    # near the bar and moves with borderline scores (ONNX Runtime builds, CPUs): between the
+    # bar and twice the bar the test reports an expected failure, above it fails.
+    raw = on_masks + unmasked
+    assert raw <= 0.02 * found_in
+    if raw > 0.01 * found_in:
+        pytest.xfail(f"issue 3 bar missed on this machine: {raw / found_in:.1%} > 1 % "
+                     f"({on_masks} on masks, {unmasked} elsewhere)")
 
 
 def _detect_all(engine, frames, detect, batch: int = 8):

@@ -62,13 +62,18 @@ def _as_bgr(image: np.ndarray) -> np.ndarray:
 class Engine:
     """Detectors for faces and plates, ready to run on lists of BGR images."""
 
-    def __init__(self, detectors: dict[str, Detector]) -> None:
+    def __init__(self, detectors: dict[str, Detector], video: "Engine | None" = None) -> None:
         self.detectors = detectors
         self.models = [
             ModelInfo(d.spec.name, d.spec.task, d.spec.family, d.sha256, d.provider, d.spec.licence)
             for d in detectors.values()
         ]
         self.provider = self.models[0].provider if self.models else "none"
+        self._video = video
+
+    def for_video(self) -> "Engine":
+        """The engine video jobs use: the same, with `models.video_face` serving faces."""
+        return self._video or self
 
     @classmethod
     def load(cls, settings: Settings, targets: Iterable[str] | None = None) -> "Engine":
@@ -83,7 +88,14 @@ class Engine:
             if installed.spec.task != target:
                 raise ConfigError(f"model {name!r} detects {installed.spec.task}, not {target}")
             detectors[target] = build_detector(installed, settings.runtime)
-        return cls(detectors)
+        video = None
+        name = settings.models.video_face
+        if "face" in detectors and name and name != settings.models.face:
+            installed = verified_model(name, settings.models.dir, settings.models.manifest)
+            if installed.spec.task != "face":
+                raise ConfigError(f"model {name!r} detects {installed.spec.task}, not face")
+            video = cls({**detectors, "face": build_detector(installed, settings.runtime)})
+        return cls(detectors, video)
 
     def detect(
         self, images: list[np.ndarray], detect: DetectSettings, targets: Sequence[str]
@@ -121,7 +133,14 @@ class Engine:
                 per_image[k].append(Detections(xyxy, score, cls_))
         return [Detections.concat(parts) for parts in per_image]
 
+    def fixed_input(self, target: str) -> tuple[int, int] | None:
+        """(height, width) the target's model letterboxes every view to, or None if dynamic."""
+        detector = self.detectors.get(target)
+        return None if detector is None else detector.fixed_size
+
     def warmup(self) -> None:
         """One tiny inference per model (before the service reports READY=1)."""
+        if self._video is not None:
+            self._video.warmup()
         for detector in self.detectors.values():
             detector.warmup()

@@ -109,6 +109,16 @@ def boxes_to_stored(xyxy: np.ndarray, rotation: int, stored_hw: tuple[int, int])
     return np.stack([x0, y0, x1, y1], axis=1).astype(np.float32)
 
 
+def boxes_to_upright(xyxy: np.ndarray, rotation: int, stored_hw: tuple[int, int]) -> np.ndarray:
+    """Map boxes of the stored image to `upright(stored, rotation)` (the inverse of
+    `boxes_to_stored`: the stored image is the upright one turned back by the same angle)."""
+    k = (rotation // 90) % 4
+    if k == 0 or len(xyxy) == 0:
+        return np.asarray(xyxy, np.float32)
+    return boxes_to_stored(np.asarray(xyxy, np.float32), (4 - k) * 90,
+                           rotation_dims(stored_hw, rotation))
+
+
 def points_to_stored(points: np.ndarray, rotation: int, stored_hw: tuple[int, int]) -> np.ndarray:
     """Map (N, 2) x, y points of the upright image back to the stored image's pixels."""
     k = (rotation // 90) % 4
@@ -498,6 +508,64 @@ class Prefetch:
     def close(self) -> None:
         self._stop.set()
         self._thread.join(timeout=10)
+
+
+class _Cancelled(Exception):
+    pass
+
+
+class Background:
+    """Run calls in order in one worker thread, at most `size` waiting, so that compositing
+    and encoding overlap detection (PyAV and ONNX Runtime release the GIL while they work).
+
+    The first call that fails stops the worker; its exception is raised by the next
+    `submit` or by `drain`, in the caller's thread.
+    """
+
+    _END = object()
+
+    def __init__(self, size: int, name: str = "anond-encode") -> None:
+        self._queue: queue.Queue = queue.Queue(maxsize=max(1, size))
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is self._END:
+                return
+            if self._error is None:
+                fn, args = item
+                try:
+                    fn(*args)
+                except BaseException as exc:  # raised in the caller's thread
+                    self._error = exc
+
+    def submit(self, fn, *args) -> None:
+        self._raise()
+        self._queue.put((fn, args))
+
+    def drain(self) -> None:
+        """Wait until every submitted call ran; raise the first failure."""
+        if self._thread.is_alive():
+            self._queue.put(self._END)
+            self._thread.join()
+        self._raise()
+
+    def cancel(self) -> None:
+        """Skip what is still waiting and stop the worker (on the error path; raises nothing)."""
+        if self._error is None:
+            self._error = _Cancelled()
+        if self._thread.is_alive():
+            self._queue.put(self._END)
+            self._thread.join()
+        self._error = None
+
+    def _raise(self) -> None:
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise error
 
 
 # -- writing ----------------------------------------------------------------------------------

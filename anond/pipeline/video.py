@@ -1,13 +1,22 @@
 """Video stages, streamed: decode ▶ detect (batched) ▶ track ▶ mask ▶ verify ▶ encode.
 
-    decode thread ──frames──▶ window (lookahead) ──final frames, in order──▶ mask/verify ▶ encode
-                 ──packets (audio, subtitles, data)───────────────────────────────────▶ remux
+    decode thread ──frames──▶ window (lookahead) ──final frames, in order──▶ mask/verify ─┐
+                 ──packets (audio, subtitles, data)──────────────────────────────────────┤
+    output thread ◀── in order: composite + encode, remux ◀──────────────────────────────┘
 
 Frames enter a window as they are decoded and are detected in batches (every frame, or every
 `detect_stride`-th). A frame leaves the window, in order, once the frames `horizon` after it
 have been detected: by then the tracker knows whether an object missed on it was seen before
 and after (interpolated), is about to appear (`pre_frames`) or just left (`post_frames`).
 The window is the only thing that grows with the frame rate, nothing grows with the length.
+
+Verification looks again only around what masking changed (`verify.neighbourhoods`): the
+rest of a detected frame is the decoded picture, already searched at a lower threshold. A frame
+left undetected by `detect_stride` is checked for every target around its interpolated masks.
+
+Compositing and encoding run in one output thread, so they overlap detection; the writer is
+only ever called from it (the container is not thread-safe), and it is drained before the
+file is closed. Its "encode" duration is its own busy time, overlapping the other stages.
 
 Masked frames keep every unmasked pixel exactly as decoded; frames without anything to mask
 go to the encoder untouched. Detection runs on the upright picture (display matrix applied)
@@ -21,16 +30,18 @@ from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import cv2
 import numpy as np
 
 from .. import log, mask
 from ..config import Profile, Settings
+from ..detect.nms import merge
 from ..errors import CorruptMedia
 from ..media import video as vio
 from ..report import JobReport
 from ..track import TrackParams, Tracker
 from ..types import Detections, Target
-from ..verify import on_mask
+from ..verify import neighbourhood_scale, neighbourhoods, on_mask
 
 MAX_VERIFY_ROUNDS = 2
 
@@ -55,6 +66,7 @@ class _Counts:
     verify_on_mask: int = 0
     frames_masked: int = 0
     frames_verified: int = 0
+    verify_views: int = 0  # crops around masks given to the detector again
 
 
 def process_video(
@@ -75,6 +87,9 @@ def process_video(
     video; a file damaged part-way is processed as far as it decodes (report.skipped_packets).
     """
     vs = settings.video
+    if hasattr(engine, "for_video"):  # faces in videos may have a model of their own
+        engine = engine.for_video()
+        report.use_engine(engine)
     t0 = time.perf_counter()
     reader = vio.VideoReader(src, decoder=vs.decoder, threads=vs.threads,
                              drop_data_tags=vs.drop_data_tags)
@@ -96,6 +111,7 @@ class _VideoJob:
         self.regions_arg, self.regions_policy = regions, regions_policy
         self.counts = _Counts()
         self.writer: vio.VideoWriter | None = None
+        self.output: vio.Background | None = None  # the writer's calls, in order, off-thread
         self.window: deque[_Slot] = deque()
         self.pending: list[_Slot] = []
         self.held_packets: list = []
@@ -145,9 +161,12 @@ class _VideoJob:
                 self.pending.append(self.window[-1])  # the last frame anchors the track ends
             self._detect()
             self._leave(final=True)
+            self.output.drain()
             with self.report.stage("encode"):
                 self.writer.close()
         except BaseException:
+            if self.output is not None:
+                self.output.cancel()
             if self.writer is not None:
                 self.writer.abort()
             raise
@@ -161,7 +180,7 @@ class _VideoJob:
                 raise CorruptMedia("no video frame could be decoded")
             self.held_packets.append(packet)
         else:
-            self.writer.copy(packet)
+            self.output.submit(self.writer.copy, packet)
 
     def _enter(self, frame) -> None:
         if self.writer is None:
@@ -185,8 +204,11 @@ class _VideoJob:
             self.writer = vio.VideoWriter(self.out, self.reader, first_frame, crf=vs.crf,
                                           preset=vs.preset, encoder=vs.encoder, threads=vs.threads,
                                           keep_metadata=vs.keep_metadata)
+        # Compositing and encoding run in one background thread (in order), overlapping
+        # detection; every call on the output container goes through it.
+        self.output = vio.Background(size=vs.batch_size)
         for packet in self.held_packets:
-            self.writer.copy(packet)
+            self.output.submit(self.writer.copy, packet)
         self.held_packets.clear()
 
     def _load_regions(self):
@@ -263,10 +285,11 @@ class _VideoJob:
                     if (self.verify_candidates - 1) % self.vs.verify_every:
                         targets = []
                 if not len(dets) and not manual and not targets:
-                    jobs.append((slot, None, None, []))
+                    jobs.append((slot, None, None, [], None))
                     continue
                 bgr = vio.to_bgr(slot.frame)
                 coverage = np.zeros(bgr.shape[:2], bool)
+                changed = [_margined(dets, self.profile.mask)]
                 if len(dets):
                     mask.apply(bgr, dets, self.profile.mask)
                     coverage |= mask.coverage_mask(bgr.shape[:2], dets, self.profile.mask)
@@ -276,29 +299,34 @@ class _VideoJob:
                     mask.apply_polygons(bgr, [stored], mode or self.profile.mask.mode,
                                         solid_color=self.profile.mask.solid_color)
                     coverage |= mask.polygons_mask(bgr.shape[:2], [stored])
-                jobs.append((slot, bgr, coverage, targets))
+                    changed.append(np.concatenate([stored.min(axis=0), stored.max(axis=0)])[None])
+                jobs.append((slot, bgr, coverage, targets, np.concatenate(changed)))
         to_verify = [j for j in jobs if j[3]]
         if to_verify:
             with self.report.stage("verify"):
                 self._verify(to_verify)
-        with self.report.stage("encode"):
-            for slot, bgr, coverage, _ in jobs:
-                frame = slot.frame
-                if bgr is not None and coverage.any():
-                    frame = vio.composite(frame, bgr, coverage)
-                    self.counts.frames_masked += 1
-                self.writer.encode(frame)
-                slot.frame = None
+        for slot, bgr, coverage, _, _ in jobs:
+            self.output.submit(self._emit, slot.frame, bgr, coverage)
+            slot.frame = None
         self.tracker.release(slots[-1].index + 1)
 
-    def _verify_targets(self, slot: _Slot, dets: Detections, manual) -> list[str]:
-        """Targets worth re-detecting on a frame once it is masked.
+    def _emit(self, frame, bgr, coverage) -> None:
+        """Composite the masked pixels into the decoded frame and encode it (output thread)."""
+        with self.report.stage("encode"):
+            if bgr is not None and coverage.any():
+                frame = vio.composite(frame, bgr, coverage)
+                self.counts.frames_masked += 1
+            self.writer.encode(frame)
 
-        A frame the detector never saw (detect_stride) is checked for every target. On a
-        detected frame, pixels outside the masks are unchanged and were already searched at a
-        lower threshold, so only the targets whose masks changed the picture are run again.
+    def _verify_targets(self, slot: _Slot, dets: Detections, manual) -> list[str]:
+        """Targets worth re-detecting around the masks of a frame once it is masked.
+
+        Verification looks only near what masking changed, so a frame with no mask has
+        nothing to verify. Around masks the detector never saw (detect_stride, manual regions)
+        every target is searched; on a detected frame only the targets whose masks changed the
+        picture, since the rest was searched at a lower threshold already.
         """
-        if not self.profile.verify:
+        if not self.profile.verify or (not len(dets) and not manual):
             return []
         if not slot.detected or manual:
             return list(self.profile.targets)
@@ -306,21 +334,40 @@ class _VideoJob:
         return [t for t in self.profile.targets if t in present]
 
     def _verify(self, jobs) -> None:
-        """Re-detect on masked frames (batched); mask and count what is still found."""
+        """Re-detect around the masks of masked frames (batched); mask and count what is found.
+
+        Only the neighbourhood of what masking changed is searched again (`neighbourhoods`):
+        elsewhere the pixels are the decoded ones, already searched at a lower threshold.
+        Round two looks around the masks that round one added.
+        """
         active = list(jobs)
         self.counts.frames_verified += len(active)
         for _ in range(MAX_VERIFY_ROUNDS):
-            images = [vio.upright(bgr, self.rotation) for _, bgr, _, _ in active]
-            found = [Detections() for _ in active]
+            found: list[list[Detections]] = [[] for _ in active]
             for target in self.profile.targets:
-                idx = [k for k, job in enumerate(active) if target in job[3]]
-                if not idx:
+                views, owners = [], []
+                for k, (_, bgr, _, targets, changed) in enumerate(active):
+                    if target not in targets:
+                        continue
+                    image = _upright_view(bgr, self.rotation)
+                    boxes = vio.boxes_to_upright(changed, self.rotation, self.stored_hw)
+                    fixed = self.engine.fixed_input(target)
+                    for rect in neighbourhoods(boxes, image.shape[:2], min_hw=fixed or (64, 64)):
+                        view, scale = _verify_view(image, rect, boxes, fixed is None)
+                        views.append(view)
+                        owners.append((k, rect[0], rect[1], scale))
+                if not views:
                     continue
-                dets = self._run_detector([images[k] for k in idx], self.detect_verify, [target])
-                for k, d in zip(idx, dets):
-                    found[k] = Detections.concat([found[k], d])
+                self.counts.verify_views += len(views)
+                for (k, x0, y0, (sx, sy)), dets in zip(
+                        owners, self._run_detector(views, self.detect_verify, [target])):
+                    if len(dets):
+                        dets.xyxy[:, 0::2] = dets.xyxy[:, 0::2] / sx + x0
+                        dets.xyxy[:, 1::2] = dets.xyxy[:, 1::2] / sy + y0
+                        found[k].append(dets)
             still = []
-            for (slot, bgr, coverage, _), dets in zip(active, found):
+            for (slot, bgr, coverage, _, _), parts in zip(active, found):
+                dets = _dedupe(Detections.concat(parts), self.profile.detect.nms_iou)
                 if not len(dets):
                     continue
                 dets, _ = self.regions.filter_detections(dets, slot.index, slot.t)
@@ -339,7 +386,8 @@ class _VideoJob:
                 self.counts.verify_fixes += len(dets)
                 JobReport.add_counts(self.counts.masked, dets.counts())
                 still.append((slot, bgr, coverage, [t for t in self.profile.targets
-                                                    if t in dets.counts()]))
+                                                    if t in dets.counts()],
+                              _margined(dets, self.profile.mask)))
             if not still:
                 break
             active = still
@@ -387,12 +435,50 @@ class _VideoJob:
             "timestamp_fixes": reader.timestamp_fixes, "corrupt_frames": reader.corrupt_frames,
             "frames_masked": self.counts.frames_masked,
             "frames_verified": self.counts.frames_verified,
+            "verify_views": self.counts.verify_views,
             "dropped_streams": reader.dropped_streams + writer.dropped_streams,
             "dropped_packets": writer.dropped_packets,
         })
         _log.info("video.done", job=r.job_id, frames=m.frames, skipped_packets=r.skipped_packets,
                   verify_fixes=r.verify_fixes, decoder=r.decoder, encoder=writer.encoder_name,
                   **{f"tracks_{k}": v for k, v in r.tracks.items()})
+
+
+def _margined(dets: Detections, settings) -> np.ndarray:
+    """(N, 4) boxes that masking `dets` changes (margins included), stored coordinates."""
+    return np.array([mask.margined_box(b, mask.margin_for(int(c), settings))
+                     for b, c in zip(dets.xyxy, dets.cls)], np.float32).reshape(-1, 4)
+
+
+def _verify_view(image: np.ndarray, rect, boxes: np.ndarray, scalable: bool):
+    """The crop `rect` of `image` for verification and its (x, y) scale factors: for a
+    dynamic-input model scaled down so its mask is NEAR_OBJECT_PX across (`neighbourhood_scale`)."""
+    x0, y0, x1, y1 = rect
+    view = np.ascontiguousarray(image[y0:y1, x0:x1])
+    scale = neighbourhood_scale(boxes, rect) if scalable else 1.0
+    if scale >= 1.0:
+        return view, (1.0, 1.0)
+    size = (max(1, round((x1 - x0) * scale)), max(1, round((y1 - y0) * scale)))
+    view = cv2.resize(view, size, interpolation=cv2.INTER_AREA)
+    return view, (size[0] / (x1 - x0), size[1] / (y1 - y0))
+
+
+def _dedupe(dets: Detections, iou: float) -> Detections:
+    """One detection per object where overlapping verification views found it twice."""
+    if len(dets) < 2:
+        return dets
+    parts = []
+    for c in np.unique(dets.cls):
+        one = dets.select(dets.cls == c)
+        xyxy, score = merge(one.xyxy, one.score, iou)
+        parts.append(Detections(xyxy, score, np.full(len(score), c, one.cls.dtype)))
+    return Detections.concat(parts)
+
+
+def _upright_view(image: np.ndarray, rotation: int) -> np.ndarray:
+    """`vio.upright` without the copy (crops of it are made contiguous where needed)."""
+    k = (rotation // 90) % 4
+    return np.rot90(image, k) if k else image
 
 
 def _bit_depth(pix_fmt: str) -> int:
