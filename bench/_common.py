@@ -97,8 +97,8 @@ def models(settings) -> list[dict]:
 
     installed = read_installed(Path(settings.models.dir))
     rows = []
-    for task in ("face", "plate"):
-        name = getattr(settings.models, task)
+    for task, key in (("face", "face"), ("face (videos)", "video_face"), ("plate", "plate")):
+        name = getattr(settings.models, key) or settings.models.face
         rows.append({"task": task, "name": name, "sha256": installed.get(name, {}).get("sha256", "?")})
     return rows
 
