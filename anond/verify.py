@@ -71,7 +71,6 @@ def neighbourhoods(
     *,
     min_hw: tuple[int, int] = (64, 64),
     context: float = NEAR_CONTEXT,
-    merge: bool = True,
 ) -> list[tuple[int, int, int, int]]:
     """Rectangles (x0, y0, x1, y1) of the image worth re-detecting after `boxes` were masked.
 
@@ -80,7 +79,7 @@ def neighbourhoods(
     context the mask changed. Each box grows by `context` x its size on every side, to at
     least `min_hw` (a fixed-input model letterboxes a smaller crop up, which it was not
     trained for), clipped to the image; overlapping rectangles are merged into one (one view
-    per group of masks costs less than one per mask, measured on hamilton), unless not `merge`.
+    per group of masks costs less than one per mask, measured on hamilton).
     """
     h, w = shape_hw
     rects: list[list[int]] = []
@@ -105,7 +104,7 @@ def neighbourhoods(
         c1, r1 = min(w, int(np.ceil(r[2]))), min(h, int(np.ceil(r[3])))
         if c1 > c0 and r1 > r0:
             rects.append([c0, r0, c1, r1])
-    merged = merge
+    merged = True
     while merged and len(rects) > 1:
         merged = False
         out: list[list[int]] = []

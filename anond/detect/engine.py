@@ -48,6 +48,14 @@ def build_detector(installed: InstalledModel, runtime) -> Detector:
     return cls(installed, runtime)
 
 
+def _load_detector(settings: Settings, name: str, target: str) -> Detector:
+    """The installed model `name`, checked (sha256, and that it detects `target`), loaded."""
+    installed = verified_model(name, settings.models.dir, settings.models.manifest)
+    if installed.spec.task != target:
+        raise ConfigError(f"model {name!r} detects {installed.spec.task}, not {target}")
+    return build_detector(installed, settings.runtime)
+
+
 def _as_bgr(image: np.ndarray) -> np.ndarray:
     """Grey or BGRA input (not the contract, but cheap to accept) as 3-channel BGR."""
     if image.ndim == 2:
@@ -83,18 +91,11 @@ class Engine:
         for target in wanted:
             if target not in TARGETS:
                 raise ConfigError(f"unknown target {target!r}")
-            name = getattr(settings.models, target)
-            installed = verified_model(name, settings.models.dir, settings.models.manifest)
-            if installed.spec.task != target:
-                raise ConfigError(f"model {name!r} detects {installed.spec.task}, not {target}")
-            detectors[target] = build_detector(installed, settings.runtime)
+            detectors[target] = _load_detector(settings, getattr(settings.models, target), target)
         video = None
         name = settings.models.video_face
         if "face" in detectors and name and name != settings.models.face:
-            installed = verified_model(name, settings.models.dir, settings.models.manifest)
-            if installed.spec.task != "face":
-                raise ConfigError(f"model {name!r} detects {installed.spec.task}, not face")
-            video = cls({**detectors, "face": build_detector(installed, settings.runtime)})
+            video = cls({**detectors, "face": _load_detector(settings, name, "face")})
         return cls(detectors, video)
 
     def detect(

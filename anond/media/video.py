@@ -88,10 +88,16 @@ def to_bgr(frame) -> np.ndarray:
     return frame.to_ndarray(format="bgr24")
 
 
-def upright(image: np.ndarray, rotation: int) -> np.ndarray:
-    """The image as displayed: rotated counter-clockwise by `rotation` (a multiple of 90)."""
+def upright(image: np.ndarray, rotation: int, *, contiguous: bool = True) -> np.ndarray:
+    """The image as displayed: rotated counter-clockwise by `rotation` (a multiple of 90).
+
+    With `contiguous=False` a rotated image is a strided view, not a copy (for callers that
+    only cut crops of it)."""
     k = (rotation // 90) % 4
-    return np.ascontiguousarray(np.rot90(image, k)) if k else image
+    if not k:
+        return image
+    view = np.rot90(image, k)
+    return np.ascontiguousarray(view) if contiguous else view
 
 
 def boxes_to_stored(xyxy: np.ndarray, rotation: int, stored_hw: tuple[int, int]) -> np.ndarray:

@@ -346,12 +346,12 @@ class _VideoJob:
             found: list[list[Detections]] = [[] for _ in active]
             for target in self.profile.targets:
                 views, owners = [], []
+                fixed = self.engine.fixed_input(target)
                 for k, (_, bgr, _, targets, changed) in enumerate(active):
                     if target not in targets:
                         continue
-                    image = _upright_view(bgr, self.rotation)
+                    image = vio.upright(bgr, self.rotation, contiguous=False)  # crops copy
                     boxes = vio.boxes_to_upright(changed, self.rotation, self.stored_hw)
-                    fixed = self.engine.fixed_input(target)
                     for rect in neighbourhoods(boxes, image.shape[:2], min_hw=fixed or (64, 64)):
                         view, scale = _verify_view(image, rect, boxes, fixed is None)
                         views.append(view)
@@ -473,12 +473,6 @@ def _dedupe(dets: Detections, iou: float) -> Detections:
         xyxy, score = merge(one.xyxy, one.score, iou)
         parts.append(Detections(xyxy, score, np.full(len(score), c, one.cls.dtype)))
     return Detections.concat(parts)
-
-
-def _upright_view(image: np.ndarray, rotation: int) -> np.ndarray:
-    """`vio.upright` without the copy (crops of it are made contiguous where needed)."""
-    k = (rotation // 90) % 4
-    return np.rot90(image, k) if k else image
 
 
 def _bit_depth(pix_fmt: str) -> int:
