@@ -36,6 +36,10 @@ class RuntimeSettings(_Section):
     require_gpu: bool = False  # refuse to start unless CUDA is really active
     intra_op_threads: int = Field(0, ge=0)  # 0 = ONNX Runtime's default (all cores)
     inter_op_threads: int = Field(1, ge=0)
+    # ONNX Runtime's threads busy-wait for work between operators by default. anond runs
+    # decoding, detection, masking and encoding side by side (and workers): spinning takes
+    # the cores they need (hamilton on 2 cores: 20 % more CPU time, no faster). Off: they sleep.
+    allow_spinning: bool = False
     cuda_device_id: int = Field(0, ge=0)
 
 
@@ -152,6 +156,9 @@ class VideoSettings(_Section):
     # and 8) but ONNX Runtime's memory grows with it (~1.5 GiB more at 8 x 720p): frames go
     # to the detector this many at a time there.
     cpu_batch_size: int = Field(1, ge=1, le=64)
+    # ...and this many of those calls run at once (threads; ONNX Runtime releases the GIL),
+    # which keeps the cores busier than one call's own threads do (docs/BENCHMARKS.md).
+    cpu_detect_threads: int = Field(2, ge=1, le=64)
     detect_stride: int = Field(1, ge=1, le=30)
     # The profile's tiling / detail pass on video frames too: finds smaller faces and plates
     # but costs several detector passes per frame. Off: one whole-frame pass per frame.

@@ -8,6 +8,7 @@ from `to_dict()` and `write_json()`.
 from __future__ import annotations
 
 import json
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -19,6 +20,8 @@ from . import __version__
 
 STAGES = ("decode", "detect", "track", "mask", "verify", "encode", "total")
 
+
+_DURATIONS_LOCK = threading.Lock()
 
 @dataclass
 class MediaFacts:
@@ -107,7 +110,8 @@ class JobReport:
             self.add_duration(name, time.perf_counter() - t0)
 
     def add_duration(self, name: str, seconds: float) -> None:
-        self.durations[name] = round(self.durations.get(name, 0.0) + seconds, 6)
+        with _DURATIONS_LOCK:  # a video job's stages run in three threads
+            self.durations[name] = round(self.durations.get(name, 0.0) + seconds, 6)
 
     @staticmethod
     def add_counts(into: dict[str, int], counts: dict[str, int]) -> None:

@@ -297,6 +297,47 @@ def test_detection_stride_is_filled_by_the_tracker(tmp_path, astronaut, face_set
     assert [round(float(t), 3) for t in out["times"]] == [round(float(t), 3) for t in src["times"]]
 
 
+def test_threads_change_nothing_in_the_output(tmp_path, astronaut, face_settings, face_engine, monkeypatch):
+    """Detector calls run concurrently (video.cpu_detect_threads), masking and verification in
+    their own thread, copied packets reach the muxer in batches: the encoder gets the same
+    frames, pixel for pixel and timestamp for timestamp, and the muxer the same audio packets
+    in the same order, as with one detector call at a time.
+
+    (What the encoder is given is compared, not the files: libx264 itself does not produce
+    the same bitstream run to run for the same frames, even with threads=1, measured
+    2026-12-03 with the PyAV wheel's libx264.)"""
+    sent: list = []
+    encode, copy = vio.VideoWriter.encode, vio.VideoWriter.copy
+
+    def spy_encode(self, frame):
+        sent.append(("frame", frame.pts, frame.to_ndarray().tobytes()))  # visible pixels
+        return encode(self, frame)
+
+    def spy_copy(self, packet):
+        sent.append(("packet", packet.pts, bytes(packet)))
+        return copy(self, packet)
+
+    monkeypatch.setattr(vio.VideoWriter, "encode", spy_encode)
+    monkeypatch.setattr(vio.VideoWriter, "copy", spy_copy)
+    src_path = tmp_path / "in.mp4"
+    make_clip(src_path, astronaut, n=30)
+    streams, reports = [], []
+    for threads in (1, 3):
+        sent.clear()
+        reports.append(run(src_path, tmp_path / f"out{threads}.mp4", face_settings, face_engine,
+                           cpu_detect_threads=threads))
+        streams.append(list(sent))
+    one, many = streams
+    assert sum(kind == "frame" for kind, _, _ in one) == 30
+    # the audio, packet for packet in the source's order
+    assert [data for kind, _, data in one if kind == "packet"] == decode_all(src_path)["audio"]
+    assert one == many
+    a, b = (r.to_dict() for r in reports)
+    for key in ("detections", "masked", "tracks", "verify_fixes", "verify_on_mask"):
+        assert a[key] == b[key], key
+    assert a["masked"].get("face", 0) >= 20
+
+
 def test_ten_bit_stays_ten_bit_and_hevc_stays_hevc(tmp_path, astronaut, face_settings, face_engine):
     src_path, out_path = tmp_path / "in.mp4", tmp_path / "out.mp4"
     make_clip(src_path, astronaut, size=(192, 144), n=8, audio=False, codec="libx265",

@@ -45,6 +45,8 @@ def create_session(model: Path | bytes, runtime: RuntimeSettings) -> tuple[Any, 
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.intra_op_num_threads = runtime.intra_op_threads
     options.inter_op_num_threads = runtime.inter_op_threads
+    options.add_session_config_entry("session.intra_op.allow_spinning",
+                                     "1" if runtime.allow_spinning else "0")
     source = model if isinstance(model, bytes) else str(model)
     try:
         session = ort.InferenceSession(source, sess_options=options, providers=providers)

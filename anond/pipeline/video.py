@@ -1,8 +1,9 @@
 """Video stages, streamed: decode ▶ detect (batched) ▶ track ▶ mask ▶ verify ▶ encode.
 
-    decode thread ──frames──▶ window (lookahead) ──final frames, in order──▶ mask/verify ─┐
-                 ──packets (audio, subtitles, data)──────────────────────────────────────┤
-    output thread ◀── in order: composite + encode, remux ◀──────────────────────────────┘
+    decode thread ──frames──▶ window (lookahead) ──final frames + boxes, in order──▶ finisher
+                 ──packets (audio, subtitles, data), in batches, in order──────────▶ thread:
+                                                                                mask, verify
+    output thread ◀── in order: composite + encode, remux ◀─────────────────────────────┘
 
 Frames enter a window as they are decoded and are detected in batches (every frame, or every
 `detect_stride`-th). A frame leaves the window, in order, once the frames `horizon` after it
@@ -14,9 +15,12 @@ Verification looks again only around what masking changed (`verify.neighbourhood
 rest of a detected frame is the decoded picture, already searched at a lower threshold. A frame
 left undetected by `detect_stride` is checked for every target around its interpolated masks.
 
-Compositing and encoding run in one output thread, so they overlap detection; the writer is
-only ever called from it (the container is not thread-safe), and it is drained before the
-file is closed. Its "encode" duration is its own busy time, overlapping the other stages.
+Three stages run at once, each in order: detection and tracking in the job's thread (on the
+CPU, `video.cpu_detect_threads` detector calls at a time), masking and verification of final
+frames in the finisher thread, compositing and encoding in the output thread. The writer is
+only ever called from the output thread (the container is not thread-safe), and both threads
+are drained before the file is closed. Stage durations are each thread's busy time, so they
+overlap and add up to more than the job's wall time.
 
 Masked frames keep every unmasked pixel exactly as decoded; frames without anything to mask
 go to the encoder untouched. Detection runs on the upright picture (display matrix applied)
@@ -27,7 +31,9 @@ from __future__ import annotations
 
 import time
 from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from itertools import repeat
 from pathlib import Path
 
 import cv2
@@ -44,6 +50,7 @@ from ..types import Detections, Target
 from ..verify import neighbourhood_scale, neighbourhoods, on_mask
 
 MAX_VERIFY_ROUNDS = 2
+PACKET_BATCH = 256  # copied packets handed on at once, at most (see _VideoJob._send_packets)
 
 _log = log.get("anond.pipeline.video")
 
@@ -111,10 +118,12 @@ class _VideoJob:
         self.regions_arg, self.regions_policy = regions, regions_policy
         self.counts = _Counts()
         self.writer: vio.VideoWriter | None = None
+        self.finisher: vio.Background | None = None  # mask + verify of final frames, in order
         self.output: vio.Background | None = None  # the writer's calls, in order, off-thread
         self.window: deque[_Slot] = deque()
         self.pending: list[_Slot] = []
-        self.held_packets: list = []
+        self.held_packets: list = []  # copied-stream packets before the output is open
+        self.outgoing: list = []  # copied-stream packets on their way to the finisher
         self.next_index = 0
         self.last_detected = -1
         self.verify_candidates = 0
@@ -141,6 +150,8 @@ class _VideoJob:
         on_cpu = str(getattr(engine, "provider", "")).startswith("CPU")
         self.detector_batch = min(self.vs.batch_size, self.vs.cpu_batch_size) if on_cpu \
             else self.vs.batch_size
+        threads = self.vs.cpu_detect_threads if on_cpu else 1
+        self.detect_pool = ThreadPoolExecutor(threads, "anond-detect") if threads > 1 else None
 
     # -- the loop
 
@@ -161,17 +172,22 @@ class _VideoJob:
                 self.pending.append(self.window[-1])  # the last frame anchors the track ends
             self._detect()
             self._leave(final=True)
+            self._send_packets()
+            self.finisher.drain()
             self.output.drain()
             with self.report.stage("encode"):
                 self.writer.close()
         except BaseException:
-            if self.output is not None:
-                self.output.cancel()
+            for stage in (self.finisher, self.output):  # upstream first: nothing more is fed
+                if stage is not None:
+                    stage.cancel()
             if self.writer is not None:
                 self.writer.abort()
             raise
         finally:
             source.close()
+            if self.detect_pool is not None:
+                self.detect_pool.shutdown()
         self._fill_report()
 
     def _copy(self, packet) -> None:
@@ -179,8 +195,23 @@ class _VideoJob:
             if len(self.held_packets) >= vio.MAX_PENDING_PACKETS:
                 raise CorruptMedia("no video frame could be decoded")
             self.held_packets.append(packet)
-        else:
-            self.output.submit(self.writer.copy, packet)
+            return
+        self.outgoing.append(packet)
+        if len(self.outgoing) >= PACKET_BATCH:
+            self._send_packets()
+
+    def _send_packets(self) -> None:
+        """Copied packets go to the muxer through the finisher, in batches: in the order they
+        came between the frames (the same file for the same input, whatever the threads'
+        timing), and not one thread hand-over per packet (each can wait a GIL switch
+        interval: hamilton's 470 audio packets one by one cost ~2 s of a 12 s job)."""
+        if self.outgoing:
+            packets, self.outgoing = self.outgoing, []
+            self.finisher.submit(self.output.submit, self._write_packets, packets)
+
+    def _write_packets(self, packets: list) -> None:
+        for packet in packets:
+            self.writer.copy(packet)
 
     def _enter(self, frame) -> None:
         if self.writer is None:
@@ -204,9 +235,10 @@ class _VideoJob:
             self.writer = vio.VideoWriter(self.out, self.reader, first_frame, crf=vs.crf,
                                           preset=vs.preset, encoder=vs.encoder, threads=vs.threads,
                                           keep_metadata=vs.keep_metadata)
-        # Compositing and encoding run in one background thread (in order), overlapping
-        # detection; every call on the output container goes through it.
+        # The finisher and output threads (module docstring). ONNX Runtime, OpenCV and PyAV
+        # release the GIL while they work, so masking overlaps inference.
         self.output = vio.Background(size=vs.batch_size)
+        self.finisher = vio.Background(size=2, name="anond-mask")
         for packet in self.held_packets:
             self.output.submit(self.writer.copy, packet)
         self.held_packets.clear()
@@ -234,7 +266,7 @@ class _VideoJob:
         batch, self.pending = self.pending, []
         with self.report.stage("detect"):
             images = [vio.upright(vio.to_bgr(s.frame), self.rotation) for s in batch]
-            found = self._run_detector(images, self.detect_low)
+            found = self._run_detector(images, self.detect_low, pool=self.detect_pool)
         with self.report.stage("track"):
             for slot, dets in zip(batch, found):
                 dets, _ = self.regions.filter_detections(dets, slot.index, slot.t)
@@ -245,12 +277,15 @@ class _VideoJob:
                 slot.detected = True
                 self.last_detected = slot.index
 
-    def _run_detector(self, images: list[np.ndarray], detect, targets=None) -> list[Detections]:
+    def _run_detector(self, images: list[np.ndarray], detect, targets=None,
+                      pool: ThreadPoolExecutor | None = None) -> list[Detections]:
+        """Detections per image, `detector_batch` images a call; calls in `pool` if given."""
         targets = self.profile.targets if targets is None else targets
-        found: list[Detections] = []
-        for i in range(0, len(images), self.detector_batch):
-            found.extend(self.engine.detect(images[i : i + self.detector_batch], detect, targets))
-        return found
+        chunks = [images[i : i + self.detector_batch]
+                  for i in range(0, len(images), self.detector_batch)]
+        calls = pool.map(self.engine.detect, chunks, repeat(detect), repeat(targets)) if pool \
+            else map(self.engine.detect, chunks, repeat(detect), repeat(targets))
+        return [dets for found in calls for dets in found]
 
     def _confident(self, dets: Detections) -> np.ndarray:
         high = np.array([self.params.high_score.get(int(c), 0.0) for c in dets.cls], np.float32)
@@ -259,6 +294,8 @@ class _VideoJob:
     # -- mask ▶ verify ▶ encode, in order
 
     def _leave(self, final: bool) -> None:
+        """Hand the frames no later detection can change, with their final boxes, to the
+        finisher (in batches); the tracker forgets them."""
         horizon = self.tracker.horizon
         ready: list[_Slot] = []
         while self.window:
@@ -267,17 +304,23 @@ class _VideoJob:
                 break
             ready.append(self.window.popleft())
             if len(ready) >= self.vs.batch_size:
-                self._finish(ready)
+                self._hand_over(ready)
                 ready = []
         if ready:
-            self._finish(ready)
+            self._hand_over(ready)
 
-    def _finish(self, slots: list[_Slot]) -> None:
-        """Mask, verify and encode final frames (in order)."""
+    def _hand_over(self, slots: list[_Slot]) -> None:
+        with self.report.stage("track"):
+            boxes = [self.tracker.boxes(slot.index) for slot in slots]
+            self.tracker.release(slots[-1].index + 1)
+        self._send_packets()
+        self.finisher.submit(self._finish, slots, boxes)
+
+    def _finish(self, slots: list[_Slot], boxes: list[Detections]) -> None:
+        """Mask, verify and encode final frames, in order (finisher thread)."""
         jobs = []
         with self.report.stage("mask"):
-            for slot in slots:
-                dets = self.tracker.boxes(slot.index)
+            for slot, dets in zip(slots, boxes):
                 manual = self.regions.masks_at(slot.index, slot.t) if self.regions else []
                 targets = self._verify_targets(slot, dets, manual)
                 if targets:
@@ -308,7 +351,6 @@ class _VideoJob:
         for slot, bgr, coverage, _, _ in jobs:
             self.output.submit(self._emit, slot.frame, bgr, coverage)
             slot.frame = None
-        self.tracker.release(slots[-1].index + 1)
 
     def _emit(self, frame, bgr, coverage) -> None:
         """Composite the masked pixels into the decoded frame and encode it (output thread)."""
