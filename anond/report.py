@@ -23,6 +23,7 @@ STAGES = ("decode", "detect", "track", "mask", "verify", "encode", "total")
 
 _DURATIONS_LOCK = threading.Lock()
 
+
 @dataclass
 class MediaFacts:
     """What the input was: sizes and formats, no names."""

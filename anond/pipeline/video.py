@@ -239,9 +239,9 @@ class _VideoJob:
         # release the GIL while they work, so masking overlaps inference.
         self.output = vio.Background(size=vs.batch_size)
         self.finisher = vio.Background(size=2, name="anond-mask")
-        for packet in self.held_packets:
-            self.output.submit(self.writer.copy, packet)
-        self.held_packets.clear()
+        if self.held_packets:
+            self.output.submit(self._write_packets, self.held_packets)
+            self.held_packets = []
 
     def _load_regions(self):
         from ..regions import Regions, resolve
@@ -283,9 +283,9 @@ class _VideoJob:
         targets = self.profile.targets if targets is None else targets
         chunks = [images[i : i + self.detector_batch]
                   for i in range(0, len(images), self.detector_batch)]
-        calls = pool.map(self.engine.detect, chunks, repeat(detect), repeat(targets)) if pool \
-            else map(self.engine.detect, chunks, repeat(detect), repeat(targets))
-        return [dets for found in calls for dets in found]
+        mapper = pool.map if pool is not None else map
+        return [dets for found in mapper(self.engine.detect, chunks, repeat(detect), repeat(targets))
+                for dets in found]
 
     def _confident(self, dets: Detections) -> np.ndarray:
         high = np.array([self.params.high_score.get(int(c), 0.0) for c in dets.cls], np.float32)
