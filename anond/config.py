@@ -159,6 +159,9 @@ class VideoSettings(_Section):
     # ...and this many of those calls run at once (threads; ONNX Runtime releases the GIL),
     # which keeps the cores busier than one call's own threads do (docs/BENCHMARKS.md).
     cpu_detect_threads: int = Field(2, ge=1, le=64)
+    # Masking and verification of final frames: this many batches at once (threads), handed
+    # to the encoder in order. One such thread was the slowest stage on hamilton.
+    mask_threads: int = Field(2, ge=1, le=64)
     detect_stride: int = Field(1, ge=1, le=30)
     # The profile's tiling / detail pass on video frames too: finds smaller faces and plates
     # but costs several detector passes per frame. Off: one whole-frame pass per frame.

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import math
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -154,6 +155,7 @@ class Regions:
     regions: list[CompiledRegion] = field(default_factory=list)
     applied: set[int] = field(default_factory=set)  # indices of mask regions used on >= 1 frame
     excluded: int = 0  # automatic detections suppressed, summed over frames
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     @classmethod
     def empty(cls) -> "Regions":
@@ -203,7 +205,8 @@ class Regions:
                 continue
             drop[i] = any(inside_fraction(box, p) >= EXCLUDE_MIN_INSIDE for p in polygons)
         n = int(drop.sum())
-        self.excluded += n
+        with self._lock:  # video: the job's thread and the mask threads filter at once
+            self.excluded += n
         return (dets.select(~drop) if n else dets), n
 
 

@@ -298,10 +298,10 @@ def test_detection_stride_is_filled_by_the_tracker(tmp_path, astronaut, face_set
 
 
 def test_threads_change_nothing_in_the_output(tmp_path, astronaut, face_settings, face_engine, monkeypatch):
-    """Detector calls run concurrently (video.cpu_detect_threads), masking and verification in
-    their own thread, copied packets reach the muxer in batches: the encoder gets the same
-    frames, pixel for pixel and timestamp for timestamp, and the muxer the same audio packets
-    in the same order, as with one detector call at a time.
+    """Detector calls run concurrently (video.cpu_detect_threads), batches are masked and
+    verified concurrently (video.mask_threads), copied packets reach the muxer in batches: the
+    encoder gets the same frames, pixel for pixel and timestamp for timestamp, and the muxer
+    the same audio packets in the same order, as with one thread for each.
 
     (What the encoder is given is compared, not the files: libx264 itself does not produce
     the same bitstream run to run for the same frames, even with threads=1, measured
@@ -322,10 +322,10 @@ def test_threads_change_nothing_in_the_output(tmp_path, astronaut, face_settings
     src_path = tmp_path / "in.mp4"
     make_clip(src_path, astronaut, n=30)
     streams, reports = [], []
-    for threads in (1, 3):
+    for threads in (1, 3):  # batches of 4 frames: 8 of them, several masked at once
         sent.clear()
         reports.append(run(src_path, tmp_path / f"out{threads}.mp4", face_settings, face_engine,
-                           cpu_detect_threads=threads))
+                           cpu_detect_threads=threads, mask_threads=threads, batch_size=4))
         streams.append(list(sent))
     one, many = streams
     assert sum(kind == "frame" for kind, _, _ in one) == 30
@@ -335,7 +335,38 @@ def test_threads_change_nothing_in_the_output(tmp_path, astronaut, face_settings
     a, b = (r.to_dict() for r in reports)
     for key in ("detections", "masked", "tracks", "verify_fixes", "verify_on_mask"):
         assert a[key] == b[key], key
+    assert a["parameters"]["video"] == b["parameters"]["video"]  # frames masked, verified...
     assert a["masked"].get("face", 0) >= 20
+
+
+def test_a_failure_while_masking_stops_the_job_and_its_threads(tmp_path, astronaut, face_settings,
+                                                               face_engine, monkeypatch):
+    """An error in a mask thread reaches the caller as itself (not a hang, not a half-written
+    file reported as done), and no thread of the job is left running."""
+    import threading
+
+    from anond import mask
+
+    calls = {"n": 0}
+    real_apply = mask.apply
+
+    def failing_apply(image, dets, settings):
+        calls["n"] += 1
+        if calls["n"] == 12:  # part-way: some batches encoded, others queued or being masked
+            raise RuntimeError("injected masking failure")
+        return real_apply(image, dets, settings)
+
+    monkeypatch.setattr(mask, "apply", failing_apply)
+    src_path = tmp_path / "in.mp4"
+    make_clip(src_path, astronaut, n=40)
+    before = {t.ident for t in threading.enumerate()}
+    with pytest.raises(RuntimeError, match="injected masking failure"):
+        run(src_path, tmp_path / "out.mp4", face_settings, face_engine, batch_size=4,
+            mask_threads=3)
+    left = [t.name for t in threading.enumerate()
+            if t.ident not in before and t.name.startswith("anond-") and t.is_alive()]
+    assert not left
+    assert calls["n"] >= 12
 
 
 def test_ten_bit_stays_ten_bit_and_hevc_stays_hevc(tmp_path, astronaut, face_settings, face_engine):

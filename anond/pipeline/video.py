@@ -1,9 +1,9 @@
 """Video stages, streamed: decode ▶ detect (batched) ▶ track ▶ mask ▶ verify ▶ encode.
 
-    decode thread ──frames──▶ window (lookahead) ──final frames + boxes, in order──▶ finisher
-                 ──packets (audio, subtitles, data), in batches, in order──────────▶ thread:
-                                                                                mask, verify
-    output thread ◀── in order: composite + encode, remux ◀─────────────────────────────┘
+    decode thread ──frames──▶ window (lookahead) ──final frames + boxes, in batches──▶ mask
+                 ──packets (audio, subtitles, data), in batches──┐                  threads:
+                                                                  ▼                  mask, verify
+    output thread ◀── in order: remux packets; composite + encode each batch once masked ◀─┘
 
 Frames enter a window as they are decoded and are detected in batches (every frame, or every
 `detect_stride`-th). A frame leaves the window, in order, once the frames `horizon` after it
@@ -15,11 +15,13 @@ Verification looks again only around what masking changed (`verify.neighbourhood
 rest of a detected frame is the decoded picture, already searched at a lower threshold. A frame
 left undetected by `detect_stride` is checked for every target around its interpolated masks.
 
-Three stages run at once, each in order: detection and tracking in the job's thread (on the
-CPU, `video.cpu_detect_threads` detector calls at a time), masking and verification of final
-frames in the finisher thread, compositing and encoding in the output thread. The writer is
-only ever called from the output thread (the container is not thread-safe), and both threads
-are drained before the file is closed. Stage durations are each thread's busy time, so they
+Three stages run at once: detection and tracking in the job's thread (on the CPU,
+`video.cpu_detect_threads` detector calls at a time), masking and verification of batches of
+final frames in `video.mask_threads` threads (batches are independent: each frame is masked
+and verified on its own), compositing and encoding in the output thread, which takes the
+batches and the copied packets strictly in the order the job's thread handed them on. The
+writer is only ever called from the output thread (the container is not thread-safe), which
+is drained before the file is closed. Stage durations are each thread's busy time, so they
 overlap and add up to more than the job's wall time.
 
 Masked frames keep every unmasked pixel exactly as decoded; frames without anything to mask
@@ -75,6 +77,13 @@ class _Counts:
     frames_verified: int = 0
     verify_views: int = 0  # crops around masks given to the detector again
 
+    def add_masking(self, other: "_Counts") -> None:
+        """Add what one batch's mask thread counted (each counts its own; the output thread
+        adds them up). `detections` is the job thread's alone."""
+        JobReport.add_counts(self.masked, other.masked)
+        for name in ("verify_fixes", "verify_on_mask", "frames_verified", "verify_views"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+
 
 def process_video(
     src: Path,
@@ -118,12 +127,12 @@ class _VideoJob:
         self.regions_arg, self.regions_policy = regions, regions_policy
         self.counts = _Counts()
         self.writer: vio.VideoWriter | None = None
-        self.finisher: vio.Background | None = None  # mask + verify of final frames, in order
+        self.mask_pool: ThreadPoolExecutor | None = None  # mask + verify of final frames
         self.output: vio.Background | None = None  # the writer's calls, in order, off-thread
         self.window: deque[_Slot] = deque()
         self.pending: list[_Slot] = []
         self.held_packets: list = []  # copied-stream packets before the output is open
-        self.outgoing: list = []  # copied-stream packets on their way to the finisher
+        self.outgoing: list = []  # copied-stream packets on their way to the output thread
         self.next_index = 0
         self.last_detected = -1
         self.verify_candidates = 0
@@ -173,21 +182,22 @@ class _VideoJob:
             self._detect()
             self._leave(final=True)
             self._send_packets()
-            self.finisher.drain()
             self.output.drain()
             with self.report.stage("encode"):
                 self.writer.close()
         except BaseException:
-            for stage in (self.finisher, self.output):  # upstream first: nothing more is fed
-                if stage is not None:
-                    stage.cancel()
+            if self.mask_pool is not None:  # upstream first: batches not begun are dropped
+                self.mask_pool.shutdown(wait=False, cancel_futures=True)
+            if self.output is not None:
+                self.output.cancel()
             if self.writer is not None:
                 self.writer.abort()
             raise
         finally:
             source.close()
-            if self.detect_pool is not None:
-                self.detect_pool.shutdown()
+            for pool in (self.detect_pool, self.mask_pool):
+                if pool is not None:
+                    pool.shutdown()
         self._fill_report()
 
     def _copy(self, packet) -> None:
@@ -201,13 +211,13 @@ class _VideoJob:
             self._send_packets()
 
     def _send_packets(self) -> None:
-        """Copied packets go to the muxer through the finisher, in batches: in the order they
-        came between the frames (the same file for the same input, whatever the threads'
+        """Copied packets go to the muxer in batches, queued with the frame batches in the order
+        they came between the frames (the same file for the same input, whatever the threads'
         timing), and not one thread hand-over per packet (each can wait a GIL switch
         interval: hamilton's 470 audio packets one by one cost ~2 s of a 12 s job)."""
         if self.outgoing:
             packets, self.outgoing = self.outgoing, []
-            self.finisher.submit(self.output.submit, self._write_packets, packets)
+            self.output.submit(self._write_packets, packets)
 
     def _write_packets(self, packets: list) -> None:
         for packet in packets:
@@ -235,10 +245,12 @@ class _VideoJob:
             self.writer = vio.VideoWriter(self.out, self.reader, first_frame, crf=vs.crf,
                                           preset=vs.preset, encoder=vs.encoder, threads=vs.threads,
                                           keep_metadata=vs.keep_metadata)
-        # The finisher and output threads (module docstring). ONNX Runtime, OpenCV and PyAV
-        # release the GIL while they work, so masking overlaps inference.
-        self.output = vio.Background(size=vs.batch_size)
-        self.finisher = vio.Background(size=2, name="anond-mask")
+        # The mask threads and the output thread (module docstring). ONNX Runtime, OpenCV and
+        # PyAV release the GIL while they work, so masking overlaps inference. The output
+        # queue holds batches; its bound also bounds the batches being masked (one more than
+        # it holds), so memory stays flat.
+        self.mask_pool = ThreadPoolExecutor(vs.mask_threads, "anond-mask")
+        self.output = vio.Background(size=vs.mask_threads + 1)
         if self.held_packets:
             self.output.submit(self._write_packets, self.held_packets)
             self.held_packets = []
@@ -294,8 +306,8 @@ class _VideoJob:
     # -- mask ▶ verify ▶ encode, in order
 
     def _leave(self, final: bool) -> None:
-        """Hand the frames no later detection can change, with their final boxes, to the
-        finisher (in batches); the tracker forgets them."""
+        """Hand the frames no later detection can change, with their final boxes, on to be
+        masked (in batches); the tracker forgets them."""
         horizon = self.tracker.horizon
         ready: list[_Slot] = []
         while self.window:
@@ -310,23 +322,31 @@ class _VideoJob:
             self._hand_over(ready)
 
     def _hand_over(self, slots: list[_Slot]) -> None:
+        """Final boxes, manual regions and what to verify per frame (decided here, in order),
+        then the batch to a mask thread and its place in the output queue."""
         with self.report.stage("track"):
             boxes = [self.tracker.boxes(slot.index) for slot in slots]
             self.tracker.release(slots[-1].index + 1)
+        plans = []
+        for slot, dets in zip(slots, boxes):
+            manual = self.regions.masks_at(slot.index, slot.t) if self.regions else []
+            targets = self._verify_targets(slot, dets, manual)
+            if targets:
+                self.verify_candidates += 1
+                if (self.verify_candidates - 1) % self.vs.verify_every:
+                    targets = []
+            plans.append((slot, dets, manual, targets))
         self._send_packets()
-        self.finisher.submit(self._finish, slots, boxes)
+        masked = self.mask_pool.submit(self._finish, plans)
+        self.output.submit(self._emit_batch, masked)
 
-    def _finish(self, slots: list[_Slot], boxes: list[Detections]) -> None:
-        """Mask, verify and encode final frames, in order (finisher thread)."""
+    def _finish(self, plans: list) -> tuple[list, _Counts]:
+        """Mask and verify one batch of final frames (a mask thread): the frames to encode,
+        with what changed, and the batch's counts."""
+        counts = _Counts()
         jobs = []
         with self.report.stage("mask"):
-            for slot, dets in zip(slots, boxes):
-                manual = self.regions.masks_at(slot.index, slot.t) if self.regions else []
-                targets = self._verify_targets(slot, dets, manual)
-                if targets:
-                    self.verify_candidates += 1
-                    if (self.verify_candidates - 1) % self.vs.verify_every:
-                        targets = []
+            for slot, dets, manual, targets in plans:
                 if not len(dets) and not manual and not targets:
                     jobs.append((slot, None, None, [], None))
                     continue
@@ -336,7 +356,7 @@ class _VideoJob:
                 if len(dets):
                     mask.apply(bgr, dets, self.profile.mask)
                     coverage |= mask.coverage_mask(bgr.shape[:2], dets, self.profile.mask)
-                    JobReport.add_counts(self.counts.masked, dets.counts())
+                    JobReport.add_counts(counts.masked, dets.counts())
                 for polygon, mode in manual:
                     stored = vio.points_to_stored(polygon, self.rotation, self.stored_hw)
                     mask.apply_polygons(bgr, [stored], mode or self.profile.mask.mode,
@@ -347,9 +367,15 @@ class _VideoJob:
         to_verify = [j for j in jobs if j[3]]
         if to_verify:
             with self.report.stage("verify"):
-                self._verify(to_verify)
+                self._verify(to_verify, counts)
+        return jobs, counts
+
+    def _emit_batch(self, masked) -> None:
+        """Encode a batch, in order, once its mask thread is done (output thread)."""
+        jobs, counts = masked.result()
+        self.counts.add_masking(counts)
         for slot, bgr, coverage, _, _ in jobs:
-            self.output.submit(self._emit, slot.frame, bgr, coverage)
+            self._emit(slot.frame, bgr, coverage)
             slot.frame = None
 
     def _emit(self, frame, bgr, coverage) -> None:
@@ -375,7 +401,7 @@ class _VideoJob:
         present = {Target(int(c)).label for c in set(dets.cls.tolist())}
         return [t for t in self.profile.targets if t in present]
 
-    def _verify(self, jobs) -> None:
+    def _verify(self, jobs, counts: _Counts) -> None:
         """Re-detect around the masks of masked frames (batched); mask and count what is found.
 
         Only the neighbourhood of what masking changed is searched again (`neighbourhoods`):
@@ -383,7 +409,7 @@ class _VideoJob:
         Round two looks around the masks that round one added.
         """
         active = list(jobs)
-        self.counts.frames_verified += len(active)
+        counts.frames_verified += len(active)
         for _ in range(MAX_VERIFY_ROUNDS):
             found: list[list[Detections]] = [[] for _ in active]
             for target in self.profile.targets:
@@ -400,7 +426,7 @@ class _VideoJob:
                         owners.append((k, rect[0], rect[1], scale))
                 if not views:
                     continue
-                self.counts.verify_views += len(views)
+                counts.verify_views += len(views)
                 for (k, x0, y0, (sx, sy)), dets in zip(
                         owners, self._run_detector(views, self.detect_verify, [target])):
                     if len(dets):
@@ -419,14 +445,14 @@ class _VideoJob:
                 # The detector seeing the mask itself (a blurred head is still a head-shaped
                 # blob) changes nothing when masked again: counted, left alone.
                 seen_on_mask = on_mask(dets, coverage)
-                self.counts.verify_on_mask += int(seen_on_mask.sum())
+                counts.verify_on_mask += int(seen_on_mask.sum())
                 dets = dets.select(~seen_on_mask)
                 if not len(dets):
                     continue
                 mask.apply(bgr, dets, self.profile.mask)
                 coverage |= mask.coverage_mask(bgr.shape[:2], dets, self.profile.mask)
-                self.counts.verify_fixes += len(dets)
-                JobReport.add_counts(self.counts.masked, dets.counts())
+                counts.verify_fixes += len(dets)
+                JobReport.add_counts(counts.masked, dets.counts())
                 still.append((slot, bgr, coverage, [t for t in self.profile.targets
                                                     if t in dets.counts()],
                               _margined(dets, self.profile.mask)))
