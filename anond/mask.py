@@ -22,6 +22,7 @@ import cv2
 import numpy as np
 
 from .config import MaskMode, MaskSettings, MaskShape
+from .pixels import copy_where
 from .types import Detections, Target
 
 # Blur: the margined box is reduced to this many cells across before being smoothed back up.
@@ -175,12 +176,7 @@ def _mask_region(image: np.ndarray, roi, inside: np.ndarray, size: float, mode: 
         masked = _blur(patch, size)
     else:
         raise ValueError(f"unknown mask mode: {mode}")
-    masked = masked.reshape(patch.shape)  # cv2 drops a single channel axis
-    # Same pixels as patch[inside] = masked[inside], in place: cv2.copyTo writes into the
-    # view of the image (50x faster than np.copyto with where=); numpy where OpenCV cannot.
-    if patch.dtype != np.uint8 or cv2.copyTo(masked, np.ascontiguousarray(inside).view(np.uint8),
-                                             patch) is not patch:
-        np.copyto(patch, masked, where=inside[..., None] if patch.ndim == 3 else inside)
+    copy_where(patch, masked.reshape(patch.shape), inside)  # cv2 drops a single channel axis
 
 
 def _pixelate(patch: np.ndarray, size: float) -> np.ndarray:
@@ -218,17 +214,22 @@ def _blur(patch: np.ndarray, size: float) -> np.ndarray:
     if (mw, mh) != (w, h):
         smooth = cv2.resize(smooth, (w, h), interpolation=cv2.INTER_LINEAR)
     noise = _noise(smooth.shape, zlib.crc32(np.ascontiguousarray(patch).data))
-    noise += smooth
-    return np.clip(noise, 0, 255, out=noise).astype(np.uint8)
+    return cv2.add(smooth, noise, dtype=cv2.CV_8U)  # saturating: clipped to 0..255
 
 
 def _noise(shape: tuple[int, ...], seed: int) -> np.ndarray:
-    """Gaussian noise (sigma BLUR_NOISE_SIGMA) of `shape`, float32, drawn afresh per region.
+    """Gaussian noise (sigma BLUR_NOISE_SIGMA, rounded to whole grey levels) of `shape`, int16,
+    drawn afresh per region from `seed`.
 
-    (A cheaper variant cut from one precomputed tile was tried on 2026-12-03: on hamilton an
-    independent CenterFace then found twice as many faces in the output, 12 vs 6 of 688, so
-    fresh noise stayed.)
+    OpenCV's generator, not numpy's: 2-3x cheaper for the same normal distribution (noise was
+    half of the masking time on hamilton). Its state is per thread (`cv::theRNG`), so seeding
+    it here and drawing at once gives the same noise whatever other threads do.
+    On hamilton the faces an independent CenterFace still finds in the output (all on masks:
+    a blurred head) depend on the noise drawn: 5-12 of 688 over four seeds with numpy's
+    normals, 4-10 with these (docs/BENCHMARKS.md); a precomputed tile cut per region was
+    no better (12).
     """
-    noise = np.random.default_rng(seed).standard_normal(shape, dtype=np.float32)
-    noise *= np.float32(BLUR_NOISE_SIGMA)
+    noise = np.empty(shape, np.int16)
+    cv2.setRNGSeed(seed & 0x7FFFFFFF)
+    cv2.randn(noise, (0.0,) * 4, (BLUR_NOISE_SIGMA,) * 4)
     return noise
