@@ -24,10 +24,12 @@ from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 
+import cv2
 import numpy as np
 
 from .. import log
 from ..errors import CorruptMedia, UnsupportedMedia
+from ..pixels import copy_where
 
 VIDEO_EXTENSIONS = (".mp4", ".mov", ".mkv", ".avi", ".webm", ".ts", ".m4v")
 MUXERS = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "matroska", ".webm": "webm",
@@ -85,7 +87,35 @@ def filter_metadata(metadata: dict[str, str], keep: Iterable[str]) -> dict[str, 
 
 def to_bgr(frame) -> np.ndarray:
     """The frame as a BGR uint8 image in its stored (not display) orientation."""
-    return frame.to_ndarray(format="bgr24")
+    return _reformat(frame, format="bgr24").to_ndarray()
+
+
+# Patches converted back from BGR are cut to multiples of this many pixels (inside the frame),
+# so that conversions of the same size come back and can reuse their swscale context.
+PATCH_GRID = 32
+_MAX_CONVERTERS = 32  # swscale contexts kept per thread
+
+_converters = threading.local()
+
+
+def _reformat(frame, **kwargs):
+    """`frame.reformat(**kwargs)`, single-threaded, through a reformatter kept per thread and
+    conversion (source size and format, arguments).
+
+    PyAV's `VideoFrame.reformat` builds a new swscale context for every frame it is called on
+    and slices the work over threads by default; for a patch both cost more than the
+    conversion itself (a 620x300 BGR patch to yuv420p: 6.7 ms, 1.2 ms this way, same pixels).
+    """
+    cache = getattr(_converters, "by_key", None)
+    if cache is None:
+        cache = _converters.by_key = {}
+    key = (frame.width, frame.height, frame.format.name, tuple(sorted(kwargs.items())))
+    reformatter = cache.get(key)
+    if reformatter is None:
+        if len(cache) >= _MAX_CONVERTERS:
+            cache.clear()
+        reformatter = cache[key] = _av().video.reformatter.VideoReformatter()
+    return reformatter.reformat(frame, threads=1, **kwargs)
 
 
 def upright(image: np.ndarray, rotation: int, *, contiguous: bool = True) -> np.ndarray:
@@ -154,17 +184,19 @@ def composite(original, masked_bgr: np.ndarray, coverage: np.ndarray):
     av = _av()
     fmt = original.format
     layout = _plane_layout(original)
-    rows, cols = np.flatnonzero(coverage.any(axis=1)), np.flatnonzero(coverage.any(axis=0))
-    if layout is None or not len(rows):  # packed/exotic layout: the whole frame is converted
+    bx, by, bw, bh = cv2.boundingRect(np.ascontiguousarray(coverage).view(np.uint8))
+    if layout is None or not bw:  # packed/exotic layout: the whole frame is converted
         return _carry_props(original, _from_bgr(masked_bgr, original))
     h, w = coverage.shape
-    # The box, widened to whole chroma samples so planes stay aligned with it.
+    # The box, widened to whole chroma samples so planes stay aligned with it, and to the grid.
     fy = max(1, max(math.ceil(h / p.height) for p in original.planes))
     fx = max(1, max(math.ceil(w / p.width) for p in original.planes))
-    y0, x0 = rows[0] // fy * fy, cols[0] // fx * fx
-    y1, x1 = min(h, -(-(rows[-1] + 1) // fy) * fy), min(w, -(-(cols[-1] + 1) // fx) * fx)
+    y0, y1 = _grid_span(by, by + bh, h, fy)
+    x0, x1 = _grid_span(bx, bx + bw, w, fx)
     patch = _from_bgr(np.ascontiguousarray(masked_bgr[y0:y1, x0:x1]), original)
     new = av.VideoFrame(w, h, fmt.name)
+    cover = coverage[y0:y1, x0:x1]
+    masks: dict[tuple[int, int], np.ndarray] = {}  # per plane size (chroma planes share one)
     for (comps, dtype), po, pn, pp in zip(layout, original.planes, new.planes, patch.planes):
         sy, sx = math.ceil(h / po.height), math.ceil(w / po.width)  # this plane's subsampling
         o = _plane_view(po, po.height, po.width, comps, dtype)
@@ -173,20 +205,30 @@ def composite(original, masked_bgr: np.ndarray, coverage: np.ndarray):
         q = _plane_view(pp, pp.height, pp.width, comps, dtype)
         py0, px0 = y0 // sy, x0 // sx
         region = n[py0 : py0 + pp.height, px0 : px0 + pp.width]
-        m = _downsample_any(coverage[y0:y1, x0:x1], pp.height, pp.width)
-        m = m[: region.shape[0], : region.shape[1]]
-        if comps > 1:
-            m = m[:, :, None]
-        np.copyto(region, q[: region.shape[0], : region.shape[1]], where=m)
+        m = masks.get((pp.height, pp.width))
+        if m is None:
+            m = masks[(pp.height, pp.width)] = _downsample_any(cover, pp.height, pp.width)
+        rh, rw = region.shape[:2]
+        copy_where(region, q[:rh, :rw], m[:rh, :rw])
     return _carry_props(original, new)
+
+
+def _grid_span(lo: int, hi: int, size: int, align: int) -> tuple[int, int]:
+    """[lo, hi) grown to a multiple of PATCH_GRID (at most `size`), inside [0, size), starting
+    on a multiple of `align` (whole chroma samples)."""
+    want = min(size, -(-(hi - lo) // PATCH_GRID) * PATCH_GRID)
+    lo = lo // align * align
+    hi = min(size, max(hi, lo + want))
+    lo = max(0, hi - want) // align * align
+    return lo, hi
 
 
 def _from_bgr(bgr: np.ndarray, like):
     """A BGR image as a frame in `like`'s pixel format, colour matrix and range."""
     av = _av()
     cs = like.colorspace if like.colorspace not in (0, 2) else None
-    return av.VideoFrame.from_ndarray(bgr, format="bgr24").reformat(
-        format=like.format.name, dst_colorspace=cs, dst_color_range=like.color_range or None)
+    return _reformat(av.VideoFrame.from_ndarray(bgr, format="bgr24"), format=like.format.name,
+                     dst_colorspace=cs, dst_color_range=like.color_range or None)
 
 
 def _plane_layout(frame) -> list[tuple[int, type]] | None:
@@ -231,7 +273,11 @@ def _downsample_any(mask: np.ndarray, ph: int, pw: int) -> np.ndarray:
     fy, fx = math.ceil(h / ph), math.ceil(w / pw)
     padded = np.zeros((ph * fy, pw * fx), bool)
     padded[:h, :w] = mask
-    return padded.reshape(ph, fy, pw, fx).any(axis=(1, 3))
+    out = np.zeros((ph, pw), bool)
+    for dy in range(fy):  # element-wise ORs of strided views: far cheaper than any(axis=...)
+        for dx in range(fx):
+            out |= padded[dy::fy, dx::fx]
+    return out
 
 
 def _carry_props(original, new):
