@@ -166,6 +166,7 @@ class Run:
     peak_rss_mib: float  # whole process tree, sampled
     max_rss_mib: float  # largest single process (kernel's ru_maxrss via wait4)
     stderr_tail: str = ""
+    cpu_s: float = 0.0  # user + system CPU seconds of the process and the children it waited for
 
 
 def _tree_rss_kib(root_pid: int) -> int:
@@ -224,7 +225,8 @@ def run_measured(cmd: list[str], *, env: dict | None = None, cwd: Path | None = 
     reader.join(timeout=5)
     proc.returncode = os.waitstatus_to_exitcode(status)
     tail = b"".join(err_chunks).decode(errors="replace")[-2000:]
-    return Run(proc.returncode, seconds, peak[0] / 1024, usage.ru_maxrss / 1024, tail)
+    return Run(proc.returncode, seconds, peak[0] / 1024, usage.ru_maxrss / 1024, tail,
+               usage.ru_utime + usage.ru_stime)
 
 
 def video_facts(path: Path) -> dict:

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """End-to-end throughput and peak memory on each clip: anond, deface 1.5.0, plain transcode.
 
-For every clip in ../shared/data/video, the same script runs, one after the other:
+For every clip in ../shared/data/video, the same script runs:
 - transcode: `bench/_transcode.py` (decode + re-encode with anond's encoder settings; the floor);
 - deface:    `deface CLIP -o OUT` from its own venv (.bench/deface-venv), default settings
              (CenterFace threshold 0.2, blur, ellipse, mask scale 1.3, no audio); for clips
@@ -14,7 +14,10 @@ For every clip in ../shared/data/video, the same script runs, one after the othe
              the faces left in each output against those in the input: a recall proxy on
              clips without labels, read in the column of the family that did not mask.
 Each is a separate process, timed from start to exit (start-up and model loading included),
-best of --repeat runs. Peak RSS: the whole process tree (deface's ffmpeg writer included),
+best of --repeat runs. deface and anond faces only (with the stride variants) run in rounds,
+one run of each per round, and the ratio to deface is also given per round (median and range):
+on a shared machine the speed drifts over minutes, and runs made next to each other see the
+same machine. Peak RSS: the whole process tree (deface's ffmpeg writer included),
 sampled every 0.1 s from /proc; "max RSS" is the kernel's figure for the largest single process.
 fps = decoded frames of the clip / wall seconds. Ratios: anond fps / deface fps (default
 profile, and faces only) and anond fps / transcode fps (1.0: anonymizing costs nothing over
@@ -82,12 +85,33 @@ def best(runs: list) -> c.Run:
 
 
 def measure(cmd: list[str], repeat: int, out_path, env=None) -> tuple[c.Run, list[float]]:
-    runs = []
-    for _ in range(repeat):
-        if out_path is not None and os.path.exists(out_path):
-            os.unlink(out_path)
-        runs.append(c.run_measured(cmd, env=env))
+    runs = [_run_once(cmd, out_path, env) for _ in range(repeat)]
     return best(runs), [round(r.seconds, 1) for r in runs]
+
+
+def measure_rounds(jobs: dict, repeat: int) -> dict[str, list[c.Run]]:
+    """Runs of every job {tool: (cmd, out_path, env)}, one of each per round, `repeat` rounds."""
+    runs: dict[str, list[c.Run]] = {tool: [] for tool in jobs}
+    for _ in range(repeat):
+        for tool, (cmd, out_path, env) in jobs.items():
+            runs[tool].append(_run_once(cmd, out_path, env))
+    return runs
+
+
+def _run_once(cmd: list[str], out_path, env) -> c.Run:
+    if out_path is not None and os.path.exists(out_path):
+        os.unlink(out_path)
+    return c.run_measured(cmd, env=env)
+
+
+def round_ratios(base: list[c.Run], other: list[c.Run]) -> str:
+    """Per-round speed ratios other/base (base seconds / other seconds): 'median (min-max)'."""
+    ratios = sorted(b.seconds / o.seconds for b, o in zip(base, other) if b.rc == 0 and o.rc == 0)
+    if not ratios:
+        return "n/a"
+    mid = len(ratios) // 2
+    median = ratios[mid] if len(ratios) % 2 else (ratios[mid - 1] + ratios[mid]) / 2
+    return f"{median:.2f} ({ratios[0]:.2f}-{ratios[-1]:.2f})" if len(ratios) > 1 else f"{median:.2f}"
 
 
 def main() -> int:
@@ -98,6 +122,8 @@ def main() -> int:
     parser.add_argument("--no-append", action="store_true", help="print only")
     parser.add_argument("--strides", type=lambda v: [int(x) for x in v.split(",") if x],
                         default=[2, 3], help="extra faces-only anond runs with these detect_stride")
+    parser.add_argument("--no-default", dest="default", action="store_false",
+                        help="skip anond's default profile (faces and plates: the slow run)")
     parser.add_argument("--no-check", dest="check", action="store_false",
                         help="skip the independent-detector residual table")
     args = parser.parse_args()
@@ -129,34 +155,41 @@ def main() -> int:
         results["transcode (PyAV, floor)"] = measure(
             [sys.executable, str(c.ROOT / "bench" / "_transcode.py"), str(clip), str(out)],
             args.repeat, out)
+        # deface masks faces only: the same job for anond, for a like-for-like ratio; these
+        # run in rounds (module docstring), each tool writing its own output for the checker.
+        faces_env = dict(env, ANOND_PROFILE__TARGETS='["face"]')
+        paired = {}
         if have_deface:
-            out = out_dir / "deface.mp4"
-            results["deface 1.5.0"] = measure([str(deface_bin), str(clip), "-o", str(out)],
-                                              args.repeat, out)
+            paired["deface 1.5.0"] = ([str(deface_bin), str(clip), "-o", str(out_dir / "deface.mp4")],
+                                      out_dir / "deface.mp4", None)
+        faces = {"anond, faces only (as deface)": faces_env}
+        for stride in args.strides:  # the speed knob: detect every Nth frame, tracker fills in
+            faces[f"anond, faces only, detect_stride {stride}"] = dict(
+                faces_env, ANOND_VIDEO__DETECT_STRIDE=str(stride))
+        for k, (tool, tool_env) in enumerate(faces.items()):
+            out = out_dir / f"anond-faces-{k}{ext}"
+            paired[tool] = ([*anond_bin, "process", str(clip), str(out), "--on-exists", "replace"],
+                            out, tool_env)
+        rounds = measure_rounds(paired, args.repeat)
+        if "deface 1.5.0" in rounds:
+            results["deface 1.5.0"] = best(rounds["deface 1.5.0"]), [
+                round(r.seconds, 1) for r in rounds["deface 1.5.0"]]
             if facts["audio"]:
+                out = out_dir / "deface-audio.mp4"
                 results["deface 1.5.0 --keep-audio"] = measure(
                     [str(deface_bin), str(clip), "-o", str(out), "--keep-audio"], args.repeat, out)
         out = out_dir / f"anond{ext}"
         report_path = out_dir / "anond-report.json"
-        results["anond"] = measure(
-            [*anond_bin, "process", str(clip), str(out), "--on-exists", "replace",
-             "--report", str(report_path)], args.repeat, out, env=env)
-        # deface masks faces only: the same job for anond, for a like-for-like ratio.
-        faces_env = dict(env, ANOND_PROFILE__TARGETS='["face"]')
+        if args.default:
+            results["anond"] = measure(
+                [*anond_bin, "process", str(clip), str(out), "--on-exists", "replace",
+                 "--report", str(report_path)], args.repeat, out, env=env)
+        for tool in faces:
+            results[tool] = best(rounds[tool]), [round(r.seconds, 1) for r in rounds[tool]]
         outputs = {}
-        results["anond, faces only (as deface)"] = measure(
-            [*anond_bin, "process", str(clip), str(out), "--on-exists", "replace"],
-            args.repeat, out, env=faces_env)
         if checker:
-            outputs["anond, faces only (as deface)"] = checker.count(out)
-        for stride in args.strides:  # the speed knob: detect every Nth frame, tracker fills in
-            tool = f"anond, faces only, detect_stride {stride}"
-            results[tool] = measure(
-                [*anond_bin, "process", str(clip), str(out), "--on-exists", "replace"],
-                args.repeat, out, env=dict(faces_env, ANOND_VIDEO__DETECT_STRIDE=str(stride)))
-            if checker:
-                outputs[tool] = checker.count(out)
-        if checker:  # deface's output: measured again (the last deface run wrote it)
+            for tool in faces:
+                outputs[tool] = checker.count(paired[tool][1])
             outputs["input"] = checker.count(clip)
             if have_deface and (out_dir / "deface.mp4").is_file():  # its last run's output
                 outputs["deface 1.5.0"] = checker.count(out_dir / "deface.mp4")
@@ -173,19 +206,25 @@ def main() -> int:
                              f"{r.stderr_tail.strip().splitlines()[-1:] if r.stderr_tail else ''}")
             rows.append([name, f"{facts['width']}x{facts['height']}", frames, tool,
                          f"{r.seconds:.1f}" + (f" ({', '.join(map(str, all_s))})" if len(all_s) > 1 else ""),
-                         f"{fps[tool]:.2f}" if fps[tool] else "failed",
+                         f"{fps[tool]:.2f}" if fps[tool] else "failed", f"{r.cpu_s:.1f}",
                          f"{r.peak_rss_mib:.0f}", f"{r.max_rss_mib:.0f}"])
             print(" | ".join(map(str, rows[-1])), flush=True)
         a = fps.get("anond")
         d = fps.get("deface 1.5.0")
         t = fps.get("transcode (PyAV, floor)")
-        rows.append([name, "", "", "**ratio anond/deface**", "", f"{a / d:.2f}" if a and d else "n/a", "", ""])
-        rows.append([name, "", "", "**ratio anond/transcode**", "", f"{a / t:.2f}" if a and t else "n/a", "", ""])
-        for tool in [k for k in fps if k.startswith("anond, faces only")]:
+        if args.default:
+            rows.append([name, "", "", "**ratio anond/deface**", "", f"{a / d:.2f}" if a and d else "n/a",
+                         "", "", ""])
+            rows.append([name, "", "", "**ratio anond/transcode**", "",
+                         f"{a / t:.2f}" if a and t else "n/a", "", "", ""])
+        for tool in faces:
             af = fps[tool]
-            rows.append([name, "", "", f"**ratio {tool[len('anond, '):]} / deface**", "",
-                         f"{af / d:.2f}" if af and d else "n/a", "", ""])
-        if report_path.is_file() and results["anond"][0].rc == 0:
+            rows.append([name, "", "", f"**ratio {tool[len('anond, '):]} / deface** (best runs)", "",
+                         f"{af / d:.2f}" if af and d else "n/a", "", "", ""])
+            if "deface 1.5.0" in rounds and args.repeat > 1:
+                rows.append([name, "", "", "**... the same, per round: median (range)**", "",
+                             round_ratios(rounds["deface 1.5.0"], rounds[tool]), "", "", ""])
+        if report_path.is_file() and results.get("anond", (None,))[0] and results["anond"][0].rc == 0:
             rep = json.loads(report_path.read_text())
             job = rep["jobs"][0] if isinstance(rep, dict) and "jobs" in rep else rep
             d_ = job.get("durations", {})
@@ -197,7 +236,8 @@ def main() -> int:
                                  json.dumps(job.get("masked", {})), json.dumps(job.get("tracks", {}))])
         shutil.rmtree(out_dir, ignore_errors=True)
         out_dir.mkdir(parents=True)
-    headers = ["clip", "size", "frames", "tool", "wall s", "fps", "peak RSS MiB (tree)", "max RSS MiB (1 proc)"]
+    headers = ["clip", "size", "frames", "tool", "wall s", "fps", "CPU s", "peak RSS MiB (tree)",
+               "max RSS MiB (1 proc)"]
     main_table = c.table(headers, rows)
     stage_table = c.table(["clip", "decode", "detect", "track", "mask", "verify", "encode",
                            "job total s", "fps in-job", "masked (boxes)", "tracks"], stage_rows)
@@ -214,7 +254,9 @@ def main() -> int:
             "anond profile": f"default: targets {p.targets}, tiling {p.detect.tiling}, verify {p.verify}, "
                              f"video crf {settings.video.crf} preset {settings.video.preset}, "
                              f"batch {settings.video.batch_size}, detect_stride {settings.video.detect_stride}",
-            "timing": f"wall clock per process, start-up and model loading included; best of {args.repeat}",
+            "timing": f"wall clock per process, start-up and model loading included; best of {args.repeat}; "
+                      f"deface and anond faces only in {args.repeat} rounds, one run of each per round; "
+                      "CPU s: user + system of the best run",
             "deface": "1.5.0 in .bench/deface-venv (onnxruntime CPU), default settings",
         }
         c.append(c.header("End-to-end throughput on the clips", c.command_line(), settings, extra,
