@@ -1,9 +1,9 @@
 """Video stages, streamed: decode ▶ detect (batched) ▶ track ▶ mask ▶ verify ▶ encode.
 
     decode thread ──frames──▶ window (lookahead) ──final frames + boxes, in batches──▶ mask
-                 ──packets (audio, subtitles, data), in batches──┐                  threads:
-                                                                  ▼                  mask, verify
-    output thread ◀── in order: remux packets; composite + encode each batch once masked ◀─┘
+                 ──packets (audio, subtitles, data), in batches──┐           threads: mask,
+                                                                  ▼           verify, composite
+    output thread ◀── in order: remux packets; encode each batch once it is ready ◀──────┘
 
 Frames enter a window as they are decoded and are detected in batches (every frame, or every
 `detect_stride`-th). A frame leaves the window, in order, once the frames `horizon` after it
@@ -17,9 +17,10 @@ left undetected by `detect_stride` is checked for every target around its interp
 
 Three stages run at once: detection and tracking in the job's thread (on the CPU,
 `video.cpu_detect_threads` detector calls at a time), masking and verification of batches of
-final frames in `video.mask_threads` threads (batches are independent: each frame is masked
-and verified on its own), compositing and encoding in the output thread, which takes the
-batches and the copied packets strictly in the order the job's thread handed them on. The
+final frames, and compositing them back into the decoded frames, in `video.mask_threads`
+threads (batches are independent: each frame is masked and verified on its own), encoding
+and remuxing in the output thread, which takes the batches and the copied packets strictly
+in the order the job's thread handed them on. The
 writer is only ever called from the output thread (the container is not thread-safe), which
 is drained before the file is closed. Stage durations are each thread's busy time, so they
 overlap and add up to more than the job's wall time.
@@ -81,7 +82,8 @@ class _Counts:
         """Add what one batch's mask thread counted (each counts its own; the output thread
         adds them up). `detections` is the job thread's alone."""
         JobReport.add_counts(self.masked, other.masked)
-        for name in ("verify_fixes", "verify_on_mask", "frames_verified", "verify_views"):
+        for name in ("verify_fixes", "verify_on_mask", "frames_masked", "frames_verified",
+                     "verify_views"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
 
 
@@ -341,8 +343,8 @@ class _VideoJob:
         self.output.submit(self._emit_batch, masked)
 
     def _finish(self, plans: list) -> tuple[list, _Counts]:
-        """Mask and verify one batch of final frames (a mask thread): the frames to encode,
-        with what changed, and the batch's counts."""
+        """Mask, verify and composite one batch of final frames (a mask thread): the frames
+        to encode, in order, and the batch's counts."""
         counts = _Counts()
         jobs = []
         with self.report.stage("mask"):
@@ -368,23 +370,25 @@ class _VideoJob:
         if to_verify:
             with self.report.stage("verify"):
                 self._verify(to_verify, counts)
-        return jobs, counts
+        # Composited here, not in the output thread: a finished batch then holds frames in
+        # their own pixel format, not BGR copies and coverage maps, while it waits its turn.
+        frames = []
+        with self.report.stage("encode"):
+            for slot, bgr, coverage, _, _ in jobs:
+                frame, slot.frame = slot.frame, None
+                if bgr is not None and coverage.any():
+                    frame = vio.composite(frame, bgr, coverage)
+                    counts.frames_masked += 1
+                frames.append(frame)
+        return frames, counts
 
     def _emit_batch(self, masked) -> None:
         """Encode a batch, in order, once its mask thread is done (output thread)."""
-        jobs, counts = masked.result()
+        frames, counts = masked.result()
         self.counts.add_masking(counts)
-        for slot, bgr, coverage, _, _ in jobs:
-            self._emit(slot.frame, bgr, coverage)
-            slot.frame = None
-
-    def _emit(self, frame, bgr, coverage) -> None:
-        """Composite the masked pixels into the decoded frame and encode it (output thread)."""
         with self.report.stage("encode"):
-            if bgr is not None and coverage.any():
-                frame = vio.composite(frame, bgr, coverage)
-                self.counts.frames_masked += 1
-            self.writer.encode(frame)
+            for frame in frames:
+                self.writer.encode(frame)
 
     def _verify_targets(self, slot: _Slot, dets: Detections, manual) -> list[str]:
         """Targets worth re-detecting around the masks of a frame once it is masked.
