@@ -158,3 +158,13 @@ def test_plate_found_on_real_photos(engine, data_dir):
             assert (found.cls == Target.PLATE).all()
             best = max((iou(b, sample.boxes[0]) for b in found.xyxy), default=0.0)
             assert best > 0.5
+
+
+def test_the_video_face_model_runs_one_thread_per_call(settings, engine):
+    """Video jobs run several detector calls at once: the session of the video-only face model
+    takes video.intra_op_threads (1) threads per call; the photo models keep the runtime's."""
+    photo = engine.detectors["face"].session.get_session_options()
+    video = engine.for_video().detectors["face"].session.get_session_options()
+    assert engine.for_video() is not engine  # models.video_face is a model of its own
+    assert video.intra_op_num_threads == settings.video.intra_op_threads == 1
+    assert photo.intra_op_num_threads == settings.runtime.intra_op_threads

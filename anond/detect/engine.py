@@ -95,7 +95,11 @@ class Engine:
         video = None
         name = settings.models.video_face
         if "face" in detectors and name and name != settings.models.face:
-            video = cls({**detectors, "face": _load_detector(settings, name, "face")})
+            video_settings = settings
+            if settings.video.intra_op_threads:  # its session serves video jobs only
+                video_settings = settings.model_copy(update={"runtime": settings.runtime.model_copy(
+                    update={"intra_op_threads": settings.video.intra_op_threads})})
+            video = cls({**detectors, "face": _load_detector(video_settings, name, "face")})
         return cls(detectors, video)
 
     def detect(
