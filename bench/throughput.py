@@ -32,6 +32,7 @@ import argparse
 import json
 import os
 import shutil
+import statistics
 import sys
 
 import _common as c  # noqa: E402  (sets sys.path for anond)
@@ -85,7 +86,11 @@ def best(runs: list) -> c.Run:
 
 
 def measure(cmd: list[str], repeat: int, out_path, env=None) -> tuple[c.Run, list[float]]:
-    runs = [_run_once(cmd, out_path, env) for _ in range(repeat)]
+    return summary([_run_once(cmd, out_path, env) for _ in range(repeat)])
+
+
+def summary(runs: list[c.Run]) -> tuple[c.Run, list[float]]:
+    """The best run and every run's seconds (the table's `wall s` column)."""
     return best(runs), [round(r.seconds, 1) for r in runs]
 
 
@@ -109,8 +114,7 @@ def round_ratios(base: list[c.Run], other: list[c.Run]) -> str:
     ratios = sorted(b.seconds / o.seconds for b, o in zip(base, other) if b.rc == 0 and o.rc == 0)
     if not ratios:
         return "n/a"
-    mid = len(ratios) // 2
-    median = ratios[mid] if len(ratios) % 2 else (ratios[mid - 1] + ratios[mid]) / 2
+    median = statistics.median(ratios)
     return f"{median:.2f} ({ratios[0]:.2f}-{ratios[-1]:.2f})" if len(ratios) > 1 else f"{median:.2f}"
 
 
@@ -172,8 +176,7 @@ def main() -> int:
                             out, tool_env)
         rounds = measure_rounds(paired, args.repeat)
         if "deface 1.5.0" in rounds:
-            results["deface 1.5.0"] = best(rounds["deface 1.5.0"]), [
-                round(r.seconds, 1) for r in rounds["deface 1.5.0"]]
+            results["deface 1.5.0"] = summary(rounds["deface 1.5.0"])
             if facts["audio"]:
                 out = out_dir / "deface-audio.mp4"
                 results["deface 1.5.0 --keep-audio"] = measure(
@@ -185,7 +188,7 @@ def main() -> int:
                 [*anond_bin, "process", str(clip), str(out), "--on-exists", "replace",
                  "--report", str(report_path)], args.repeat, out, env=env)
         for tool in faces:
-            results[tool] = best(rounds[tool]), [round(r.seconds, 1) for r in rounds[tool]]
+            results[tool] = summary(rounds[tool])
         outputs = {}
         if checker:
             for tool in faces:
@@ -224,7 +227,7 @@ def main() -> int:
             if "deface 1.5.0" in rounds and args.repeat > 1:
                 rows.append([name, "", "", "**... the same, per round: median (range)**", "",
                              round_ratios(rounds["deface 1.5.0"], rounds[tool]), "", "", ""])
-        if report_path.is_file() and results.get("anond", (None,))[0] and results["anond"][0].rc == 0:
+        if "anond" in results and results["anond"][0].rc == 0 and report_path.is_file():
             rep = json.loads(report_path.read_text())
             job = rep["jobs"][0] if isinstance(rep, dict) and "jobs" in rep else rep
             d_ = job.get("durations", {})
