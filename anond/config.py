@@ -235,6 +235,9 @@ class Inbox(_Section):
     # Manual regions sidecars (`<media name>.regions.json`): ignored, used when present,
     # or required (a file waits in the inbox until its sidecar is there).
     regions: Literal["off", "optional", "required"] = "optional"
+    # With regions = "required": a file still without its sidecar this long after it stopped
+    # changing goes to the failed folder (reason code regions_missing), not left waiting forever.
+    regions_wait_s: float = Field(3600.0, gt=0)
 
     @model_validator(mode="after")
     def _consistent(self) -> "Inbox":

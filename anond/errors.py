@@ -39,6 +39,12 @@ class RegionsError(AnondError):
     code = "regions_invalid"
 
 
+class RegionsMissing(RegionsError):
+    """inbox regions = "required" and no sidecar came (within regions_wait_s in the service)."""
+
+    code = "regions_missing"
+
+
 class TransientIOError(AnondError):
     """Disk full, I/O error, GPU out of memory: worth another try later."""
 

@@ -24,7 +24,7 @@ from typing import Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from .errors import RegionsError
+from .errors import RegionsError, RegionsMissing
 from .types import Detections, Target
 
 SIDECAR_SUFFIX = ".regions.json"
@@ -363,7 +363,7 @@ def resolve(
     path = Path(regions_path) if regions_path is not None else find_sidecar(media_path)
     if path is None or (regions_path is not None and not path.is_file()):
         if policy == "required":
-            raise RegionsError("regions sidecar is required but missing")
+            raise RegionsMissing("regions sidecar is required but missing")
         if regions_path is not None:
             return Regions.empty(), "rejected: regions file not found"
         return Regions.empty(), "none"

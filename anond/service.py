@@ -329,8 +329,9 @@ class Service:
                     if not inbox.watcher.is_stable(sidecar_rel):
                         continue  # the sidecar is still being written
                     has_sidecar = True
-                elif cfg.regions == "required":
-                    continue  # waits for its sidecar
+                elif cfg.regions == "required" and (
+                        inbox.watcher.stable_for(cand.rel) < cfg.regions_wait_s):
+                    continue  # waits for its sidecar; after regions_wait_s it fails (regions_missing)
             job_id = new_job_id()
             try:
                 claim = inbox.box.claim(cand.rel, job_id, sidecar=has_sidecar)

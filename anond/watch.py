@@ -243,6 +243,13 @@ class InboxWatcher:
         now = time.monotonic() if now is None else now
         return seen is not None and now - seen.since >= self.stable_after_s
 
+    def stable_for(self, rel: PurePosixPath, now: float | None = None) -> float:
+        """Seconds a tracked file has been unchanged (0 if not tracked); counted from when this
+        process first saw it so: a restart starts the count again."""
+        seen = self._seen.get(rel)
+        now = time.monotonic() if now is None else now
+        return 0.0 if seen is None else now - seen.since
+
     def forget(self, rel: PurePosixPath) -> None:
         """Stop tracking (the file was claimed)."""
         self._seen.pop(rel, None)

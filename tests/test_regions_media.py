@@ -192,7 +192,8 @@ def test_bad_photo_sidecar_fails_the_job_when_required(photo, tmp_path, lossless
         process_file(photo, tmp_path / "out.png", settings=lossless, engine=engine, job_id="t5",
                      regions_policy="required")
     assert str(exc.value) == message
-    assert exc.value.report.status == "failed" and exc.value.report.error == "regions_invalid"
+    code = "regions_missing" if content is None else "regions_invalid"
+    assert exc.value.report.status == "failed" and exc.value.report.error == code
     assert not (tmp_path / "out.png").exists()
 
 

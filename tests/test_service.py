@@ -302,3 +302,30 @@ def test_required_sidecar_is_waited_for_and_travels_with_its_file(tmp_path, mode
     assert reason["code"] == "regions_invalid" and "regions[0]" in reason["message"]
     job = reason_path.name.removesuffix(".reason.json")
     assert files_under(failed / job) == ["wrong.jpg", "wrong.jpg.regions.json"]
+
+
+def test_required_sidecar_that_never_comes_fails_with_a_reason(tmp_path, models_dir):
+    inbox, outbox, failed = tmp_path / "inbox", tmp_path / "outbox", tmp_path / "failed"
+    inbox.mkdir()
+    (inbox / "orphan.jpg").write_bytes(noise_jpeg(23, 128))
+    config = write_config(tmp_path / "anond.toml", models_dir=models_dir,
+                          service={"state_dir": str(tmp_path / "state"), "failed_dir": str(failed),
+                                   "stable_after_s": 0.3, "rescan_interval_s": 0.3},
+                          inboxes=[{"path": str(inbox), "outbox": str(outbox), "regions": "required",
+                                    "regions_wait_s": 2.0}])
+    svc = Anond(tmp_path, config).start()
+    try:
+        svc.wait_ready()
+        time.sleep(1.0)  # finished, but still inside regions_wait_s: it waits
+        assert files_under(inbox) == ["orphan.jpg"] and not list(failed.glob("*"))
+        wait_for(lambda: list(failed.glob("*.reason.json")), 30, "the quarantine entry", svc)
+        assert svc.stop() == 0
+    finally:
+        svc.kill()
+    (reason_path,) = failed.glob("*.reason.json")
+    reason = json.loads(reason_path.read_text())
+    assert reason["code"] == "regions_missing" and reason["permanent"] is True
+    assert "sidecar is required but missing" in reason["message"]
+    job = reason_path.name.removesuffix(".reason.json")
+    assert files_under(failed / job) == ["orphan.jpg"]  # nothing lost
+    assert files_under(inbox) == [] and files_under(outbox) == []
