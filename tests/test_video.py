@@ -461,6 +461,15 @@ def test_verification_looks_around_masks_only():
     assert len(near) == 2 and near[0][0] <= 68 and near[0][2] >= 222
     assert neighbourhoods(np.array([[10, 10, 30, 30]]), (360, 640), min_hw=(640, 640)) == [(0, 0, 640, 360)]
     assert neighbourhoods(np.zeros((0, 4)), (360, 640)) == []
+    # a dynamic-input model: overlapping neighbourhoods merge only where one view costs less
+    # than two; a large face beside a small one stays apart (the union would be searched at
+    # the small face's scale, almost a whole frame at full resolution)
+    large_and_small = np.array([[100, 100, 300, 300], [410, 100, 430, 120]])
+    assert len(neighbourhoods(large_and_small, (360, 640))) == 1
+    apart = neighbourhoods(large_and_small, (360, 640), object_px=48)
+    assert sorted(apart) == [(0, 0, 400, 360), (378, 68, 462, 152)]
+    twins = np.array([[100, 100, 140, 140], [110, 100, 150, 140]])
+    assert neighbourhoods(twins, (360, 640), object_px=48) == [(68, 68, 182, 172)]
     # a crop is shrunk so that its smallest mask is NEAR_OBJECT_PX across, never enlarged
     assert neighbourhood_scale(np.array([[0, 0, 192, 200]]), (0, 0, 300, 300)) == pytest.approx(0.25)
     assert neighbourhood_scale(np.array([[0, 0, 20, 20]]), (0, 0, 60, 60)) == 1.0

@@ -50,7 +50,7 @@ from ..media import video as vio
 from ..report import JobReport
 from ..track import TrackParams, Tracker
 from ..types import Detections, Target
-from ..verify import neighbourhood_scale, neighbourhoods, on_mask
+from ..verify import NEAR_OBJECT_PX, neighbourhood_scale, neighbourhoods, on_mask
 
 MAX_VERIFY_ROUNDS = 2
 PACKET_BATCH = 256  # copied packets handed on at once, at most (see _VideoJob._send_packets)
@@ -424,7 +424,8 @@ class _VideoJob:
                         continue
                     image = vio.upright(bgr, self.rotation, contiguous=False)  # crops copy
                     boxes = vio.boxes_to_upright(changed, self.rotation, self.stored_hw)
-                    for rect in neighbourhoods(boxes, image.shape[:2], min_hw=fixed or (64, 64)):
+                    for rect in neighbourhoods(boxes, image.shape[:2], min_hw=fixed or (64, 64),
+                                               object_px=None if fixed else NEAR_OBJECT_PX):
                         view, scale = _verify_view(image, rect, boxes, fixed is None)
                         views.append(view)
                         owners.append((k, rect[0], rect[1], scale))
