@@ -239,9 +239,7 @@ class InboxWatcher:
 
     def is_stable(self, rel: PurePosixPath, now: float | None = None) -> bool:
         """Whether a tracked file (a sidecar) has been unchanged for stable_after_s."""
-        seen = self._seen.get(rel)
-        now = time.monotonic() if now is None else now
-        return seen is not None and now - seen.since >= self.stable_after_s
+        return self.stable_for(rel, now) >= self.stable_after_s  # untracked: 0, never (gt=0)
 
     def stable_for(self, rel: PurePosixPath, now: float | None = None) -> float:
         """Seconds a tracked file has been unchanged (0 if not tracked); counted from when this
