@@ -149,6 +149,8 @@ def format_report(r: dict) -> str:
         f"  FP per image   {r['fp_per_image']:6.3f}",
         f"  masked recall  {_pct(r['masked_recall'])}   (mask covers >= {100 * s['mask_cover']:.0f}% "
         f"of the object's box{', after verification' if s.get('verify') else ''})",
+        f"  over-mask      {_pct(r.get('over_mask'))}   (share of the image masked farther than "
+        f"one box size from every labelled object)",
         "",
         "  size (sqrt area)  objects  recall  masked",
     ]

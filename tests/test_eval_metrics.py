@@ -14,6 +14,7 @@ from anond.evaluation.metrics import (
     iou_matrix,
     match,
     object_sizes,
+    over_mask_fraction,
     size_bucket,
     summarize,
 )
@@ -139,6 +140,19 @@ def test_masked_recall_uses_the_cover_fraction():
     s = summarize([_result(GT[:1], [0.9], covered=covered)], threshold=0.5, mask_cover=0.4, ap=False)
     assert s.masked_recall == 0.75
     assert sum(v["objects"] for v in s.recall_by_size.values()) == 4
+
+
+def test_over_mask_counts_masked_pixels_far_from_every_labelled_object():
+    gt = np.array([[40, 40, 60, 50]], float)  # 20 x 10: "near" is x 20..80, y 30..60
+    mask = np.zeros((100, 100), bool)
+    mask[35:55, 30:70] = True                 # the plate's mask with a margin: near, not counted
+    assert over_mask_fraction(gt, mask) == 0.0
+    mask[0:10, 0:10] = True                   # a false mask in a corner: 100 of 10,000 pixels
+    assert over_mask_fraction(gt, mask) == pytest.approx(0.01)
+    assert over_mask_fraction(np.zeros((0, 4)), mask) == pytest.approx(mask.mean())
+    results = [_result(GT[:1], [0.9], over_mask=0.01), _result(GT[:1], [0.9], over_mask=0.03)]
+    assert summarize(results, threshold=0.5, ap=False).over_mask == pytest.approx(0.02)
+    assert summarize([_result(GT[:1], [0.9])], threshold=0.5, ap=False).over_mask is None
 
 
 def test_no_detections_at_all():

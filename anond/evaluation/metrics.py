@@ -52,6 +52,7 @@ class ImageResult:
     covered: np.ndarray | None = None
     ap_det: np.ndarray | None = None
     ap_score: np.ndarray | None = None
+    over_mask: float | None = None  # share of the image masked far from every labelled object
 
     def __post_init__(self) -> None:
         self.gt = np.asarray(self.gt, np.float64).reshape(-1, 4)
@@ -107,6 +108,7 @@ class Summary:
     ap50: float | None
     ap50_95: float | None
     masked_recall: float | None
+    over_mask: float | None = None  # mean over images of `over_mask_fraction`
     recall_by_size: dict[str, dict] = field(default_factory=dict)
     settings: dict = field(default_factory=dict)
 
@@ -170,6 +172,24 @@ def size_bucket(size: float) -> str:
 def object_sizes(gt: np.ndarray) -> np.ndarray:
     """sqrt(area) of each box: the size measure used for the buckets."""
     return np.sqrt(box_area(gt))
+
+
+OVER_MASK_REACH = 1.0  # "far": beyond this many box sizes from every labelled object
+
+
+def over_mask_fraction(gt: np.ndarray, mask: np.ndarray, reach: float = OVER_MASK_REACH) -> float:
+    """Share of the image's pixels masked far from every labelled object: outside each
+    ground-truth box grown by `reach` x its width and height on every side (margins, loose
+    boxes and the object's own surroundings do not count; a false mask elsewhere does, and so
+    does a real but unlabelled object, equally for every model)."""
+    h, w = mask.shape[:2]
+    near = np.zeros((h, w), bool)
+    for x0, y0, x1, y1 in np.asarray(gt, np.float64).reshape(-1, 4):
+        gx, gy = (x1 - x0) * reach, (y1 - y0) * reach
+        c0, r0 = max(0, int(np.floor(x0 - gx))), max(0, int(np.floor(y0 - gy)))
+        c1, r1 = min(w, int(np.ceil(x1 + gx))), min(h, int(np.ceil(y1 + gy)))
+        near[r0:r1, c0:c1] = True
+    return float((mask & ~near).sum()) / float(max(1, h * w))
 
 
 def coverage_fractions(gt: np.ndarray, mask: np.ndarray) -> np.ndarray:
@@ -300,6 +320,8 @@ def summarize(results: list[ImageResult], threshold: float, *, iou: float = 0.5,
         tp=tp, fp=fp, fn=fn, precision=precision, recall=recall, f1=f1,
         fp_per_image=_ratio(fp, len(results)), ap50=ap50, ap50_95=ap5095,
         masked_recall=_ratio(covered_hits, n_obj) if have_coverage else None,
+        over_mask=(float(np.mean([r.over_mask for r in results]))
+                   if results and all(r.over_mask is not None for r in results) else None),
         recall_by_size=by_size,
         settings={"threshold": threshold, "iou": iou, "mask_cover": mask_cover,
                   "size": "sqrt(area) of the ground-truth box, px",

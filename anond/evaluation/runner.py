@@ -25,7 +25,7 @@ import numpy as np
 from ..config import ImageSettings, Profile
 from ..types import Detections
 from .datasets import Sample
-from .metrics import ImageResult, coverage_fractions
+from .metrics import ImageResult, coverage_fractions, over_mask_fraction
 
 DEFAULT_AP_THRESHOLD = 0.05
 
@@ -80,7 +80,8 @@ def evaluate(samples: list[Sample], engine, profile: Profile, target: str, *,
         results.append(ImageResult(
             gt=sample.boxes, gt_ignore=sample.ignore, det=found.xyxy, score=found.score,
             covered=coverage_fractions(sample.boxes, covered_by),
-            ap_det=ap_run.xyxy, ap_score=ap_run.score))
+            ap_det=ap_run.xyxy, ap_score=ap_run.score,
+            over_mask=over_mask_fraction(sample.boxes, covered_by)))
         if on_image is not None:
             on_image(i)
     return results
