@@ -49,7 +49,7 @@ class ModelSettings(_Section):
     dir: Path = Path("var/models")
     manifest: Path | None = None  # default: the manifest shipped with anond
     face: str = "centerface"
-    plate: str = "platedet-yolov8s-seg"
+    plate: str = "anond-plate-mnet025"
     # Faces in videos: a model of its own, "" = the same as `face`. RetinaFace-MobileNet0.25
     # runs in ~60 % of CenterFace's time per frame, and on the hamilton clip an independent
     # CenterFace finds 0.9 % of the input's faces in its output, where CenterFace masking
@@ -168,6 +168,11 @@ class VideoSettings(_Section):
     # on hamilton: 5-8 % less CPU than the default). 0 = runtime.intra_op_threads.
     intra_op_threads: int = Field(1, ge=0)
     detect_stride: int = Field(1, ge=1, le=30)
+    # Plates only on every N-th detected frame (faces on every one): the tracker interpolates
+    # plate masks between, and verification searches every target around the masks of frames
+    # whose plates were not detected. Plates move smoothly and are detected at a lower
+    # threshold to extend tracks, so a stride keeps their masks (docs/BENCHMARKS.md).
+    plate_detect_stride: int = Field(1, ge=1, le=30)
     # The profile's tiling / detail pass on video frames too: finds smaller faces and plates
     # but costs several detector passes per frame. Off: one whole-frame pass per frame.
     tiling: bool = False

@@ -6,14 +6,15 @@
     output thread ◀── in order: remux packets; encode each batch once it is ready ◀──────┘
 
 Frames enter a window as they are decoded and are detected in batches (every frame, or every
-`detect_stride`-th). A frame leaves the window, in order, once the frames `horizon` after it
+`detect_stride`-th; plates on every `plate_detect_stride`-th of those). A frame leaves the window, in order, once the frames `horizon` after it
 have been detected: by then the tracker knows whether an object missed on it was seen before
 and after (interpolated), is about to appear (`pre_frames`) or just left (`post_frames`).
 The window is the only thing that grows with the frame rate, nothing grows with the length.
 
 Verification looks again only around what masking changed (`verify.neighbourhoods`): the
 rest of a detected frame is the decoded picture, already searched at a lower threshold. A frame
-left undetected by `detect_stride` is checked for every target around its interpolated masks.
+left undetected by `detect_stride` (or whose plates were not detected) is checked for every
+target around its interpolated masks.
 
 Three stages run at once: detection and tracking in the job's thread (on the CPU,
 `video.cpu_detect_threads` detector calls at a time), masking and verification of batches of
@@ -66,6 +67,8 @@ class _Slot:
     frame: object  # av.VideoFrame
     t: float  # seconds from the first frame (for manual regions)
     detected: bool = False
+    skipped: tuple[str, ...] = ()  # targets not detected on this detected frame (plate stride)
+    anchor: bool = False  # the last frame: every target is detected on it
 
 
 @dataclass
@@ -143,9 +146,10 @@ class _VideoJob:
         self.lookahead = max(1, int(round(self.vs.lookahead_s * info.fps)))
         thresholds = {int(Target.FACE): profile.detect.face_threshold,
                       int(Target.PLATE): profile.detect.plate_threshold}
+        self.plate_every = self.vs.plate_detect_stride if "plate" in profile.targets else 1
         self.params = TrackParams.from_settings(
             self.vs.track, fps=info.fps, lookahead_frames=self.lookahead,
-            stride=self.vs.detect_stride, high_score=thresholds)
+            stride=self.vs.detect_stride * self.plate_every, high_score=thresholds)
         self.tracker = Tracker(self.params)
         ratio = self.vs.track.low_score_ratio
         self.detect_low = profile.detect.model_copy(update={
@@ -180,7 +184,8 @@ class _VideoJob:
             if self.writer is None:
                 raise CorruptMedia("no video frame could be decoded")
             if self.window and not self.window[-1].detected and self.window[-1] not in self.pending:
-                self.pending.append(self.window[-1])  # the last frame anchors the track ends
+                self.window[-1].anchor = True  # the last frame anchors the track ends
+                self.pending.append(self.window[-1])
             self._detect()
             self._leave(final=True)
             self._send_packets()
@@ -280,7 +285,7 @@ class _VideoJob:
         batch, self.pending = self.pending, []
         with self.report.stage("detect"):
             images = [vio.upright(vio.to_bgr(s.frame), self.rotation) for s in batch]
-            found = self._run_detector(images, self.detect_low, pool=self.detect_pool)
+            found = self._detect_targets(batch, images)
         with self.report.stage("track"):
             for slot, dets in zip(batch, found):
                 dets, _ = self.regions.filter_detections(dets, slot.index, slot.t)
@@ -290,6 +295,24 @@ class _VideoJob:
                 self.tracker.update(slot.index, dets)
                 slot.detected = True
                 self.last_detected = slot.index
+
+    def _detect_targets(self, batch: list[_Slot], images: list[np.ndarray]) -> list[Detections]:
+        """Every target on every frame, except plates off their stride (`plate_detect_stride`)."""
+        due = [s.anchor or (s.index // self.vs.detect_stride) % self.plate_every == 0 for s in batch]
+        if all(due):
+            return self._run_detector(images, self.detect_low, pool=self.detect_pool)
+        others = [t for t in self.profile.targets if t != "plate"]
+        found = (self._run_detector(images, self.detect_low, others, pool=self.detect_pool)
+                 if others else [Detections() for _ in images])
+        on = [i for i, d in enumerate(due) if d]
+        if on:
+            plates = self._run_detector([images[i] for i in on], self.detect_low, ["plate"],
+                                        pool=self.detect_pool)
+            for i, dets in zip(on, plates):
+                found[i] = Detections.concat([found[i], dets])
+        for slot, d in zip(batch, due):
+            slot.skipped = () if d else ("plate",)
+        return found
 
     def _run_detector(self, images: list[np.ndarray], detect, targets=None,
                       pool: ThreadPoolExecutor | None = None) -> list[Detections]:
@@ -394,13 +417,13 @@ class _VideoJob:
         """Targets worth re-detecting around the masks of a frame once it is masked.
 
         Verification looks only near what masking changed, so a frame with no mask has
-        nothing to verify. Around masks the detector never saw (detect_stride, manual regions)
-        every target is searched; on a detected frame only the targets whose masks changed the
+        nothing to verify. Around masks the detector never saw (detect_stride, a plate stride,
+        manual regions) every target is searched; on a detected frame only the targets whose masks changed the
         picture, since the rest was searched at a lower threshold already.
         """
         if not self.profile.verify or (not len(dets) and not manual):
             return []
-        if not slot.detected or manual:
+        if not slot.detected or slot.skipped or manual:
             return list(self.profile.targets)
         present = {Target(int(c)).label for c in set(dets.cls.tolist())}
         return [t for t in self.profile.targets if t in present]
@@ -501,7 +524,8 @@ class _VideoJob:
         r.skipped_packets = reader.skipped_packets
         r.parameters.setdefault("video", {
             "crf": self.vs.crf, "preset": self.vs.preset, "batch_size": self.detector_batch,
-            "detect_stride": self.vs.detect_stride, "lookahead_frames": self.lookahead,
+            "detect_stride": self.vs.detect_stride, "plate_detect_stride": self.plate_every,
+            "lookahead_frames": self.lookahead,
             "horizon_frames": self.tracker.horizon, "verify_every": self.vs.verify_every,
             "pix_fmt": writer.pix_fmt, "rotation": self.rotation,
             "timestamps": "generated" if reader.regenerate_pts else "source",
