@@ -10,7 +10,12 @@ deface 1.5.0 (from its own virtual environment, .bench/deface-venv) is measured 
 set with its defaults: CenterFace at native resolution, threshold 0.2, masks = ellipse in the
 box grown by 30 % of its size on each side (`--mask-scale 1.3`; geometry from deface.py).
 
-    python bench/accuracy.py [--limit N] [--sets face_mask,openalpr_eu,...] [--no-deface] [--no-append]
+Plate sets are measured with every model of --plate-models (default: the configured plate
+model, then `platedet-yolov8s-seg` when installed), each in its own row of the same run: the
+`s` column compares their cost on the same machine at the same time.
+
+    python bench/accuracy.py [--limit N] [--sets face_mask,openalpr_eu,...] [--plate-models a,b]
+                             [--no-deface] [--no-append]
 """
 
 from __future__ import annotations
@@ -40,10 +45,11 @@ def pct(v) -> str:
 
 def row(name: str, who: str, r: dict, seconds: float | None) -> list:
     bar = BARS[r["target"]]
-    verdict = "" if who != "anond" else ("pass" if (r["masked_recall"] or 0) >= bar else "FAIL")
+    verdict = "" if not who.startswith("anond") else ("pass" if (r["masked_recall"] or 0) >= bar else "FAIL")
     return [name, who, r["target"], r["images"], r["objects"], pct(r["precision"]), pct(r["recall"]),
             pct(r["f1"]), pct(r["ap50"]), pct(r["ap50_95"]), f"{r['fp_per_image']:.3f}",
             pct(r["masked_recall"]), f"≥ {100 * bar:.0f} % {verdict}".strip(),
+            "n/a" if r.get("over_mask") is None else f"{100 * r['over_mask']:.2f} %",
             "" if seconds is None else f"{seconds:.0f}"]
 
 
@@ -92,6 +98,8 @@ def main() -> int:
     parser.add_argument("--no-deface", action="store_true", help="skip the deface comparison")
     parser.add_argument("--no-append", action="store_true", help="print only")
     parser.add_argument("--progress", choices=("auto", "on", "off"), default="auto")
+    parser.add_argument("--plate-models", help="plate models to measure, comma-separated "
+                                               "(default: the configured one, then platedet)")
     args = parser.parse_args()
 
     from anond.detect.engine import Engine
@@ -103,7 +111,15 @@ def main() -> int:
     load_before = c.load()
     show = {"auto": None, "on": True, "off": False}[args.progress]
     wanted = [s for s in args.sets.split(",") if s]
-    engine = Engine.load(settings)
+    from anond.models import read_installed
+
+    plate_models = (args.plate_models.split(",") if args.plate_models else list(dict.fromkeys(
+        [settings.models.plate] + [m for m in ("platedet-yolov8s-seg",)
+                                   if m in read_installed(settings.models.dir)])))
+    engines = {}
+    for model in plate_models:
+        s = settings.model_copy(update={"models": settings.models.model_copy(update={"plate": model})})
+        engines[model] = Engine.load(s)
     rows, sizes, notes, pooled, reports = [], [], [], {}, {}
     for name in wanted:
         rel, fmt, target = SETS[name]
@@ -111,15 +127,17 @@ def main() -> int:
             notes.append(f"{name}: not found under ../shared/data, skipped")
             continue
         samples = read_dataset(c.DATA / rel, fmt)[: args.limit]
-        results: list = []
-        print(f"{name}: {len(samples)} images ...", flush=True)
-        r = evaluate_samples(samples, target, settings, engine=engine, show_progress=show,
-                             results_out=results)
-        pooled[name], reports[name] = results, r
-        rows.append(row(name, "anond", r, r["seconds"]))
-        sizes.append([name, "anond"] + [f"{b['objects']}: {pct(b['recall'])} / {pct(b['masked_recall'])}"
+        for model in plate_models if target == "plate" else plate_models[:1]:
+            who = f"anond ({model})" if target == "plate" else "anond"
+            results: list = []
+            print(f"{name}: {len(samples)} images, {who} ...", flush=True)
+            r = evaluate_samples(samples, target, settings, engine=engines[model], show_progress=show,
+                                 results_out=results)
+            pooled[(name, who)], reports[(name, who)] = results, r
+            rows.append(row(name, who, r, r["seconds"]))
+            sizes.append([name, who] + [f"{b['objects']}: {pct(b['recall'])} / {pct(b['masked_recall'])}"
                                         for b in r["recall_by_size"].values()])
-        print(c.table(HEADERS, rows[-1:]), flush=True)
+            print(c.table(HEADERS, rows[-1:]), flush=True)
         if name == "face_mask" and not args.no_deface:
             started = time.monotonic()
             dr = deface_results(samples, notes)
@@ -132,14 +150,17 @@ def main() -> int:
                     for b in s["recall_by_size"].values()])
                 print(c.table(HEADERS, rows[-1:]), flush=True)
     for pool, parts in POOLS.items():
-        if all(p in pooled for p in parts):
-            first = reports[parts[0]]
-            s = summarize([x for p in parts for x in pooled[p]], first["settings"]["threshold"],
+        for who in dict.fromkeys(w for (_, w) in pooled):
+            keys = [(p, who) for p in parts]
+            if not all(k in pooled for k in keys):
+                continue
+            first = reports[keys[0]]
+            s = summarize([x for k in keys for x in pooled[k]], first["settings"]["threshold"],
                           mask_cover=first["settings"]["mask_cover"]).as_dict()
             s["target"] = first["target"]
-            rows.append(row(pool, "anond", s, sum(reports[p]["seconds"] for p in parts)))
-            sizes.append([pool, "anond"] + [f"{b['objects']}: {pct(b['recall'])} / {pct(b['masked_recall'])}"
-                                            for b in s["recall_by_size"].values()])
+            rows.append(row(pool, who, s, sum(reports[k]["seconds"] for k in keys)))
+            sizes.append([pool, who] + [f"{b['objects']}: {pct(b['recall'])} / {pct(b['masked_recall'])}"
+                                        for b in s["recall_by_size"].values()])
     main_table = c.table(HEADERS, rows)
     size_table = c.table(["set", "who", "< 16 px", "16–32 px", "32–96 px", "≥ 96 px"], sizes)
     print("\n" + main_table + "\n\nobjects: recall / masked recall, by size (sqrt of box area)\n" + size_table)
@@ -159,6 +180,8 @@ def main() -> int:
                         f"{100 * st['mask_cover']:.0f} % of the labelled box; AP: {st['ap']}, "
                         f"scores down to {st['ap_threshold']}",
             "images per set": "all" if args.limit is None else f"first {args.limit} (trial run)",
+            "over-mask": "mean share of the image masked farther than one box size from every "
+                         "labelled object (false masks; unlabelled real objects count too)",
         }
         if not args.no_deface:
             extra["deface"] = (f"1.5.0, CenterFace at native resolution, threshold {DEFACE_THRESHOLD}, "
@@ -172,7 +195,7 @@ def main() -> int:
 
 
 HEADERS = ["set", "who", "target", "images", "objects", "precision", "recall", "F1", "AP@0.5",
-           "AP@[.5:.95]", "FP/image", "masked recall", "bar", "s"]
+           "AP@[.5:.95]", "FP/image", "masked recall", "bar", "over-mask", "s"]
 
 if __name__ == "__main__":
     raise SystemExit(main())

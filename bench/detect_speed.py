@@ -3,9 +3,12 @@
 
 Each model runs `Detector.detect` (preprocessing + inference + decoding + per-view NMS) on
 real photos from ../shared/data cut to the input size the pipeline feeds it:
-- dynamic-size models (CenterFace, RetinaFace): 640x640 tiles (`detect.tile_size`, the
-  detail pass) and 1280x720 whole frames (a 720p video frame, below `max_input_side`);
+- dynamic-size models (CenterFace, RetinaFace, anond's plate model): 640x360 and 1280x720
+  whole frames (video frames at their own aspect, as the pipeline feeds them) and 640x640
+  tiles (`detect.tile_size`, the photo detail pass);
 - fixed-size models (YOLOv8 plates): their 640x640 letterbox, whatever the source size.
+A second table gives each plate model's time per frame relative to platedet's (batch 1) at the
+same frame size: what replacing platedet costs (issue 23: at most 25 %).
 Batch 1 and the video batch size (`video.batch_size`) are measured; the first call is a warm-up.
 
     python bench/detect_speed.py [--seconds 10] [--models a,b] [--no-append]
@@ -65,29 +68,44 @@ def main() -> int:
     settings = c.settings()
     load_before = c.load()
     names = args.models.split(",") if args.models else list(dict.fromkeys(
-        [settings.models.face, "retinaface-mnet025", settings.models.plate]))
+        [settings.models.face, "retinaface-mnet025", settings.models.plate, "platedet-yolov8s-seg"]))
     installed = read_installed(settings.models.dir)
     names = [n for n in names if n in installed]
     photos = sorted((c.DATA / "plates" / "openalpr_br").glob("*.jpg"))[:16]
     batch_video = settings.video.batch_size
     rows = []
+    plate_ms: dict[str, dict[tuple[int, int], float]] = {}  # batch-1 ms per frame size
     for name in names:
         model = verified_model(name, settings.models.dir, settings.models.manifest)
         det = build_detector(model, settings.runtime)
         threshold = (settings.profile.detect.face_threshold if model.spec.task == "face"
                      else settings.profile.detect.plate_threshold)
-        sizes = [(640, 640)] if det.fixed_size else [(640, 640), (720, 1280)]
+        sizes = [(360, 640), (720, 1280)] + ([] if det.fixed_size else [(640, 640)])
         for size in sizes:
             views = _views(photos, size, 16)
             for batch in sorted({1, batch_video}):
                 ips, n = measure(det, views, batch, threshold, args.seconds)
                 shown = (f"{det.fixed_size[1]}x{det.fixed_size[0]} letterbox" if det.fixed_size
                          else f"{size[1]}x{size[0]}")
+                if det.fixed_size:
+                    shown += f" (from {size[1]}x{size[0]})"
                 rows.append([name, det.provider.replace("ExecutionProvider", ""), shown, batch,
                              f"{ips:.1f}", f"{1000 / ips:.1f}", n])
+                if model.spec.task == "plate" and batch == 1:
+                    plate_ms.setdefault(name, {})[size] = 1000 / ips
                 print(" | ".join(map(str, rows[-1])), flush=True)
     headers = ["model", "provider", "input", "batch", "images/s", "ms/image", "images timed"]
     out = c.table(headers, rows)
+    ref = plate_ms.get("platedet-yolov8s-seg")
+    if ref:
+        ratio_rows = [[name, f"{size[1]}x{size[0]}", f"{ms:.1f}", f"{ref[size]:.1f}",
+                       f"{100 * ms / ref[size]:.0f} %", "pass" if ms <= 0.25 * ref[size] else "FAIL"]
+                      for name, per in plate_ms.items() if name != "platedet-yolov8s-seg"
+                      for size, ms in per.items() if size in ref]
+        if ratio_rows:
+            out += "\n\nPlate models against platedet, per frame at the size the pipeline gets " \
+                   "(batch 1):\n\n" + c.table(["model", "frame", "ms", "platedet ms", "share",
+                                                "≤ 25 %"], ratio_rows)
     print(out)
     if not args.no_append:
         c.append(c.header("Detection-only throughput", c.command_line(), settings,
