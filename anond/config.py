@@ -49,7 +49,11 @@ class ModelSettings(_Section):
     dir: Path = Path("var/models")
     manifest: Path | None = None  # default: the manifest shipped with anond
     face: str = "centerface"
-    plate: str = "anond-plate-mnet025"
+    # platedet's ONNX metadata says Ultralytics, AGPL-3.0 (models/README.md). The project's own
+    # MIT model, anond-plate-mnet025, is installed beside it but is not the default yet: it
+    # finds the plates (masked recall 99.5 % on openalpr) but masks far too much else
+    # (docs/BENCHMARKS.md); use it with plate_threshold = 0.3.
+    plate: str = "platedet-yolov8s-seg"
     # Faces in videos: a model of its own, "" = the same as `face`. RetinaFace-MobileNet0.25
     # runs in ~60 % of CenterFace's time per frame, and on the hamilton clip an independent
     # CenterFace finds 0.9 % of the input's faces in its output, where CenterFace masking

