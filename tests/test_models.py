@@ -132,7 +132,7 @@ def test_list_shows_status_and_fails_on_a_broken_default(models_copy, tmp_path):
     lines = ok.stdout.splitlines()
     assert lines[0].split() == ["NAME", "TASK", "FAMILY", "LICENCE", "STATUS"]
     row = next(line for line in lines if line.startswith("platedet-yolov8s-seg"))
-    assert "unknown (none stated by the package)" in row and row.endswith("ok")
+    assert "AGPL-3.0 (Ultralytics" in row and row.endswith("ok")
     assert any(line.startswith("ppocr-v4-det") and line.endswith("missing") for line in lines)
 
     (models_copy / "platedet-yolov8s-seg.onnx").write_bytes(b"not a model")
