@@ -11,7 +11,7 @@ set with its defaults: CenterFace at native resolution, threshold 0.2, masks = e
 box grown by 30 % of its size on each side (`--mask-scale 1.3`; geometry from deface.py).
 
 Plate sets are measured with every model of --plate-models (default: the configured plate
-model, then `platedet-yolov8s-seg` when installed), each in its own row of the same run: the
+model, then platedet and anond-plate-mnet025 when installed), each in its own row of the same run: the
 `s` column compares their cost on the same machine at the same time.
 
     python bench/accuracy.py [--limit N] [--sets face_mask,openalpr_eu,...] [--plate-models a,b]
@@ -99,7 +99,7 @@ def main() -> int:
     parser.add_argument("--no-append", action="store_true", help="print only")
     parser.add_argument("--progress", choices=("auto", "on", "off"), default="auto")
     parser.add_argument("--plate-models", help="plate models to measure, comma-separated "
-                                               "(default: the configured one, then platedet)")
+                                               "(default: the configured one, platedet, anond-plate-mnet025)")
     args = parser.parse_args()
 
     from anond.detect.engine import Engine
@@ -114,12 +114,12 @@ def main() -> int:
     from anond.models import read_installed
 
     plate_models = (args.plate_models.split(",") if args.plate_models else list(dict.fromkeys(
-        [settings.models.plate] + [m for m in ("platedet-yolov8s-seg",)
+        [settings.models.plate] + [m for m in ("platedet-yolov8s-seg", "anond-plate-mnet025")
                                    if m in read_installed(settings.models.dir)])))
-    engines = {}
+    engines, model_settings = {}, {}
     for model in plate_models:
-        s = settings.model_copy(update={"models": settings.models.model_copy(update={"plate": model})})
-        engines[model] = Engine.load(s)
+        model_settings[model] = c.with_plate_model(settings, model)
+        engines[model] = Engine.load(model_settings[model])
     rows, sizes, notes, pooled, reports = [], [], [], {}, {}
     for name in wanted:
         rel, fmt, target = SETS[name]
@@ -131,8 +131,8 @@ def main() -> int:
             who = f"anond ({model})" if target == "plate" else "anond"
             results: list = []
             print(f"{name}: {len(samples)} images, {who} ...", flush=True)
-            r = evaluate_samples(samples, target, settings, engine=engines[model], show_progress=show,
-                                 results_out=results)
+            r = evaluate_samples(samples, target, model_settings[model], engine=engines[model],
+                                 show_progress=show, results_out=results)
             pooled[(name, who)], reports[(name, who)] = results, r
             rows.append(row(name, who, r, r["seconds"]))
             sizes.append([name, who] + [f"{b['objects']}: {pct(b['recall'])} / {pct(b['masked_recall'])}"
@@ -180,6 +180,8 @@ def main() -> int:
                         f"{100 * st['mask_cover']:.0f} % of the labelled box; AP: {st['ap']}, "
                         f"scores down to {st['ap_threshold']}",
             "images per set": "all" if args.limit is None else f"first {args.limit} (trial run)",
+            "plate thresholds": ", ".join(f"{m} {model_settings[m].profile.detect.plate_threshold}"
+                                          for m in plate_models) + " (each model's calibrated one)",
             "over-mask": "mean share of the image masked farther than one box size from every "
                          "labelled object (false masks; unlabelled real objects count too)",
         }

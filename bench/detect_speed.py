@@ -68,7 +68,8 @@ def main() -> int:
     settings = c.settings()
     load_before = c.load()
     names = args.models.split(",") if args.models else list(dict.fromkeys(
-        [settings.models.face, "retinaface-mnet025", settings.models.plate, "platedet-yolov8s-seg"]))
+        [settings.models.face, "retinaface-mnet025", settings.models.plate, "platedet-yolov8s-seg",
+         "anond-plate-mnet025"]))
     installed = read_installed(settings.models.dir)
     names = [n for n in names if n in installed]
     photos = sorted((c.DATA / "plates" / "openalpr_br").glob("*.jpg"))[:16]
