@@ -6,9 +6,10 @@
     output thread ◀── in order: remux packets; encode each batch once it is ready ◀──────┘
 
 Frames enter a window as they are decoded and are detected in batches (every frame, or every
-`detect_stride`-th; plates on every `plate_detect_stride`-th of those). A frame leaves the window, in order, once the frames `horizon` after it
-have been detected: by then the tracker knows whether an object missed on it was seen before
-and after (interpolated), is about to appear (`pre_frames`) or just left (`post_frames`).
+`detect_stride`-th; plates on every `plate_detect_stride`-th of those). A frame leaves the
+window, in order, once the frames `horizon` after it have been detected: by then the tracker
+knows whether an object missed on it was seen before and after (interpolated), is about to
+appear (`pre_frames`) or just left (`post_frames`).
 The window is the only thing that grows with the frame rate, nothing grows with the length.
 
 Verification looks again only around what masking changed (`verify.neighbourhoods`): the
@@ -418,8 +419,8 @@ class _VideoJob:
 
         Verification looks only near what masking changed, so a frame with no mask has
         nothing to verify. Around masks the detector never saw (detect_stride, a plate stride,
-        manual regions) every target is searched; on a detected frame only the targets whose masks changed the
-        picture, since the rest was searched at a lower threshold already.
+        manual regions) every target is searched; on a detected frame only the targets whose
+        masks changed the picture, since the rest was searched at a lower threshold already.
         """
         if not self.profile.verify or (not len(dets) and not manual):
             return []

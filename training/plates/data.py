@@ -17,9 +17,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-STRIDES = (8, 16, 32)
-ANCHOR_SIZES = ((16, 32), (64, 128), (256, 512))
-VARIANCE_CENTER, VARIANCE_SIZE = 0.1, 0.2
+# The anchors and box encoding are the decoder's: what is trained is what anond decodes.
+from anond.detect.retinaface import ANCHOR_SIZES, STRIDES, VARIANCE_CENTER, VARIANCE_SIZE  # noqa: E402
+from anond.detect.retinaface import priors as decoder_priors  # noqa: E402
+
 MEAN_BGR = (104.0, 117.0, 127.0)  # the source model's input convention (anond manifest)
 POS_LOG2 = 0.75   # anchor size within 2^0.75 of the plate's sqrt(area): positive
 IGNORE_LOG2 = 1.25  # ...within 2^1.25: neither positive nor negative
@@ -61,16 +62,12 @@ def split(photos: list[Photo], val_fraction: float, seed: int) -> tuple[list[Pho
 
 
 def priors(height: int, width: int) -> np.ndarray:
-    """(N, 4) anchors cx, cy, size, stride in the network's output order (anond.detect.retinaface)."""
-    out = []
-    for stride, sizes in zip(STRIDES, ANCHOR_SIZES):
-        ny, nx = -(-height // stride), -(-width // stride)
-        yy, xx = np.meshgrid(np.arange(ny), np.arange(nx), indexing="ij")
-        centers = (np.stack([xx.ravel(), yy.ravel()], axis=1) + 0.5) * stride
-        c = np.repeat(centers, len(sizes), axis=0)
-        s = np.tile(np.asarray(sizes, np.float32), nx * ny)
-        out.append(np.column_stack([c, s, np.full(len(s), stride)]))
-    return np.concatenate(out).astype(np.float32)
+    """(N, 4) anchors cx, cy, size, stride: the decoder's own anchors (anond.detect.retinaface,
+    in the network's output order), each with its level's stride."""
+    anchors = decoder_priors(height, width)
+    strides = np.concatenate([np.full(-(-height // s) * -(-width // s) * len(sizes), s, np.float32)
+                              for s, sizes in zip(STRIDES, ANCHOR_SIZES)])
+    return np.column_stack([anchors[:, :3], strides]).astype(np.float32)
 
 
 def match(anchors: np.ndarray, boxes: np.ndarray, corners: np.ndarray, ignore: np.ndarray):

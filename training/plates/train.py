@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # anond (the decoder's anchors)
 import data as D  # noqa: E402
 from model import PlateNet, export_onnx, load_retinaface_onnx  # noqa: E402
 
