@@ -262,7 +262,7 @@ def main() -> int:
                              f"video crf {settings.video.crf} preset {settings.video.preset}, "
                              f"batch {settings.video.batch_size}, detect_stride {settings.video.detect_stride}",
             "timing": f"wall clock per process, start-up and model loading included; best of {args.repeat}; "
-                      f"deface and anond faces only in {args.repeat} rounds, one run of each per round; "
+                      f"deface, anond (faces + plates) and anond faces only in {args.repeat} rounds, one run of each per round; "
                       "CPU s: user + system of the best run",
             "deface": "1.5.0 in .bench/deface-venv (onnxruntime CPU), default settings",
         }
