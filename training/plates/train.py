@@ -21,6 +21,7 @@ import sys
 import time
 from pathlib import Path
 
+import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -28,6 +29,11 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # anond (the decoder's anchors)
 import data as D  # noqa: E402
+from anond.config import MaskSettings  # noqa: E402
+from anond.detect.nms import nms  # noqa: E402
+from anond.evaluation.metrics import coverage_fractions, iou_matrix  # noqa: E402
+from anond.mask import coverage_mask  # noqa: E402
+from anond.types import Detections, Target  # noqa: E402
 from model import PlateNet, export_onnx, load_retinaface_onnx  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -93,21 +99,25 @@ def lr_at(epoch: int, it: int, steps_per_epoch: int, scale: float = 1.0) -> floa
     return base * 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
 
 
+MASK = MaskSettings()  # anond's default plate mask: box, margin 0.15
+
+
 @torch.no_grad()
 def evaluate(model, photos, max_side=960, threshold=0.05):
     """Per-image detections on the validation photos at their own aspect (as anond feeds them):
-    recall at IoU 0.5 and 'masked' recall (the box grown by anond's plate margin 0.15 covers
-    >= 80 % of the plate) at several thresholds, and AP at IoU 0.5."""
+    recall at IoU 0.5 and masked recall (anond's plate mask, `mask.coverage_mask` with the
+    default margin, covers >= 80 % of the plate, as `anond eval` counts it) at several
+    thresholds, and AP at IoU 0.5; NMS and IoU are anond's own."""
     model.eval()
     records, n_gt = [], 0
     masked = {t: 0 for t in (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7)}
     stray = dict.fromkeys(masked, 0)  # detections touching no labelled plate (IoU < 0.1)
     for photo in photos:
-        img = __import__("cv2").imread(str(photo.path))
+        img = cv2.imread(str(photo.path))
         h, w = img.shape[:2]
         s = min(1.0, max_side / max(h, w))
         if s < 1:
-            img = __import__("cv2").resize(img, (round(w * s), round(h * s)), interpolation=3)
+            img = cv2.resize(img, (round(w * s), round(h * s)), interpolation=cv2.INTER_AREA)
         ih, iw = img.shape[:2]
         ph, pw = ih + (-ih % 32), iw + (-iw % 32)
         canvas = np.zeros((ph, pw, 3), np.uint8)
@@ -122,10 +132,11 @@ def evaluate(model, photos, max_side=960, threshold=0.05):
         sz = an[:, 2:3] * np.exp(d[:, 2:] * D.VARIANCE_SIZE)
         boxes = np.concatenate([c - sz / 2, c + sz / 2], 1) / s
         sc = score[keep]
-        boxes, sc = _nms(boxes, sc, 0.4)
+        kept = nms(boxes, sc, 0.4)
+        boxes, sc = boxes[kept], sc[kept]
         gt = photo.boxes
         n_gt += len(gt)
-        iou = _iou(boxes, gt)
+        iou = iou_matrix(boxes, gt)
         used = np.zeros(len(gt), bool)
         for j in np.argsort(-sc):
             k = int(np.argmax(iou[j])) if len(gt) else -1
@@ -134,7 +145,9 @@ def evaluate(model, photos, max_side=960, threshold=0.05):
                 used[k] = True
             records.append((sc[j], ok))
         for t in masked:
-            masked[t] += int(_covered(boxes[sc >= t], gt).sum())
+            shown = Detections(boxes[sc >= t], sc[sc >= t], np.full(int((sc >= t).sum()), int(Target.PLATE)))
+            cover = coverage_mask((h, w), shown, MASK)
+            masked[t] += int((coverage_fractions(gt, cover) >= 0.8).sum())
             stray[t] += int((iou[sc >= t].max(axis=1, initial=0.0) < 0.1).sum())
     records.sort(key=lambda r: -r[0])
     tp = np.cumsum([r[1] for r in records])
@@ -144,41 +157,6 @@ def evaluate(model, photos, max_side=960, threshold=0.05):
     model.train()
     return {"ap50": ap, **{f"masked@{t}": masked[t] / max(1, n_gt) for t in masked},
             **{f"stray_per_image@{t}": stray[t] / max(1, len(photos)) for t in stray}, "plates": n_gt}
-
-
-def _iou(a, b):
-    if not len(a) or not len(b):
-        return np.zeros((len(a), len(b)))
-    ix = np.clip(np.minimum(a[:, None, 2], b[None, :, 2]) - np.maximum(a[:, None, 0], b[None, :, 0]), 0, None)
-    iy = np.clip(np.minimum(a[:, None, 3], b[None, :, 3]) - np.maximum(a[:, None, 1], b[None, :, 1]), 0, None)
-    inter = ix * iy
-    area = lambda x: (x[:, 2] - x[:, 0]) * (x[:, 3] - x[:, 1])  # noqa: E731
-    return inter / (area(a)[:, None] + area(b)[None] - inter + 1e-9)
-
-
-def _nms(boxes, scores, iou):
-    order, keep = np.argsort(-scores), []
-    while len(order):
-        i = order[0]
-        keep.append(i)
-        order = order[1:][_iou(boxes[i:i + 1], boxes[order[1:]])[0] <= iou]
-    return boxes[keep], scores[keep]
-
-
-def _covered(dets, gt, margin=0.15, need=0.8):
-    """Per plate: the union of detection boxes grown by `margin` covers >= `need` of it."""
-    out = np.zeros(len(gt), bool)
-    for g, (x0, y0, x1, y1) in enumerate(gt):
-        W, H = max(1, int(math.ceil(x1 - x0))), max(1, int(math.ceil(y1 - y0)))
-        m = np.zeros((H, W), bool)
-        for bx0, by0, bx1, by1 in dets:
-            mx, my = (bx1 - bx0) * margin, (by1 - by0) * margin
-            c0, r0 = int(max(0, bx0 - mx - x0)), int(max(0, by0 - my - y0))
-            c1, r1 = int(min(W, math.ceil(bx1 + mx - x0))), int(min(H, math.ceil(by1 + my - y0)))
-            if c1 > c0 and r1 > r0:
-                m[r0:r1, c0:c1] = True
-        out[g] = m.mean() >= need
-    return out
 
 
 def plot_history(history: list[dict], path: Path) -> None:
