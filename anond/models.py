@@ -32,7 +32,7 @@ else:  # pragma: no cover
 
 INSTALLED_JSON = "installed.json"
 TASKS = ("face", "plate", "text")
-FAMILIES = ("centerface", "retinaface", "yolov8", "ppocr")
+FAMILIES = ("centerface", "retinaface", "yolov8", "ppocr", "crop-check")
 
 
 @dataclass(frozen=True)
@@ -65,6 +65,10 @@ class ModelSpec:
     class_ids: tuple[int, ...] = (0,)
     optional: bool = False
     shipped: bool = False  # the file comes with anond itself (no download)
+    # A detector's check model (anond.detect.check): its name and the probability a candidate
+    # box must reach to be kept; None = every box the detector finds is kept.
+    check: str | None = None
+    check_threshold: float = 0.5
 
     @property
     def source(self) -> str:
@@ -161,6 +165,11 @@ def _spec_from_entry(entry: dict[str, Any], base: Path, index: int) -> ModelSpec
         file = str(entry.get("file", f"{name}.onnx"))
     if "/" in file or file.startswith("."):
         raise ConfigError(f"{where} ({name}): `file` must be a plain file name")
+    check = entry.get("check")
+    if check is not None and not (isinstance(check, dict) and isinstance(check.get("model"), str)
+                                  and isinstance(check.get("threshold"), (int, float))
+                                  and 0 <= check["threshold"] <= 1):
+        raise ConfigError(f"{where} ({name}): `check` must be {{ model = \"name\", threshold = 0..1 }}")
     return ModelSpec(
         name=name,
         task=task,
@@ -176,6 +185,8 @@ def _spec_from_entry(entry: dict[str, Any], base: Path, index: int) -> ModelSpec
         class_ids=tuple(int(c) for c in entry.get("class_ids", (0,))),
         optional=bool(entry.get("optional", False)),
         shipped=bool(entry.get("shipped", False)) and local_path is not None,
+        check=check["model"] if check else None,
+        check_threshold=float(check["threshold"]) if check else 0.5,
     )
 
 

@@ -7,8 +7,10 @@ real photos from ../shared/data cut to the input size the pipeline feeds it:
   whole frames (video frames at their own aspect, as the pipeline feeds them) and 640x640
   tiles (`detect.tile_size`, the photo detail pass);
 - fixed-size models (YOLOv8 plates): their 640x640 letterbox, whatever the source size.
-A second table gives each plate model's time per frame relative to platedet's (batch 1) at the
-same frame size: what replacing platedet costs (issue 23: at most 25 %).
+A model with a check model (manifest `check`, anond.detect.check) is timed with its check run on
+the boxes it finds at the threshold, as the Engine runs them. A second table gives each plate
+model's time per frame relative to platedet's (batch 1) at the same frame size: what replacing
+platedet costs (issue 23: at most 25 %).
 Batch 1 and the video batch size (`video.batch_size`) are measured; the first call is a warm-up.
 
     python bench/detect_speed.py [--seconds 10] [--models a,b] [--no-append]
@@ -54,6 +56,17 @@ def measure(detector, views, batch: int, threshold: float, seconds: float) -> tu
     return n / (time.perf_counter() - started), n
 
 
+class Checked:
+    """A detector followed by its check model on each view's boxes (what the Engine runs)."""
+
+    def __init__(self, detector, check) -> None:
+        self.detector, self.check = detector, check
+
+    def detect(self, views, threshold):
+        found = self.detector.detect(views, threshold)
+        return [self.check.accept(view, xyxy) for view, (xyxy, _) in zip(views, found)]
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[1])
     parser.add_argument("--seconds", type=float, default=10.0, help="per measurement (default 10)")
@@ -62,6 +75,7 @@ def main() -> int:
     parser.add_argument("--no-append", action="store_true", help="print only")
     args = parser.parse_args()
 
+    from anond.detect.check import CropCheck
     from anond.detect.engine import build_detector
     from anond.models import read_installed, verified_model
 
@@ -78,19 +92,22 @@ def main() -> int:
     plate_ms: dict[str, dict[tuple[int, int], float]] = {}  # batch-1 ms per frame size
     for name in names:
         model = verified_model(name, settings.models.dir, settings.models.manifest)
-        det = build_detector(model, settings.runtime)
+        det = timed = build_detector(model, settings.runtime)
+        if model.spec.check:
+            check = verified_model(model.spec.check, settings.models.dir, settings.models.manifest)
+            timed = Checked(det, CropCheck(check, settings.runtime, model.spec.check_threshold))
         threshold = (settings.profile.detect.face_threshold if model.spec.task == "face"
-                     else settings.profile.detect.plate_threshold)
+                     else c.PLATE_THRESHOLDS.get(name, settings.profile.detect.plate_threshold))
         sizes = [(360, 640), (720, 1280)] + ([] if det.fixed_size else [(640, 640)])
         for size in sizes:
             views = _views(photos, size, 16)
             for batch in sorted({1, batch_video}):
-                ips, n = measure(det, views, batch, threshold, args.seconds)
+                ips, n = measure(timed, views, batch, threshold, args.seconds)
                 shown = (f"{det.fixed_size[1]}x{det.fixed_size[0]} letterbox" if det.fixed_size
                          else f"{size[1]}x{size[0]}")
                 if det.fixed_size:
                     shown += f" (from {size[1]}x{size[0]})"
-                rows.append([name, det.provider.replace("ExecutionProvider", ""), shown, batch,
+                rows.append([name + (f" + {model.spec.check}" if timed is not det else ""), det.provider.replace("ExecutionProvider", ""), shown, batch,
                              f"{ips:.1f}", f"{1000 / ips:.1f}", n])
                 if model.spec.task == "plate" and batch == 1:
                     plate_ms.setdefault(name, {})[size] = 1000 / ips

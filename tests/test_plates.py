@@ -51,17 +51,18 @@ OWN = "anond-plate-mnet025"  # the project's own plate model
 OWN_THRESHOLD = 0.3  # its operating point, from its validation sweep (models/README.md)
 
 
-def test_the_project_plate_model_is_shipped_and_matches_its_manifest(models_dir):
-    """The project's own weights: in models/, packaged beside the manifest, sha256 as stated,
-    MIT, installed by default."""
-    spec = models.load_manifest()[OWN]
+@pytest.mark.parametrize("name", [OWN, "anond-plate-check"])
+def test_the_project_plate_models_are_shipped_and_match_their_manifest(models_dir, name):
+    """The project's own weights (the detector and its check model): in models/, packaged
+    beside the manifest, sha256 as stated, MIT, installed by default."""
+    spec = models.load_manifest()[name]
     assert spec.task == "plate" and spec.shipped and spec.package is None and not spec.optional
     assert spec.licence.startswith("MIT")
     data = (ROOT / "models" / spec.file).read_bytes()
     assert hashlib.sha256(data).hexdigest() == spec.expected_source_sha256
     assert spec.path.read_bytes() == data  # anond/<file> (the packaged copy) is the same file
     assert len(data) <= 10 * 1024 * 1024
-    assert models.verified_model(OWN, models_dir).sha256 == spec.expected_source_sha256
+    assert models.verified_model(name, models_dir).sha256 == spec.expected_source_sha256
 
 
 def test_platedet_licence_in_the_manifest_is_what_its_onnx_file_says(models_dir):
@@ -225,3 +226,66 @@ def test_plates_on_their_own_stride_are_filled_by_the_tracker(tmp_path, own_sett
     unmasked = [i for i, ((a, b), box) in enumerate(zip(pairs, boxes)) if change(a, b, box) < 15]
     assert not unmasked, f"plate readable on frames {unmasked}"
     assert report.parameters["video"]["plate_detect_stride"] == stride
+
+
+# -- the check model: a second look at the plate detector's candidates ------------------------
+
+
+def test_check_crops_are_centred_with_context_at_a_fixed_aspect():
+    """Crops are cut the same way for training and in anond: the region holds the box with
+    context, at the network's aspect, edges replicated past the image border."""
+    from anond.detect.check import ASPECT, CONTEXT, CROP_H, CROP_W, crops, regions
+
+    boxes = np.array([[100, 100, 200, 125],   # a wide plate
+                      [50, 50, 60, 80],       # a tall box (not a plate shape)
+                      [-5, -3, 30, 10]], np.float32)  # past the image's corner
+    r = regions(boxes)
+    rw, rh = r[:, 2] - r[:, 0], r[:, 3] - r[:, 1]
+    np.testing.assert_allclose(rw / rh, ASPECT, rtol=1e-5)
+    assert np.all(r[:, 0] <= boxes[:, 0]) and np.all(r[:, 2] >= boxes[:, 2])
+    assert np.all(r[:, 1] <= boxes[:, 1]) and np.all(r[:, 3] >= boxes[:, 3])
+    np.testing.assert_allclose((r[:, :2] + r[:, 2:]) / 2, (boxes[:, :2] + boxes[:, 2:]) / 2)
+    assert rw[0] == pytest.approx(CONTEXT * 100)
+    image = np.zeros((300, 400, 3), np.uint8)
+    image[:, :, 2] = np.arange(400, dtype=np.uint8)[None, :].clip(0, 255)
+    out = crops(image, boxes)
+    assert out.shape == (3, CROP_H, CROP_W, 3) and out.dtype == np.uint8
+    assert out[2, :, 0, 2].max() <= 1  # left of the image: its first column, replicated
+    assert crops(image, np.zeros((0, 4), np.float32)).shape == (0, CROP_H, CROP_W, 3)
+
+
+def facade(seed: int, size=(960, 540)) -> np.ndarray:
+    """A building front: rows of framed windows, the repeated texture the plate detector alone
+    takes for plates (on real photos it puts boxes of 0.8-0.9 on facades)."""
+    rng = np.random.default_rng(seed)
+    w, h = size
+    img = np.empty((h, w, 3), np.uint8)
+    img[:] = np.clip(rng.integers(150, 210) + rng.integers(-10, 10, 3), 0, 255)
+    for y in range(30, h - 40, 60):
+        for x in range(20, w - 20, 45):
+            cv2.rectangle(img, (x, y), (x + 25, y + 38), (40, 50, 60), -1)
+            cv2.rectangle(img, (x, y), (x + 25, y + 38), (230, 230, 230), 2)
+            cv2.line(img, (x + 12, y), (x + 12, y + 38), (230, 230, 230), 1)
+    return cv2.GaussianBlur(img, (0, 0), 0.8)
+
+
+def test_the_check_drops_most_of_what_the_detector_alone_takes_for_plates(own_settings, own_engine):
+    """The same Engine with and without the check model: on window facades the detector alone
+    keeps several boxes at its threshold, the check drops most of them; the real plate in a
+    scene is kept either way."""
+    from anond.detect.engine import Engine
+
+    assert own_engine.checks["plate"].spec.name == models.load_manifest()[OWN].check
+    unchecked = Engine(own_engine.detectors)
+    detect = own_settings.profile.detect
+    alone = checked = 0
+    for seed in range(3):
+        img = facade(seed)
+        alone += len(unchecked.detect([img], detect, ["plate"])[0])
+        checked += len(own_engine.detect([img], detect, ["plate"])[0])
+    assert alone >= 6 and checked <= alone / 2, (alone, checked)
+    img, (x0, y0, x1, y1) = scene(1.0, (120, 80))
+    found = own_engine.detect([img], detect, ["plate"])[0]
+    inside = ((found.xyxy[:, 0] <= x0 + 5) & (found.xyxy[:, 2] >= x1 - 5)
+              & (found.xyxy[:, 1] <= y0 + 5) & (found.xyxy[:, 3] >= y1 - 5))
+    assert inside.any()

@@ -16,6 +16,7 @@ from ..errors import ConfigError, ModelMissing
 from ..models import InstalledModel, verified_model
 from ..types import Detections, Target
 from .base import Detector
+from .check import CropCheck
 from .nms import merge
 from .tiling import plan
 
@@ -56,6 +57,18 @@ def _load_detector(settings: Settings, name: str, target: str) -> Detector:
     return build_detector(installed, settings.runtime)
 
 
+def _load_check(settings: Settings, detector: Detector) -> CropCheck | None:
+    """The detector's check model (manifest `check`), verified and loaded; None if it has none."""
+    name = detector.spec.check
+    if name is None:
+        return None
+    installed = verified_model(name, settings.models.dir, settings.models.manifest)
+    if installed.spec.family != "crop-check" or installed.spec.task != detector.spec.task:
+        raise ConfigError(f"model {detector.spec.name!r}: its check {name!r} is not a "
+                          f"{detector.spec.task} crop-check model")
+    return CropCheck(installed, settings.runtime, detector.spec.check_threshold)
+
+
 def _as_bgr(image: np.ndarray) -> np.ndarray:
     """Grey or BGRA input (not the contract, but cheap to accept) as 3-channel BGR."""
     if image.ndim == 2:
@@ -70,11 +83,13 @@ def _as_bgr(image: np.ndarray) -> np.ndarray:
 class Engine:
     """Detectors for faces and plates, ready to run on lists of BGR images."""
 
-    def __init__(self, detectors: dict[str, Detector], video: "Engine | None" = None) -> None:
+    def __init__(self, detectors: dict[str, Detector], video: "Engine | None" = None,
+                 checks: dict[str, CropCheck] | None = None) -> None:
         self.detectors = detectors
+        self.checks = checks or {}
         self.models = [
             ModelInfo(d.spec.name, d.spec.task, d.spec.family, d.sha256, d.provider, d.spec.licence)
-            for d in detectors.values()
+            for d in [*detectors.values(), *self.checks.values()]
         ]
         self.provider = self.models[0].provider if self.models else "none"
         self._video = video
@@ -88,10 +103,14 @@ class Engine:
         """Verify and load the models serving `targets` (default: face and plate) once."""
         wanted = list(targets) if targets is not None else list(TARGETS)
         detectors: dict[str, Detector] = {}
+        checks: dict[str, CropCheck] = {}
         for target in wanted:
             if target not in TARGETS:
                 raise ConfigError(f"unknown target {target!r}")
             detectors[target] = _load_detector(settings, getattr(settings.models, target), target)
+            check = _load_check(settings, detectors[target])
+            if check is not None:
+                checks[target] = check
         video = None
         name = settings.models.video_face
         if "face" in detectors and name and name != settings.models.face:
@@ -99,8 +118,10 @@ class Engine:
             if settings.video.intra_op_threads:  # its session serves video jobs only
                 video_settings = settings.model_copy(update={"runtime": settings.runtime.model_copy(
                     update={"intra_op_threads": settings.video.intra_op_threads})})
-            video = cls({**detectors, "face": _load_detector(video_settings, name, "face")})
-        return cls(detectors, video)
+            face = _load_detector(video_settings, name, "face")
+            video_checks = {**checks, "face": _load_check(video_settings, face)}
+            video = cls({**detectors, "face": face}, checks={k: c for k, c in video_checks.items() if c})
+        return cls(detectors, video, checks)
 
     def detect(
         self, images: list[np.ndarray], detect: DetectSettings, targets: Sequence[str]
@@ -108,7 +129,8 @@ class Engine:
         """Boxes per image (pixel coordinates of that image), thresholds applied, NMS done.
 
         Boxes from all views of an image are merged: NMS picks one box per object and that box
-        grows to the union of the boxes it suppressed (see `nms.merge`).
+        grows to the union of the boxes it suppressed (see `nms.merge`). A target whose model
+        has a check model keeps only the merged boxes the check accepts (`check.CropCheck`).
         """
         images = [_as_bgr(img) for img in images]
         per_image: list[list[Detections]] = [[] for _ in images]
@@ -134,6 +156,10 @@ class Engine:
                     continue
                 xyxy, score = np.concatenate(boxes[k]), np.concatenate(scores[k])
                 xyxy, score = merge(xyxy, score, detect.nms_iou)
+                check = self.checks.get(target)
+                if check is not None:
+                    keep = check.accept(images[k], xyxy)
+                    xyxy, score = xyxy[keep], score[keep]
                 cls_ = np.full(len(score), int(TARGETS[target]), np.int16)
                 per_image[k].append(Detections(xyxy, score, cls_))
         return [Detections.concat(parts) for parts in per_image]
@@ -147,5 +173,5 @@ class Engine:
         """One tiny inference per model (before the service reports READY=1)."""
         if self._video is not None:
             self._video.warmup()
-        for detector in self.detectors.values():
+        for detector in [*self.detectors.values(), *self.checks.values()]:
             detector.warmup()
