@@ -69,6 +69,7 @@ class ModelSpec:
     # box must reach to be kept; None = every box the detector finds is kept.
     check: str | None = None
     check_threshold: float = 0.5
+    check_min_width: float = 0.0  # boxes narrower than this (pixels) are kept unchecked
 
     @property
     def source(self) -> str:
@@ -168,8 +169,11 @@ def _spec_from_entry(entry: dict[str, Any], base: Path, index: int) -> ModelSpec
     check = entry.get("check")
     if check is not None and not (isinstance(check, dict) and isinstance(check.get("model"), str)
                                   and isinstance(check.get("threshold"), (int, float))
-                                  and 0 <= check["threshold"] <= 1):
-        raise ConfigError(f"{where} ({name}): `check` must be {{ model = \"name\", threshold = 0..1 }}")
+                                  and 0 <= check["threshold"] <= 1
+                                  and isinstance(check.get("min_width", 0), (int, float))
+                                  and check.get("min_width", 0) >= 0):
+        raise ConfigError(f"{where} ({name}): `check` must be "
+                          f"{{ model = \"name\", threshold = 0..1, min_width = pixels >= 0 (optional) }}")
     return ModelSpec(
         name=name,
         task=task,
@@ -187,6 +191,7 @@ def _spec_from_entry(entry: dict[str, Any], base: Path, index: int) -> ModelSpec
         shipped=bool(entry.get("shipped", False)) and local_path is not None,
         check=check["model"] if check else None,
         check_threshold=float(check["threshold"]) if check else 0.5,
+        check_min_width=float(check.get("min_width", 0)) if check else 0.0,
     )
 
 

@@ -92,14 +92,20 @@ def versions() -> dict:
 
 
 def models(settings) -> list[dict]:
-    """Name, sha256 and task of the models the settings select (from installed.json)."""
-    from anond.models import read_installed
+    """Name, sha256 and task of the models the settings select (from installed.json), with the
+    check model (and its threshold) of any that has one."""
+    from anond.models import load_manifest, read_installed
 
     installed = read_installed(Path(settings.models.dir))
+    manifest = load_manifest(settings.models.manifest)
     rows = []
     for task, key in (("face", "face"), ("face (videos)", "video_face"), ("plate", "plate")):
         name = getattr(settings.models, key) or settings.models.face
         rows.append({"task": task, "name": name, "sha256": installed.get(name, {}).get("sha256", "?")})
+        spec = manifest.get(name)
+        if spec is not None and spec.check:
+            rows.append({"task": f"{task} check (>= {spec.check_threshold})", "name": spec.check,
+                         "sha256": installed.get(spec.check, {}).get("sha256", "?")})
     return rows
 
 

@@ -95,7 +95,8 @@ def main() -> int:
         det = timed = build_detector(model, settings.runtime)
         if model.spec.check:
             check = verified_model(model.spec.check, settings.models.dir, settings.models.manifest)
-            timed = Checked(det, CropCheck(check, settings.runtime, model.spec.check_threshold))
+            timed = Checked(det, CropCheck(check, settings.runtime, model.spec.check_threshold,
+                                            model.spec.check_min_width))
         threshold = (settings.profile.detect.face_threshold if model.spec.task == "face"
                      else c.PLATE_THRESHOLDS.get(name, settings.profile.detect.plate_threshold))
         sizes = [(360, 640), (720, 1280)] + ([] if det.fixed_size else [(640, 640)])

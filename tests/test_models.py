@@ -150,7 +150,8 @@ def test_unknown_model_name_is_refused(tmp_path):
 
 
 @pytest.mark.parametrize("check", ['"anond-plate-check"', '{ model = "x" }',
-                                   '{ model = "x", threshold = 1.5 }'])
+                                   '{ model = "x", threshold = 1.5 }',
+                                   '{ model = "x", threshold = 0.5, min_width = -1 }'])
 def test_a_malformed_check_entry_is_a_config_error(tmp_path, check):
     manifest = _write_manifest(tmp_path / "m.toml", f"""
 [[model]]

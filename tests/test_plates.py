@@ -289,3 +289,16 @@ def test_the_check_drops_most_of_what_the_detector_alone_takes_for_plates(own_se
     inside = ((found.xyxy[:, 0] <= x0 + 5) & (found.xyxy[:, 2] >= x1 - 5)
               & (found.xyxy[:, 1] <= y0 + 5) & (found.xyxy[:, 3] >= y1 - 5))
     assert inside.any()
+
+
+def test_boxes_narrower_than_min_width_are_kept_unchecked(own_engine):
+    """Small boxes pass the check unexamined (min_width): too few pixels to reject a plate on."""
+    check = own_engine.checks["plate"]
+    assert check.min_width == models.load_manifest()[OWN].check_min_width > 0
+    img = facade(0)
+    boxes = np.array([[100, 100, 100 + check.min_width - 1, 120],
+                      [100, 100, 100 + check.min_width, 120]], np.float32)
+    probs = check.probabilities(img, boxes)
+    keep = check.accept(img, boxes)
+    assert keep[0]
+    assert keep[1] == (probs[1] >= check.threshold)

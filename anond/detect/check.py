@@ -5,8 +5,9 @@ nearly every plate but also many things that look like one at its scale: window 
 grilles, signs. A classifier that sees each candidate box with some context around it, at a
 fixed size, tells them apart at a fraction of the detector's cost (a few hundred candidates a
 second on one core). The detector's manifest entry names its check model and the probability
-a candidate must reach (`check = { model = "...", threshold = ... }`); rejected boxes are
-dropped before they are masked, tracked or counted.
+a candidate must reach (`check = { model = "...", threshold = ..., min_width = ... }`);
+rejected boxes are dropped before they are masked, tracked or counted, and boxes narrower than
+`min_width` pixels are kept without a look (a few pixels of plate say too little to reject on).
 
 The crop geometry lives here and nowhere else: training (training/plates/check.py) cuts its
 examples with `crops()`, so what is trained is what anond checks.
@@ -63,10 +64,12 @@ def crops(image: np.ndarray, xyxy: np.ndarray) -> np.ndarray:
 class CropCheck:
     """The check model of one detector: `accept(image, xyxy)` says which boxes to keep."""
 
-    def __init__(self, installed: InstalledModel, runtime: RuntimeSettings, threshold: float) -> None:
+    def __init__(self, installed: InstalledModel, runtime: RuntimeSettings, threshold: float,
+                 min_width: float = 0.0) -> None:
         self.spec = installed.spec
         self.sha256 = installed.sha256
         self.threshold = threshold
+        self.min_width = min_width
         self.session, self.provider = create_session(installed.path, runtime)
         self.input_name = self.session.get_inputs()[0].name
 
@@ -82,7 +85,13 @@ class CropCheck:
         return np.concatenate(out).astype(np.float32)
 
     def accept(self, image: np.ndarray, xyxy: np.ndarray) -> np.ndarray:
-        return self.probabilities(image, xyxy) >= self.threshold
+        """Boxes narrower than `min_width` pixels are kept unchecked: a few pixels of plate
+        say too little to reject on, and a small false mask costs little."""
+        keep = np.ones(len(xyxy), bool)
+        looked = np.flatnonzero(xyxy[:, 2] - xyxy[:, 0] >= self.min_width) if len(xyxy) else []
+        if len(looked):
+            keep[looked] = self.probabilities(image, xyxy[looked]) >= self.threshold
+        return keep
 
     def warmup(self) -> None:
         self.probabilities(np.zeros((64, 64, 3), np.uint8), np.array([[8, 8, 40, 24]], np.float32))

@@ -66,7 +66,8 @@ def _load_check(settings: Settings, detector: Detector) -> CropCheck | None:
     if installed.spec.family != "crop-check" or installed.spec.task != detector.spec.task:
         raise ConfigError(f"model {detector.spec.name!r}: its check {name!r} is not a "
                           f"{detector.spec.task} crop-check model")
-    return CropCheck(installed, settings.runtime, detector.spec.check_threshold)
+    return CropCheck(installed, settings.runtime, detector.spec.check_threshold,
+                     detector.spec.check_min_width)
 
 
 def _as_bgr(image: np.ndarray) -> np.ndarray:
