@@ -149,19 +149,17 @@ def test_unknown_model_name_is_refused(tmp_path):
         models.install(tmp_path, ["no-such-model"])
 
 
+def _checked_plate_entry(name: str, path, sha256: str, check: str) -> str:
+    """An operator manifest with one retinaface-family plate model and its `check` table."""
+    return (f'[[model]]\nname = "{name}"\ntask = "plate"\nfamily = "retinaface"\npath = "{path}"\n'
+            f'sha256 = "{sha256}"\ncheck = {check}\n')
+
+
 @pytest.mark.parametrize("check", ['"anond-plate-check"', '{ model = "x" }',
                                    '{ model = "x", threshold = 1.5 }',
                                    '{ model = "x", threshold = 0.5, min_width = -1 }'])
 def test_a_malformed_check_entry_is_a_config_error(tmp_path, check):
-    manifest = _write_manifest(tmp_path / "m.toml", f"""
-[[model]]
-name = "p"
-task = "plate"
-family = "retinaface"
-path = "p.onnx"
-sha256 = "00"
-check = {check}
-""")
+    manifest = _write_manifest(tmp_path / "m.toml", _checked_plate_entry("p", "p.onnx", "00", check))
     with pytest.raises(ConfigError, match="check"):
         models.load_manifest(manifest)
 
@@ -172,15 +170,9 @@ def test_a_check_that_is_not_a_crop_check_model_is_refused(models_copy, tmp_path
     from anond.detect.engine import Engine
 
     spec = models.load_manifest()["anond-plate-mnet025"]
-    manifest = _write_manifest(tmp_path / "m.toml", f"""
-[[model]]
-name = "plates-checked-by-a-face-model"
-task = "plate"
-family = "retinaface"
-path = "{spec.path}"
-sha256 = "{spec.expected_source_sha256}"
-check = {{ model = "retinaface-mnet025", threshold = 0.5 }}
-""")
+    manifest = _write_manifest(tmp_path / "m.toml", _checked_plate_entry(
+        "plates-checked-by-a-face-model", spec.path, spec.expected_source_sha256,
+        '{ model = "retinaface-mnet025", threshold = 0.5 }'))
     models.install(models_copy, ["plates-checked-by-a-face-model"], manifest)
     settings = load_settings(None, models={"dir": models_copy, "manifest": manifest,
                                            "plate": "plates-checked-by-a-face-model"})

@@ -325,26 +325,11 @@ def sweep(args) -> None:
 
 def plot_history(history: list[dict], path: Path) -> None:
     """The training curve: loss, and the validation crops kept at 0.1 / 0.3, per epoch."""
-    import matplotlib
+    from plot import plot_history as plot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    epochs = [r["epoch"] for r in history]
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
-    ax1.plot(epochs, [r["loss"] for r in history], label="loss")
-    ax1.set_xlabel("epoch")
-    ax1.set_title("training loss (cross-entropy, label smoothing 0.05)")
-    ax1.legend()
-    for key in ("plate_kept@0.1", "plate_kept@0.3", "background_kept@0.1", "background_kept@0.3"):
-        ax2.plot(epochs, [r[key] for r in history], label=key)
-    ax2.set_xlabel("epoch")
-    ax2.set_ylim(0, 1.01)
-    ax2.set_title("validation crops kept (mined from the validation split)")
-    ax2.legend(loc="center right")
-    fig.tight_layout()
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
+    plot(history, path, losses=("loss",), loss_title="training loss (cross-entropy, label smoothing 0.05)",
+         validation=("plate_kept@0.1", "plate_kept@0.3", "background_kept@0.1", "background_kept@0.3"),
+         validation_title="validation crops kept (mined from the validation split)", legend="center right")
 
 
 def export(args) -> None:

@@ -161,28 +161,11 @@ def evaluate(model, photos, max_side=960, threshold=0.05):
 
 def plot_history(history: list[dict], path: Path) -> None:
     """The training curve: losses and validation figures per epoch, as a PNG."""
-    import matplotlib
+    from plot import plot_history as plot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    epochs = [r["epoch"] for r in history]
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
-    for key in ("loss", "cls", "box"):
-        ax1.plot(epochs, [r[key] for r in history], label=key)
-    ax1.set_xlabel("epoch")
-    ax1.set_title("training loss (per batch, mean over the epoch)")
-    ax1.set_yscale("log")
-    ax1.legend()
-    for key in ("masked@0.2", "masked@0.5", "ap50"):
-        ax2.plot(epochs, [r[key] for r in history], label=key)
-    ax2.set_xlabel("epoch")
-    ax2.set_ylim(0, 1.01)
-    ax2.set_title("validation (8 % of the training sources)")
-    ax2.legend(loc="lower right")
-    fig.tight_layout()
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
+    plot(history, path, losses=("loss", "cls", "box"), loss_title="training loss (per batch, mean over the epoch)",
+         validation=("masked@0.2", "masked@0.5", "ap50"), log_loss=True,
+         validation_title="validation (8 % of the training sources)")
 
 
 def sha256(path: Path) -> str:
