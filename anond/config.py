@@ -19,6 +19,7 @@ from pydantic_settings import (
 )
 
 from .errors import ConfigError
+from .watch import DEFAULT_IGNORE
 
 MaskMode = Literal["blur", "pixelate", "solid"]
 MaskShape = Literal["ellipse", "box"]
@@ -247,6 +248,10 @@ class Inbox(_Section):
     # With regions = "required": a file still without its sidecar this long after it stopped
     # changing goes to the failed folder (reason code regions_missing), not left waiting forever.
     regions_wait_s: float = Field(3600.0, gt=0)
+    # Globs (case-insensitive, matched against every folder and file name below the inbox) that
+    # are never inputs and never touched, only counted; this list replaces the default one
+    # (NAS thumbnail/recycle folders, desktop junk, partial downloads: anond.watch.DEFAULT_IGNORE).
+    ignore: list[str] = Field(default_factory=lambda: list(DEFAULT_IGNORE))
 
     @model_validator(mode="after")
     def _consistent(self) -> "Inbox":

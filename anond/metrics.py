@@ -30,6 +30,9 @@ class Metrics:
         self.queue = Gauge("anond_queue_depth", "Jobs waiting for a worker", registry=r)
         self.running = Gauge("anond_jobs_running", "Jobs being processed now", registry=r)
         self.tracked = Gauge("anond_inbox_files_tracked", "Inbox files waiting to be finished", registry=r)
+        self.ignored = Gauge("anond_inbox_entries_ignored",
+                             "Inbox folders and files matching the ignore patterns (never touched)",
+                             registry=r)
         self.paused = Gauge("anond_intake_paused", "1 while intake is paused (low free space)", registry=r)
         self.job_seconds = Histogram("anond_job_duration_seconds", "Wall time per job",
                                      buckets=JOB_BUCKETS, registry=r)

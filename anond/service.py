@@ -173,7 +173,7 @@ class Service:
         box.open()
         watcher = InboxWatcher(root, recursive=cfg.recursive,
                                stable_after_s=settings.service.stable_after_s,
-                               use_events=settings.service.inotify)
+                               use_events=settings.service.inotify, ignore=cfg.ignore)
         watcher.start()
         return InboxRuntime(cfg, root, outbox, failed, archive, watcher, box)
 
@@ -414,11 +414,13 @@ class Service:
         with self.running_lock:
             self._counts["running"] = len(self.running)
         self._counts["waiting"] = sum(i.watcher.tracked for i in self.inboxes.values())
+        self._counts["ignored"] = sum(i.watcher.ignored for i in self.inboxes.values())
         self.notifier.status(self._status_text())
         if self.metrics:
             self.metrics.queue.set(self._counts.get("pending", 0))
             self.metrics.running.set(self._counts["running"])
             self.metrics.tracked.set(self._counts["waiting"])
+            self.metrics.ignored.set(self._counts["ignored"])
 
     def _status_text(self) -> str:
         c = self._counts

@@ -3,11 +3,15 @@
 Events only say where to look; whether a file is finished is decided by looking at it: a file
 is ready once its size and mtime stayed the same for `stable_after_s`. Network shares deliver
 no events at all, so a full rescan runs every `rescan_interval_s` (and once at start-up).
-Hidden files, partial downloads and manual-region sidecars never become jobs.
+Hidden files, partial downloads and manual-region sidecars never become jobs; neither does
+anything matching the inbox's `ignore` patterns (NAS thumbnail and recycle folders, desktop
+junk: DEFAULT_IGNORE), whose folders are not even entered. Ignored entries are counted, never
+touched.
 """
 
 from __future__ import annotations
 
+import fnmatch
 import os
 import threading
 import time
@@ -22,6 +26,14 @@ PARTIAL_SUFFIXES = (
     ".opdownload", ".!ut", ".!qb", ".unconfirmed", ".swp", ".lock",
 )
 JUNK_NAMES = {"thumbs.db", "desktop.ini", "icon\r"}
+# Globs (case-insensitive, matched against every folder and file name under the inbox) of what
+# NAS systems, sync tools and desktops leave in shared folders: never inputs. Per inbox:
+# `[[inbox]] ignore` replaces this list.
+DEFAULT_IGNORE = (
+    "@eaDir", "#recycle", "#snapshot", "#archive", ".Trash-*", "$RECYCLE.BIN",
+    "System Volume Information", ".DS_Store", "._*", "Thumbs.db", "desktop.ini", "~$*", "*~",
+    "*.part", "*.partial", "*.crdownload", "*.filepart", "*.download", "*.tmp", "*.temp",
+)
 SIDECAR_SUFFIX = ".regions.json"  # anond.regions.SIDECAR_SUFFIX (kept here: light import)
 # Zero-byte files are often placeholders a copy tool fills later: they wait this much longer.
 EMPTY_FILE_FACTOR = 6
@@ -31,6 +43,12 @@ _log = log.get("anond.watch")
 
 def is_hidden(name: str) -> bool:
     return name.startswith(".")
+
+
+def matches(name: str, patterns: tuple[str, ...]) -> bool:
+    """Does `name` match one of the lower-cased glob `patterns` (case-insensitive)?"""
+    lower = name.lower()
+    return any(fnmatch.fnmatchcase(lower, p) for p in patterns)
 
 
 def is_sidecar(name: str) -> bool:
@@ -72,8 +90,10 @@ class InboxWatcher:
     """Tracks the files of one inbox until they are finished; `poll()` returns those that are."""
 
     def __init__(self, root: Path, *, recursive: bool, stable_after_s: float,
-                 use_events: bool = True) -> None:
+                 use_events: bool = True, ignore: tuple[str, ...] | list[str] = DEFAULT_IGNORE) -> None:
         self.root = Path(root)
+        self.ignore = tuple(p.lower() for p in ignore)
+        self._ignored: set[PurePosixPath] = set()  # ignored entries seen since the last rescan
         self.recursive = recursive
         self.stable_after_s = stable_after_s
         self.use_events = use_events
@@ -136,6 +156,7 @@ class InboxWatcher:
 
     def rescan(self) -> int:
         """Walk the whole inbox; returns how many files are being tracked."""
+        self._ignored = set()
         visited = self._walk(self.root)
         self._settled = {rel: key for rel, key in self._settled.items() if rel in visited}
         return len(self._seen)
@@ -150,6 +171,9 @@ class InboxWatcher:
             except OSError:
                 continue
             for entry in entries:
+                if self.ignore and matches(entry.name, self.ignore):
+                    self._note_ignored(Path(entry.path))
+                    continue  # an ignored folder is not entered
                 if is_hidden(entry.name):
                     continue  # hidden folders include the claim area (.anond)
                 try:
@@ -171,11 +195,32 @@ class InboxWatcher:
             rel = PurePosixPath(path.relative_to(self.root).as_posix())
         except ValueError:
             return None
-        if not rel.parts or any(is_hidden(p) for p in rel.parts):
+        if not rel.parts:
+            return None
+        if self.ignore and any(matches(p, self.ignore) for p in rel.parts):
+            self._note_ignored(path)
+            return None
+        if any(is_hidden(p) for p in rel.parts):
             return None
         if not self.recursive and len(rel.parts) > 1:
             return None
         return rel
+
+    def _note_ignored(self, path: Path) -> None:
+        try:
+            rel = PurePosixPath(path.relative_to(self.root).as_posix())
+        except ValueError:
+            return
+        # The outermost ignored entry stands for what is inside it.
+        for i in range(1, len(rel.parts) + 1):
+            if matches(rel.parts[i - 1], self.ignore):
+                self._ignored.add(PurePosixPath(*rel.parts[:i]))
+                return
+
+    @property
+    def ignored(self) -> int:
+        """Ignored folders and files (each folder counts once) seen since the last rescan."""
+        return len(self._ignored)
 
     def _observe(self, path: Path, st: os.stat_result) -> PurePosixPath | None:
         rel = self._rel(path)

@@ -181,3 +181,47 @@ def test_copy_tree_with_shutil_is_found_complete(tmp_path, inbox, watcher):
         (src / "x" / "y" / f"{i}.jpg").write_bytes(os.urandom(2000))
     shutil.copytree(src, inbox / "copied")
     assert len(_ready(watcher, want=5)) == 5
+
+
+def test_nas_and_desktop_junk_is_ignored_and_counted_not_entered(inbox):
+    """Synology thumbnails (@eaDir), recycle bins, macOS and Windows leftovers never become jobs;
+    ignored folders are not even entered; each ignored entry is counted once; nothing is touched."""
+    junk = [inbox / "@eaDir" / "photo.jpg" / "SYNOPHOTO_THUMB_XL.jpg",
+            inbox / "trip" / "#recycle" / "old.jpg", inbox / "trip" / "._photo.jpg",
+            inbox / ".DS_Store", inbox / "trip" / "thumbs.DB"]
+    for path in junk:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"x" * 100)
+    (inbox / "trip" / "real.jpg").write_bytes(b"x" * 100)
+    before = {p: p.stat().st_mtime_ns for p in junk}
+    w = InboxWatcher(inbox, recursive=True, stable_after_s=STABLE, use_events=False)
+    w.start()
+    try:
+        time.sleep(STABLE * 2)
+        assert _ready(w) == ["trip/real.jpg"]
+        assert w.ignored == 5  # @eaDir (its contents not walked), #recycle and three files
+        assert {p: p.stat().st_mtime_ns for p in junk} == before
+    finally:
+        w.stop()
+
+
+def test_an_inbox_ignore_list_replaces_the_default(inbox):
+    (inbox / "@eaDir").mkdir()
+    (inbox / "@eaDir" / "a.jpg").write_bytes(b"x" * 100)
+    (inbox / "draft-1.jpg").write_bytes(b"x" * 100)
+    w = InboxWatcher(inbox, recursive=True, stable_after_s=STABLE, use_events=False,
+                     ignore=["DRAFT-*"])
+    w.start()
+    try:
+        time.sleep(STABLE * 2)
+        assert _ready(w) == ["@eaDir/a.jpg"]
+        assert w.ignored == 1
+    finally:
+        w.stop()
+
+
+def test_the_default_ignore_list_is_the_inbox_default():
+    from anond.config import Inbox
+    from anond.watch import DEFAULT_IGNORE
+
+    assert Inbox(path="i", outbox="o").ignore == list(DEFAULT_IGNORE)
