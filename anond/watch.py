@@ -172,7 +172,8 @@ class InboxWatcher:
                 continue
             for entry in entries:
                 if self.ignore and matches(entry.name, self.ignore):
-                    self._note_ignored(Path(entry.path))
+                    # Its parents were entered, so none of them is ignored: it is the outermost.
+                    self._ignored.add(PurePosixPath(Path(entry.path).relative_to(self.root).as_posix()))
                     continue  # an ignored folder is not entered
                 if is_hidden(entry.name):
                     continue  # hidden folders include the claim area (.anond)
@@ -197,25 +198,16 @@ class InboxWatcher:
             return None
         if not rel.parts:
             return None
-        if self.ignore and any(matches(p, self.ignore) for p in rel.parts):
-            self._note_ignored(path)
+        hit = next((i for i, p in enumerate(rel.parts) if matches(p, self.ignore)), None) \
+            if self.ignore else None
+        if hit is not None:  # the outermost ignored entry stands for what is inside it
+            self._ignored.add(PurePosixPath(*rel.parts[:hit + 1]))
             return None
         if any(is_hidden(p) for p in rel.parts):
             return None
         if not self.recursive and len(rel.parts) > 1:
             return None
         return rel
-
-    def _note_ignored(self, path: Path) -> None:
-        try:
-            rel = PurePosixPath(path.relative_to(self.root).as_posix())
-        except ValueError:
-            return
-        # The outermost ignored entry stands for what is inside it.
-        for i in range(1, len(rel.parts) + 1):
-            if matches(rel.parts[i - 1], self.ignore):
-                self._ignored.add(PurePosixPath(*rel.parts[:i]))
-                return
 
     @property
     def ignored(self) -> int:

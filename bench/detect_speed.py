@@ -75,8 +75,7 @@ def main() -> int:
     parser.add_argument("--no-append", action="store_true", help="print only")
     args = parser.parse_args()
 
-    from anond.detect.check import CropCheck
-    from anond.detect.engine import build_detector
+    from anond.detect.engine import build_detector, load_check
     from anond.models import read_installed, verified_model
 
     settings = c.settings()
@@ -93,10 +92,9 @@ def main() -> int:
     for name in names:
         model = verified_model(name, settings.models.dir, settings.models.manifest)
         det = timed = build_detector(model, settings.runtime)
-        if model.spec.check:
-            check = verified_model(model.spec.check, settings.models.dir, settings.models.manifest)
-            timed = Checked(det, CropCheck(check, settings.runtime, model.spec.check_threshold,
-                                            model.spec.check_min_width))
+        check = load_check(settings, det)
+        if check is not None:
+            timed = Checked(det, check)
         threshold = (settings.profile.detect.face_threshold if model.spec.task == "face"
                      else c.PLATE_THRESHOLDS.get(name, settings.profile.detect.plate_threshold))
         sizes = [(360, 640), (720, 1280)] + ([] if det.fixed_size else [(640, 640)])

@@ -57,7 +57,7 @@ def _load_detector(settings: Settings, name: str, target: str) -> Detector:
     return build_detector(installed, settings.runtime)
 
 
-def _load_check(settings: Settings, detector: Detector) -> CropCheck | None:
+def load_check(settings: Settings, detector: Detector) -> CropCheck | None:
     """The detector's check model (manifest `check`), verified and loaded; None if it has none."""
     name = detector.spec.check
     if name is None:
@@ -109,7 +109,7 @@ class Engine:
             if target not in TARGETS:
                 raise ConfigError(f"unknown target {target!r}")
             detectors[target] = _load_detector(settings, getattr(settings.models, target), target)
-            check = _load_check(settings, detectors[target])
+            check = load_check(settings, detectors[target])
             if check is not None:
                 checks[target] = check
         video = None
@@ -120,7 +120,7 @@ class Engine:
                 video_settings = settings.model_copy(update={"runtime": settings.runtime.model_copy(
                     update={"intra_op_threads": settings.video.intra_op_threads})})
             face = _load_detector(video_settings, name, "face")
-            video_checks = {**checks, "face": _load_check(video_settings, face)}
+            video_checks = {**checks, "face": load_check(video_settings, face)}
             video = cls({**detectors, "face": face}, checks={k: c for k, c in video_checks.items() if c})
         return cls(detectors, video, checks)
 
