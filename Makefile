@@ -4,7 +4,7 @@
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 ANOND  := $(VENV)/bin/anond
-MODELS ?= var/models
+MODELS := $(VENV)/share/anond/models  # [models] dir's default: inside the venv
 
 .PHONY: setup run test models bench clean
 setup: $(VENV)/.installed $(MODELS)/.installed
@@ -17,7 +17,7 @@ $(VENV)/.installed: pyproject.toml packaging/setup-system.sh
 	touch $@
 
 $(MODELS)/.installed: $(VENV)/.installed models/manifest.toml
-	$(ANOND) models install --dir $(MODELS)
+	$(ANOND) models install
 	touch $@
 
 run: setup

@@ -49,6 +49,7 @@ def main(args: argparse.Namespace) -> int:
     if not args.no_inference:
         _check_provider(report, settings, targets)
     _check_folders(report, settings)
+    _check_retention(report, settings)
     _check_metrics_port(report, settings)
     return _summary(report)
 
@@ -144,6 +145,20 @@ def _check_folders(report: Report, settings) -> None:
             continue
         state = "writable" if path.is_dir() else "will be created"
         report.ok(what, f"{path}: {state}, {free // 2**20} MiB free")
+
+
+def _check_retention(report: Report, settings) -> None:
+    """Unmasked originals kept with no end are personal data kept with no end: say so."""
+    svc = settings.service
+    rows = [("failed", svc.failed_retention_days)]
+    if any(inbox.originals == "archive" for inbox in settings.inboxes):
+        rows.append(("archive", svc.archive_retention_days))
+    for what, days in rows:
+        if days == 0:
+            report.note(f"retention {what}", f"service.{what}_retention_days = 0: unmasked originals "
+                        "are kept for ever (personal data with no retention limit)")
+        else:
+            report.ok(f"retention {what}", f"unmasked originals deleted after {days:g} days")
 
 
 def _existing_parent(path: Path) -> Path:

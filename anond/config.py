@@ -7,6 +7,7 @@ The rest of the code receives these models (or plain values taken from them), ne
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 from typing import Literal
 
@@ -24,6 +25,7 @@ from .watch import DEFAULT_IGNORE
 MaskMode = Literal["blur", "pixelate", "solid"]
 MaskShape = Literal["ellipse", "box"]
 TargetName = Literal["face", "plate"]
+DEFAULT_MODELS_DIR = Path(sys.prefix) / "share" / "anond" / "models"
 
 
 class _Section(BaseModel):
@@ -47,7 +49,10 @@ class RuntimeSettings(_Section):
 class ModelSettings(_Section):
     """Which installed models serve each target (names from models/manifest.toml)."""
 
-    dir: Path = Path("var/models")
+    # Where `anond models install` puts the weights by default: inside the installation (the
+    # virtual environment's share/ folder, /opt/anond/share/anond/models for the packaged
+    # service), so every command finds them whatever its working directory.
+    dir: Path = DEFAULT_MODELS_DIR
     manifest: Path | None = None  # default: the manifest shipped with anond
     face: str = "centerface"
     # platedet's ONNX metadata says Ultralytics, AGPL-3.0 (models/README.md). The project's own
@@ -222,10 +227,18 @@ class ServiceSettings(_Section):
     # On SIGTERM the running jobs get this long to finish, then they are requeued.
     # Keep it below the unit's TimeoutStopSec.
     stop_timeout_s: float = Field(60.0, ge=0)
+    # Events logged by `anond run` (the journal under systemd) unless --log-level is given:
+    # info shows the service starting, each job queued and completed (ids and counts only).
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
     metrics: bool = True  # Prometheus endpoint on 127.0.0.1
     metrics_port: int = Field(9478, ge=0, le=65535)  # 0 = any free port (logged at start)
     reports: bool = True  # write each job's report to state_dir/reports/<job id>.json
     history_days: float = Field(30.0, gt=0)  # finished jobs and reports kept this long
+    # Unmasked originals anond keeps are personal data: failed inputs (failed/<job id>/, with
+    # their reason files) and archived originals (inboxes with originals = "archive") are
+    # deleted this many days after they were put there. 0 = kept for ever (`anond check` warns).
+    failed_retention_days: float = Field(7.0, ge=0)
+    archive_retention_days: float = Field(30.0, ge=0)
 
 
 class Inbox(_Section):

@@ -1,13 +1,15 @@
 """Structured logging: events with counts, sizes, durations and job ids, never names or paths.
 
 Under systemd (JOURNAL_STREAM set) events go to journald with structured fields;
-otherwise they are JSON lines on stdout.
+otherwise they are JSON lines on stderr. Standard output carries results only (tables, JSON
+reports), so `anond eval --json | jq` works.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import sys
 
 import structlog
 
@@ -32,8 +34,18 @@ def _journald_processor():
     return send
 
 
+LEVELS = ("debug", "info", "warning", "error")
+
+
+def _stderr_logger(*_args) -> structlog.PrintLogger:
+    # Not bound at configure time: each logger writes to the sys.stderr of the moment it is made.
+    return structlog.PrintLogger(sys.stderr)
+
+
 def configure(level: str = "info", journald: bool | None = None) -> None:
-    """Set up structlog once per process."""
+    """Set up structlog (again: a reload may change the level)."""
+    if level not in LEVELS:
+        raise ValueError(f"log level {level!r} is not one of {', '.join(LEVELS)}")
     if journald is None:
         journald = bool(os.environ.get("JOURNAL_STREAM")) and os.environ.get("ANOND_LOG_JSON") != "1"
     processors: list = [
@@ -48,8 +60,7 @@ def configure(level: str = "info", journald: bool | None = None) -> None:
     structlog.configure(
         processors=processors,
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),
-        # No file bound here: each logger writes to the sys.stdout of the moment it is made.
-        logger_factory=structlog.PrintLoggerFactory(),
+        logger_factory=_stderr_logger,
         cache_logger_on_first_use=False,
     )
 

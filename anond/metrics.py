@@ -45,6 +45,11 @@ class Metrics:
         self.provider = Gauge("anond_provider_info", "Execution provider of the detectors",
                               ["provider"], registry=r)
         self.ready = Gauge("anond_ready", "1 once models are loaded and warmed up", registry=r)
+        self.retention_deleted = Counter(
+            "anond_retention_deleted", "Unmasked originals deleted by retention: failed jobs "
+            "(what=failed) and archived files (what=archive)", ["what"], registry=r)
+        for what in ("failed", "archive"):
+            self.retention_deleted.labels(what=what)
         for result in ("done", "failed"):
             self.jobs.labels(result=result)
         for cls in MASK_CLASSES:

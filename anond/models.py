@@ -235,7 +235,8 @@ def verified_model(name: str, models_dir: Path, manifest: Path | str | None = No
     installed = read_installed(models_dir)
     status = model_status(spec, models_dir, installed)
     if status == "missing":
-        raise ModelMissing(f"model {name!r} is not installed: run `anond models install`")
+        raise ModelMissing(f"model {name!r} is not installed in {models_dir} ([models] dir): "
+                           "run `anond models install`")
     if status == "CORRUPT":
         raise ModelChecksumMismatch(f"model {name!r} does not match its installed sha256: reinstall it")
     return InstalledModel(spec, Path(models_dir) / spec.file, installed[name]["sha256"])

@@ -44,7 +44,9 @@ def main(args: argparse.Namespace) -> int:
     from .config import load_settings
 
     settings = load_settings(args.config)
-    return Service(settings, config_path=args.config).run()
+    if args.log_level is None:  # else the command line's level holds, across reloads too
+        log.configure(settings.service.log_level)
+    return Service(settings, config_path=args.config, log_level=args.log_level).run()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -90,11 +92,12 @@ class _AfterCommit(Exception):
 class Service:
     """The daemon. `run()` returns the exit status."""
 
-    def __init__(self, settings, config_path: str | None = None) -> None:
+    def __init__(self, settings, config_path: str | None = None, log_level: str | None = None) -> None:
         from .notify import Notifier
 
         self.settings = settings
         self.config_path = config_path
+        self.log_level = log_level  # given on the command line: [service] log_level is not used
         self.log = log.get("anond.service")
         self.notifier = Notifier()
         self.stop_event = threading.Event()
@@ -287,7 +290,7 @@ class Service:
             elif not idle:
                 idle_checkpointed = False
             if now >= next_housekeeping:
-                next_housekeeping = now + HOUSEKEEPING_S
+                next_housekeeping = now + self._housekeeping_every()
                 self._guard(self._housekeeping)
             self.wake.wait(TICK_S)
             self.wake.clear()
@@ -388,7 +391,34 @@ class Service:
                 self.metrics.paused.set(1 if self.paused else 0)
             self._refresh_status(force=True)
 
+    def _housekeeping_every(self) -> float:
+        """Hourly; more often when a retention is shorter than a few hours."""
+        svc = self.settings.service
+        ages = [d * 86400 for d in (svc.failed_retention_days, svc.archive_retention_days) if d > 0]
+        return min([HOUSEKEEPING_S, *(age / 4 for age in ages)])
+
+    def _retention(self) -> None:
+        """Unmasked originals past their retention age are deleted (anond.retention)."""
+        from .retention import DAY_S, Pruned, prune_archive, prune_failed
+
+        svc, now, done = self.settings.service, time.time(), Pruned()
+        failed = {inbox.failed for inbox in self.inboxes.values()}
+        archives = {inbox.archive for inbox in self.inboxes.values() if inbox.archive is not None}
+        if svc.failed_retention_days > 0:
+            for folder in failed:
+                done += Pruned(failed_jobs=prune_failed(folder, svc.failed_retention_days * DAY_S, now))
+        if svc.archive_retention_days > 0:
+            for folder in archives:
+                done += Pruned(archived_files=prune_archive(folder, svc.archive_retention_days * DAY_S, now))
+        if self.metrics:
+            self.metrics.retention_deleted.labels(what="failed").inc(done.failed_jobs)
+            self.metrics.retention_deleted.labels(what="archive").inc(done.archived_files)
+        if done.failed_jobs or done.archived_files:
+            self.log.info("retention.deleted", failed_jobs=done.failed_jobs,
+                          archived_files=done.archived_files)
+
     def _housekeeping(self) -> None:
+        self._guard(self._retention)
         keep_s = self.settings.service.history_days * 86400
         pruned = self.store.prune(keep_s)
         reports = _abs(self.settings.service.state_dir) / "reports"
@@ -443,6 +473,8 @@ class Service:
                 self.log.error("config.reload_rejected", reason=problem)
             else:
                 self._apply(new)
+                if self.log_level is None:
+                    log.configure(new.service.log_level)
                 self.log.info("config.reloaded", inboxes=len(self.inboxes))
         except ConfigError as exc:
             self.log.error("config.reload_failed", error=str(exc))
@@ -538,6 +570,7 @@ class Service:
         if left:
             # Worker threads are still inside native code; leave without waiting for them.
             sys.stdout.flush()
+            sys.stderr.flush()
             os._exit(0)
         return 0
 
@@ -813,12 +846,16 @@ class Service:
             "anond_version": __version__,
         }
         inbox.failed.mkdir(parents=True, exist_ok=True)
-        write_bytes_atomic(inbox.failed / f"{job.id}.reason.json",
-                           (json.dumps(reason, indent=2) + "\n").encode(), job_id=job.id)
+        # The service user's alone (0600 files, 0700 folder): these are unmasked originals.
+        reason_path = write_bytes_atomic(inbox.failed / f"{job.id}.reason.json",
+                                         (json.dumps(reason, indent=2) + "\n").encode(), job_id=job.id)
+        os.chmod(reason_path, 0o600)
         if found is not None:
             rel, src = found
             _clean_job_temps(inbox.outbox / rel, job.id)
+            (inbox.failed / job.id).mkdir(mode=0o700, exist_ok=True)
             landed = link_no_clobber(src, inbox.failed / job.id / rel.name)
+            os.chmod(landed, 0o600)
             sidecar = claim.sidecar
             if sidecar is not None:
                 from .regions import sidecar_path

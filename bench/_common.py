@@ -131,7 +131,7 @@ def settings():
     from anond.config import load_settings
 
     log.configure(os.environ.get("ANOND_BENCH_LOG_LEVEL", "warning"))
-    os.chdir(ROOT)  # relative paths (var/models) mean what they mean for `make run`
+    os.chdir(ROOT)  # relative paths (var/inbox, ...) mean what they mean for `make run`
     return load_settings(os.environ.get("ANOND_CONFIG"))
 
 

@@ -1,4 +1,5 @@
-"""Shared fixtures: real models from var/models, real data from ../shared/data when present."""
+"""Shared fixtures: real models where `anond models install` puts them ([models] dir's default),
+real data from ../shared/data when present."""
 
 from __future__ import annotations
 
@@ -7,8 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from anond.config import DEFAULT_MODELS_DIR
+
 ROOT = Path(__file__).resolve().parents[1]
-MODELS_DIR = Path(os.environ.get("ANOND_TEST_MODELS", ROOT / "var" / "models"))
+MODELS_DIR = Path(os.environ.get("ANOND_TEST_MODELS", DEFAULT_MODELS_DIR))
 DATA_DIR = Path(os.environ.get("ANOND_TEST_DATA", ROOT.parent / "shared" / "data"))
 
 

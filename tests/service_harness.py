@@ -92,7 +92,7 @@ class Anond:
     _count = 0
 
     def __init__(self, cwd: Path, config: Path | None = None, env: dict | None = None,
-                 log_level: str = "debug", logdir: Path | None = None) -> None:
+                 log_level: str | None = "debug", logdir: Path | None = None) -> None:
         Anond._count += 1
         self.cwd = Path(cwd)
         self.config = config
@@ -106,7 +106,9 @@ class Anond:
         self.stderr_path = self.logdir / f"{self.tag}.err"
 
     def start(self) -> "Anond":
-        cmd = [sys.executable, "-m", "anond.cli", "run", "--log-level", self.log_level]
+        cmd = [sys.executable, "-m", "anond.cli", "run"]
+        if self.log_level is not None:  # None: the service's own ([service] log_level)
+            cmd += ["--log-level", self.log_level]
         if self.config is not None:
             cmd += ["--config", str(self.config)]
         self._out = open(self.stdout_path, "ab")
@@ -125,8 +127,9 @@ class Anond:
         return self.stderr_path.read_text(errors="replace") if self.stderr_path.exists() else ""
 
     def events(self, name: str | None = None) -> list[dict]:
+        """Log events (JSON lines on stderr: stdout carries results only)."""
         out = []
-        for line in self.stdout().splitlines():
+        for line in self.stderr().splitlines():
             try:
                 event = json.loads(line)
             except ValueError:

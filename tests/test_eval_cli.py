@@ -59,11 +59,12 @@ def test_cli_json_carries_numbers_and_no_path(astronaut_set, settings, capsys, m
     monkeypatch.setenv("ANOND_MODELS__DIR", str(settings.models.dir))
     rc = cli_main(["eval", "--dataset", str(astronaut_set), "--format", "voc", "--target", "face",
                    "--json", "--progress", "off"])
-    out = capsys.readouterr().out
+    captured = capsys.readouterr()
     assert rc == 0
-    report = json.loads(out[out.index("{"):])
+    report = json.loads(captured.out)  # stdout is the JSON alone: `anond eval --json | jq` works
+    assert "runtime.provider_fallback" not in captured.out
     assert report["recall"] == 1.0 and report["ap50_95"] > 0.3
-    assert str(astronaut_set) not in out and "a.png" not in out
+    assert str(astronaut_set) not in captured.out and "a.png" not in captured.out
 
 
 def test_cli_without_ap_reports_no_ap(astronaut_set, settings, capsys, monkeypatch):
@@ -86,3 +87,33 @@ def test_face_mask_sample_gives_plausible_numbers(data_dir, settings, engine):
     assert r["images"] == 8 and r["objects"] > 20
     assert 0.5 < r["recall"] <= 1 and 0.3 < r["precision"] <= 1
     assert r["masked_recall"] >= 0.5 and 0 < r["ap50"] <= 1 and r["ap50_95"] < r["ap50"]
+
+
+def test_results_on_stdout_logs_on_stderr_without_onnxruntime_noise(astronaut_set, settings):
+    """A fresh process, as `anond --log-level info eval --json | jq` runs it: global options before
+    the sub-command, stdout is exactly the JSON report, events are JSON lines on stderr, and ONNX
+    Runtime's own multi-line provider-load error (CUDA missing here) is not printed."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "ANOND_MODELS__DIR": str(settings.models.dir)}
+    env.pop("JOURNAL_STREAM", None)
+    done = subprocess.run([sys.executable, "-m", "anond.cli", "--log-level", "info", "eval",
+                           "--dataset", str(astronaut_set), "--format", "voc", "--target", "face",
+                           "--json", "--progress", "off"], capture_output=True, text=True, env=env,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert json.loads(done.stdout)["recall"] == 1.0
+    events = [json.loads(line) for line in done.stderr.splitlines()]  # every stderr line is an event
+    assert events and all("event" in e and "level" in e for e in events)
+    assert "onnxruntime" not in done.stderr.lower().replace("onnxruntime-gpu", "")
+
+
+def test_log_level_is_validated_in_one_line(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        cli_main(["--log-level", "bogus", "check"])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("anond: error: argument --log-level: invalid choice: 'bogus'")
+    assert "Traceback" not in "\n".join(err)

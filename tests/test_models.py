@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -142,6 +143,18 @@ def test_list_shows_status_and_fails_on_a_broken_default(models_copy, tmp_path):
 
     empty = subprocess.run([*anond, "--dir", str(tmp_path / "none")], capture_output=True, text=True)
     assert empty.returncode != 0 and "missing" in empty.stdout
+
+
+def test_models_are_found_from_any_working_directory_or_the_folder_is_named(tmp_path):
+    """[models] dir defaults to share/anond/models inside the installation (where `make setup`
+    installed them), not to a path relative to the working directory."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ANOND_")}
+    ok = subprocess.run([sys.executable, "-m", "anond.cli", "models", "list"], cwd=tmp_path, env=env,
+                        capture_output=True, text=True, timeout=120)
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    elsewhere = tmp_path / "elsewhere"
+    with pytest.raises(ModelMissing, match=f"not installed in {elsewhere} \\(\\[models\\] dir\\)"):
+        models.verified_model("centerface", elsewhere)
 
 
 def test_unknown_model_name_is_refused(tmp_path):

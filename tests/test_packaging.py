@@ -1,5 +1,7 @@
-"""packaging/: the unit passes `systemd-analyze verify`, its security exposure stays <= 2.0,
-and the sysusers.d / tmpfiles.d files create the user and the folders."""
+"""packaging/: both units (anond.service and the per-GPU template anond@.service) pass
+`systemd-analyze verify`, their security exposure stays <= 2.0, the template is what
+packaging/template_unit.py makes of the unit, and the sysusers.d / tmpfiles.d files create the
+user and the folders."""
 
 from __future__ import annotations
 
@@ -7,12 +9,16 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
+from anond.cli import EXIT_ERROR
+
 PACKAGING = Path(__file__).resolve().parents[1] / "packaging"
 UNIT = PACKAGING / "anond.service"
+TEMPLATE = PACKAGING / "anond@.service"
 ANALYZE = shutil.which("systemd-analyze")
 needs_analyze = pytest.mark.skipif(ANALYZE is None, reason="systemd-analyze is not installed")
 
@@ -27,13 +33,18 @@ def _directives(text: str) -> dict[str, list[str]]:
     return out
 
 
-@pytest.fixture
-def unit_copy(tmp_path) -> Path:
-    """The unit with ExecStart pointing at a binary that exists here (verify checks it)."""
-    text = UNIT.read_text()
+@pytest.fixture(params=["anond.service", "anond@.service"])
+def unit_copy(tmp_path, request) -> Path:
+    """Each unit with ExecStart pointing at a binary that exists here (verify checks it); the
+    template as its instance anond@0.service."""
+    text = (PACKAGING / request.param).read_text()
     text = re.sub(r"^ExecStart=\S+", "ExecStart=/bin/true", text, flags=re.M)
-    path = tmp_path / "anond.service"
+    path = tmp_path / request.param
     path.write_text(text)
+    if "@" in request.param:
+        instance = tmp_path / "anond@0.service"
+        instance.symlink_to(path.name)
+        return instance
     return path
 
 
@@ -50,6 +61,22 @@ def test_unit_has_the_required_hardening():
     assert d["DevicePolicy"] == ["closed"]
     assert any("nvidia" in v for v in d["DeviceAllow"])
     assert "WatchdogSec" in d and "ExecReload" in d
+    # A configuration error (anond's exit status for expected errors) is not restarted forever.
+    assert d["RestartPreventExitStatus"] == [str(EXIT_ERROR)]
+    assert not any(v.startswith("man:") for v in d["Documentation"])  # no man page ships
+
+
+def test_template_unit_is_generated_from_the_unit():
+    done = subprocess.run([sys.executable, str(PACKAGING / "template_unit.py"), "--check"],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    d, base = _directives(TEMPLATE.read_text()), _directives(UNIT.read_text())
+    assert "CUDA_VISIBLE_DEVICES=%i" in d["Environment"]
+    assert "ANOND_SERVICE__STATE_DIR=/var/lib/anond/gpu%i" in d["Environment"]
+    assert d["StateDirectory"] == ["anond anond/gpu%i"]
+    # Every sandbox line of the unit is in the template too.
+    for key in ("ProtectSystem", "CapabilityBoundingSet", "SystemCallFilter", "DeviceAllow", "IPAddressAllow"):
+        assert d[key] == base[key], key
     # These two break CUDA and ONNX Runtime.
     assert "PrivateDevices" not in d and "MemoryDenyWriteExecute" not in d
 
@@ -59,7 +86,7 @@ def test_unit_passes_systemd_analyze_verify(unit_copy):
     done = subprocess.run([ANALYZE, "verify", "--man=no", str(unit_copy)],
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
-    problems = [l for l in done.stderr.splitlines() if "anond.service" in l]
+    problems = [l for l in done.stderr.splitlines() if "anond" in l and ".service" in l]
     assert problems == [], problems
 
 

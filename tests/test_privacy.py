@@ -63,7 +63,7 @@ def test_no_name_survives_in_logs_metrics_state_or_reports(tmp_path, models_dir)
         "state after stop": _state_bytes(state),
         "reason files": b"".join(p.read_bytes() for p in failed.glob("*.reason.json")),
     }
-    assert b"job.completed" in checks["stdout"] and len(list((state / "reports").glob("*.json"))) == 2
+    assert b"job.completed" in checks["stderr"] and len(list((state / "reports").glob("*.json"))) == 2
     assert (state / "jobs.sqlite3").stat().st_size > 0
     leaks = {where: _leaks(data) for where, data in checks.items() if _leaks(data)}
     assert leaks == {}

@@ -12,6 +12,7 @@ import signal
 import socket
 import threading
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -105,6 +106,10 @@ def test_corrupt_file_goes_to_failed_with_reason_and_service_goes_on(basic):
     job = reason_path.name.removesuffix(".reason.json")
     assert reason["job"] == job and reason["code"] == "corrupt_media" and reason["permanent"] is True
     assert (failed / job / "bad.jpg").read_bytes() == CORRUPT_JPEG  # the user's file, unchanged
+    # An unmasked original: the service user's alone.
+    assert (failed / job).stat().st_mode & 0o777 == 0o700
+    assert (failed / job / "bad.jpg").stat().st_mode & 0o777 == 0o600
+    assert reason_path.stat().st_mode & 0o777 == 0o600
     assert "bad" not in reason_path.read_text()
     # It went on: the slow file, which arrived later, was processed; and it stopped cleanly.
     assert (basic["outbox"] / "slow" / "photo.jpg").exists()
@@ -177,7 +182,7 @@ def test_notify_socket_hears_ready_status_watchdog_stopping_on_embedded_defaults
         ANOND_PROFILE__TARGETS='["face"]', ANOND_SERVICE__STABLE_AFTER_S="0.3",
         ANOND_SERVICE__METRICS="false", ANOND_SERVICE__MIN_FREE_MB="1",
     )
-    svc = Anond(tmp_path, env=env).start()
+    svc = Anond(tmp_path, env=env, log_level=None).start()  # no --log-level: as the unit runs it
     try:
         wait_for(lambda: listener.fields("READY=1"), 90, "READY=1", svc)
         # READY=1 only after the models were loaded and warmed up.
@@ -199,6 +204,10 @@ def test_notify_socket_hears_ready_status_watchdog_stopping_on_embedded_defaults
     assert (tmp_path / "var" / "state" / "jobs.sqlite3").exists()
     assert (tmp_path / "var" / "failed").is_dir()
     assert not (tmp_path / "var" / "inbox" / "first.jpg").exists()
+    # [service] log_level's default (info) puts the service's life in the journal.
+    for name in ("service.ready", "job.queued", "job.completed"):
+        assert svc.events(name), name
+    assert all(e["level"] != "debug" for e in svc.events())
 
 
 def test_low_disk_space_pauses_intake_and_sighup_reloads(tmp_path, models_dir):
@@ -329,3 +338,45 @@ def test_required_sidecar_that_never_comes_fails_with_a_reason(tmp_path, models_
     job = reason_path.name.removesuffix(".reason.json")
     assert files_under(failed / job) == ["orphan.jpg"]  # nothing lost
     assert files_under(inbox) == [] and files_under(outbox) == []
+
+
+def test_unmasked_originals_are_deleted_after_their_retention(tmp_path, models_dir):
+    """failed/<job id>/ (with its reason file) and archived originals are deleted once older than
+    their retention (here 2 s), not before; what anond did not write is left alone; counted."""
+    inbox, outbox, failed, archive = (tmp_path / n for n in ("inbox", "outbox", "failed", "archive"))
+    (inbox / "sub").mkdir(parents=True)
+    failed.mkdir()
+    (failed / "README.txt").write_text("the admin's note, not a job")
+    retention = 2.0
+    config = write_config(tmp_path / "anond.toml", models_dir=models_dir,
+                          service={"state_dir": str(tmp_path / "state"), "failed_dir": str(failed),
+                                   "stable_after_s": 0.3, "metrics": True, "metrics_port": 0,
+                                   "failed_retention_days": retention / 86400,
+                                   "archive_retention_days": retention / 86400},
+                          inboxes=[{"path": str(inbox), "outbox": str(outbox), "originals": "archive",
+                                    "archive": str(archive)}])
+    svc = Anond(tmp_path, config, log_level="info").start()
+    try:
+        (listening,) = svc.wait_event("metrics.listening", 60)
+        svc.wait_ready()
+        (inbox / "sub" / "bad.jpg").write_bytes(CORRUPT_JPEG)
+        (inbox / "sub" / "ok.jpg").write_bytes(noise_jpeg(2))
+        wait_for(lambda: list(failed.glob("*.reason.json")) and (archive / "sub" / "ok.jpg").exists(),
+                 60, "a failed job and an archived original", svc)
+        kept_at = time.monotonic()
+        (reason,) = failed.glob("*.reason.json")
+        job = reason.name.removesuffix(".reason.json")
+        assert (failed / job / "bad.jpg").exists() and (outbox / "sub" / "ok.jpg").exists()
+        wait_for(lambda: not reason.exists() and not (failed / job).exists()
+                 and not (archive / "sub").exists(), 30, "retention to delete both", svc)
+        assert time.monotonic() - kept_at >= retention - 0.5  # not before their time
+        assert (failed / "README.txt").exists() and archive.is_dir()
+        assert (outbox / "sub" / "ok.jpg").exists()  # the masked output is not the retention's
+        metrics = urllib.request.urlopen(f"http://127.0.0.1:{listening['port']}/metrics", timeout=10).read()
+        assert b'anond_retention_deleted_total{what="failed"} 1.0' in metrics
+        assert b'anond_retention_deleted_total{what="archive"} 1.0' in metrics
+        (event,) = [e for e in svc.events("retention.deleted") if e["failed_jobs"]]
+        assert set(event) <= {"event", "level", "timestamp", "logger", "failed_jobs", "archived_files"}
+        assert svc.stop() == 0
+    finally:
+        svc.kill()

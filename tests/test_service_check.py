@@ -23,6 +23,19 @@ def test_healthy_installation_passes(tmp_path, models_dir):
     assert "ok    model face: centerface sha256" in done.stdout
     assert "warm-up ran on CPUExecutionProvider" in done.stdout
     assert "will be created" in done.stdout and "all checks passed" in done.stdout
+    assert "ok    retention failed: unmasked originals deleted after 7 days" in done.stdout
+
+
+def test_retention_off_is_pointed_out(tmp_path, models_dir):
+    config = write_config(tmp_path / "keep.toml", models_dir=models_dir,
+                          service={"state_dir": str(tmp_path / "state"), "failed_retention_days": 0,
+                                   "archive_retention_days": 0},
+                          inboxes=[{"path": str(tmp_path / "in"), "outbox": str(tmp_path / "out"),
+                                    "originals": "archive", "archive": str(tmp_path / "archive")}])
+    done = _check(config, "--no-inference", cwd=tmp_path)
+    assert done.returncode == 0, done.stdout + done.stderr  # a choice, not an error: a note
+    notes = [l for l in done.stdout.splitlines() if l.startswith("note  retention")]
+    assert len(notes) == 2 and all("kept for ever" in l for l in notes), done.stdout
 
 
 def test_every_problem_is_reported(tmp_path, models_dir):

@@ -48,12 +48,18 @@ def create_session(model: Path | bytes, runtime: RuntimeSettings) -> tuple[Any, 
     options.add_session_config_entry("session.intra_op.allow_spinning",
                                      "1" if runtime.allow_spinning else "0")
     source = model if isinstance(model, bytes) else str(model)
+    # A provider library that cannot load (CUDA on a machine without it) is logged by ONNX
+    # Runtime itself as a multi-line error on stderr; anond reports it as one event instead
+    # (runtime.provider_fallback, below), so ONNX Runtime stays silent while the session starts.
+    ort.set_default_logger_severity(4)
     try:
         session = ort.InferenceSession(source, sess_options=options, providers=providers)
     except Exception as exc:  # noqa: BLE001 - ORT raises plain RuntimeError/Fail subclasses
         if runtime.require_gpu or CPU not in wanted:
             raise ProviderUnavailable(f"could not create a session on {wanted}: {exc}") from None
         session = ort.InferenceSession(source, sess_options=options, providers=[CPU])
+    finally:
+        ort.set_default_logger_severity(3)
     active = session.get_providers()[0]
     if wanted[0] != active:
         _failed.update(wanted[: wanted.index(active)] if active in wanted else wanted)

@@ -1,0 +1,99 @@
+"""Retention: unmasked inputs anond keeps (failed folders, archives) are deleted after an age.
+
+A failed job leaves the **unmasked original** in `failed/<job id>/` beside
+`failed/<job id>.reason.json`; an inbox with `originals = "archive"` keeps every original in its
+archive. Both are personal data, so both are deleted once older than
+`[service] failed_retention_days` / `archive_retention_days` (0 = kept for ever; `anond check`
+warns). The age is the time anond put the entry there (the inode's change time, which a link or
+rename sets; the file's own mtime is the camera's and says nothing about that).
+
+Only what anond itself writes is touched: in a failed folder, entries named like a job id;
+in an archive, regular files and the folders they leave empty. Links are removed as links,
+never followed.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+DAY_S = 86400.0
+_JOB_ENTRY = re.compile(r"^(\d{8}T\d{6}-[0-9a-f]{8})(\.reason\.json)?$")
+
+
+@dataclass(frozen=True)
+class Pruned:
+    """What one pass deleted: failed jobs (folder + reason file) and archived files."""
+
+    failed_jobs: int = 0
+    archived_files: int = 0
+
+    def __add__(self, other: "Pruned") -> "Pruned":
+        return Pruned(self.failed_jobs + other.failed_jobs, self.archived_files + other.archived_files)
+
+
+def _changed(path: str) -> float | None:
+    try:
+        return os.lstat(path).st_ctime
+    except OSError:
+        return None
+
+
+def prune_failed(folder: Path, max_age_s: float, now: float) -> int:
+    """Delete the failed jobs in `folder` quarantined more than `max_age_s` before `now`;
+    returns how many. A job's time is its reason file's (else its folder's)."""
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return 0
+    jobs: dict[str, list[os.DirEntry]] = {}
+    for entry in entries:
+        match = _JOB_ENTRY.match(entry.name)
+        if match:
+            jobs.setdefault(match.group(1), []).append(entry)
+    deleted = 0
+    for job_id, parts in jobs.items():
+        reason = [e for e in parts if e.name.endswith(".reason.json")]
+        when = _changed((reason or parts)[0].path)
+        if when is None or now - when <= max_age_s:
+            continue
+        for entry in parts:
+            try:
+                if entry.is_dir(follow_symlinks=False):
+                    shutil.rmtree(entry.path)
+                else:
+                    os.unlink(entry.path)
+            except FileNotFoundError:
+                pass  # another instance sharing the folder was first
+        deleted += 1
+    return deleted
+
+
+def prune_archive(folder: Path, max_age_s: float, now: float) -> int:
+    """Delete files archived in `folder` more than `max_age_s` before `now`, then the folders
+    that leaves empty (not `folder` itself); returns how many files."""
+    deleted = 0
+    for here, dirs, files in os.walk(folder, topdown=False, followlinks=False):
+        for name in files + [d for d in dirs if os.path.islink(os.path.join(here, d))]:
+            path = os.path.join(here, name)
+            when = _changed(path)
+            if when is None or now - when <= max_age_s:
+                continue
+            try:
+                os.unlink(path)
+                deleted += 1
+            except FileNotFoundError:
+                pass
+        changed = _changed(here)
+        # Only folders that are old themselves: one just made for a file about to be archived
+        # stays.
+        if (os.path.realpath(here) != os.path.realpath(folder) and changed is not None
+                and now - changed > max_age_s):
+            try:
+                os.rmdir(here)  # only if empty
+            except OSError:
+                pass
+    return deleted
