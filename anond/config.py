@@ -11,7 +11,9 @@ import sys
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from ipaddress import IPv4Address
+
+from pydantic import BaseModel, ConfigDict, Field, IPvAnyAddress, ValidationError, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -230,8 +232,11 @@ class ServiceSettings(_Section):
     # Events logged by `anond run` (the journal under systemd) unless --log-level is given:
     # info shows the service starting, each job queued and completed (ids and counts only).
     log_level: Literal["debug", "info", "warning", "error"] = "info"
-    metrics: bool = True  # Prometheus endpoint on 127.0.0.1
+    metrics: bool = True  # Prometheus endpoint (counts and durations only)
     metrics_port: int = Field(9478, ge=0, le=65535)  # 0 = any free port (logged at start)
+    # The address it listens on: loopback by default; another (e.g. 0.0.0.0 for a Prometheus on
+    # another host) is logged as a warning at start, and the unit's IPAddressAllow= must allow it.
+    metrics_address: IPvAnyAddress = IPv4Address("127.0.0.1")
     reports: bool = True  # write each job's report to state_dir/reports/<job id>.json
     history_days: float = Field(30.0, gt=0)  # finished jobs and reports kept this long
     # Unmasked originals anond keeps are personal data: failed inputs (failed/<job id>/, with

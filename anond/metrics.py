@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import log
+from . import __version__, log
 
 _log = log.get("anond.metrics")
 
@@ -24,21 +24,28 @@ class Metrics:
         from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
         self.registry = r = CollectorRegistry(auto_describe=True)
-        self.jobs = Counter("anond_jobs", "Finished jobs by result", ["result"], registry=r)
-        self.retries = Counter("anond_job_retries", "Transient failures retried later", registry=r)
-        self.errors = Counter("anond_job_errors", "Failures by error code", ["code"], registry=r)
+        self.build = Gauge("anond_build_info", "anond's version (value 1)", ["version"], registry=r)
+        self.build.labels(version=_label(__version__)).set(1)
+        # `inbox` is the inbox's configured name ([[inboxes]] name: letters, digits, _.-), never a path.
+        self.jobs = Counter("anond_jobs", "Finished jobs by result", ["result", "inbox"], registry=r)
+        self.retries = Counter("anond_job_retries", "Transient failures retried later", ["inbox"], registry=r)
+        self.errors = Counter("anond_job_errors", "Failures by error code", ["code", "inbox"], registry=r)
         self.queue = Gauge("anond_queue_depth", "Jobs waiting for a worker", registry=r)
         self.running = Gauge("anond_jobs_running", "Jobs being processed now", registry=r)
-        self.tracked = Gauge("anond_inbox_files_tracked", "Inbox files waiting to be finished", registry=r)
+        self.tracked = Gauge("anond_inbox_files_tracked", "Inbox files waiting to be finished",
+                             ["inbox"], registry=r)
         self.ignored = Gauge("anond_inbox_entries_ignored",
                              "Inbox folders and files matching the ignore patterns (never touched)",
-                             registry=r)
+                             ["inbox"], registry=r)
+        self.skipped = Gauge("anond_inbox_files_skipped",
+                             "Inbox files that are never inputs: hidden, partial downloads, "
+                             "temporary files, links, FIFOs (never touched)", ["inbox"], registry=r)
         self.paused = Gauge("anond_intake_paused", "1 while intake is paused (low free space)", registry=r)
         self.job_seconds = Histogram("anond_job_duration_seconds", "Wall time per job",
                                      buckets=JOB_BUCKETS, registry=r)
         self.inference_seconds = Histogram("anond_inference_duration_seconds",
-                                           "Detection time per job (all frames)",
-                                           buckets=INFERENCE_BUCKETS, registry=r)
+                                           "Time per detector call (one batch of frames or views)",
+                                           ["target"], buckets=INFERENCE_BUCKETS, registry=r)
         self.frames = Counter("anond_frames", "Frames (and photos) processed", registry=r)
         self.bytes_in = Counter("anond_input_bytes", "Input bytes processed", registry=r)
         self.masked = Counter("anond_objects_masked", "Objects masked, by class", ["cls"], registry=r)
@@ -50,18 +57,33 @@ class Metrics:
             "(what=failed) and archived files (what=archive)", ["what"], registry=r)
         for what in ("failed", "archive"):
             self.retention_deleted.labels(what=what)
-        for result in ("done", "failed"):
-            self.jobs.labels(result=result)
         for cls in MASK_CLASSES:
             self.masked.labels(cls=cls)
         self.server = None
         self.port: int | None = None
 
-    def serve(self, port: int) -> int:
-        """Listen on 127.0.0.1:port (0 = any free port); returns the port."""
+    def add_inbox(self, inbox: str) -> None:
+        """Every series of an inbox exists from the start (at 0), not from its first job."""
+        for result in ("done", "failed"):
+            self.jobs.labels(result=result, inbox=inbox)
+        self.retries.labels(inbox=inbox)
+
+    def remove_inbox(self, inbox: str) -> None:
+        """An inbox gone after a reload: its gauges stop being reported (counters stay)."""
+        for gauge in (self.tracked, self.ignored, self.skipped):
+            try:
+                gauge.remove(inbox)
+            except KeyError:
+                pass
+
+    def inference(self, target: str, seconds: float) -> None:
+        self.inference_seconds.labels(target=_label(target)).observe(seconds)
+
+    def serve(self, port: int, address: str = "127.0.0.1") -> int:
+        """Listen on address:port (0 = any free port); returns the port."""
         from prometheus_client import start_http_server
 
-        server, _thread = start_http_server(port, addr="127.0.0.1", registry=self.registry)
+        server, _thread = start_http_server(port, addr=address, registry=self.registry)
         self.server = server
         self.port = int(server.server_port)
         return self.port
@@ -76,9 +98,9 @@ class Metrics:
         self.provider.clear()
         self.provider.labels(provider=_label(provider)).set(1)
 
-    def job_done(self, report: dict[str, Any] | None, seconds: float) -> None:
+    def job_done(self, inbox: str, report: dict[str, Any] | None, seconds: float) -> None:
         """Count a finished job from its report (only numbers and known class names are read)."""
-        self.jobs.labels(result="done").inc()
+        self.jobs.labels(result="done", inbox=inbox).inc()
         self.job_seconds.observe(seconds)
         if not report:
             return
@@ -88,22 +110,19 @@ class Metrics:
             self.frames.inc(frames)
         if isinstance(media.get("bytes_in"), int):
             self.bytes_in.inc(media["bytes_in"])
-        detect = (report.get("durations") or {}).get("detect")
-        if isinstance(detect, (int, float)):
-            self.inference_seconds.observe(detect)
         for cls, n in (report.get("masked") or {}).items():
             if cls in MASK_CLASSES and isinstance(n, int) and n > 0:
                 self.masked.labels(cls=cls).inc(n)
 
-    def job_failed(self, code: str, seconds: float) -> None:
-        self.jobs.labels(result="failed").inc()
-        self.errors.labels(code=_label(code)).inc()
+    def job_failed(self, inbox: str, code: str, seconds: float) -> None:
+        self.jobs.labels(result="failed", inbox=inbox).inc()
+        self.errors.labels(code=_label(code), inbox=inbox).inc()
         self.job_seconds.observe(seconds)
 
 
 def _label(value: str) -> str:
     """Label values are identifiers from our own code; anything else is replaced."""
     value = str(value)
-    if len(value) <= 64 and value.replace("_", "").replace("-", "").isalnum():
+    if len(value) <= 64 and value.replace("_", "").replace("-", "").replace(".", "").isalnum():
         return value
     return "other"

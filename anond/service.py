@@ -187,14 +187,20 @@ class Service:
         from .metrics import Metrics
 
         self.metrics = Metrics()
+        for name in self.inboxes:
+            self.metrics.add_inbox(name)
+        address = str(svc.metrics_address)
         try:
-            port = self.metrics.serve(svc.metrics_port)
+            port = self.metrics.serve(svc.metrics_port, address)
         except OSError as exc:
             from .errors import ConfigError
 
-            raise ConfigError(f"service.metrics_port: cannot listen on 127.0.0.1:{svc.metrics_port} "
+            raise ConfigError(f"service.metrics_port: cannot listen on {address}:{svc.metrics_port} "
                               f"({exc.strerror or type(exc).__name__})") from None
-        self.log.info("metrics.listening", address="127.0.0.1", port=port)
+        self.log.info("metrics.listening", address=address, port=port)
+        if not svc.metrics_address.is_loopback:
+            # Counts only, but visible to the network: the admin should know it is.
+            self.log.warning("metrics.not_loopback", address=address, port=port)
 
     def _targets(self, settings) -> list[str]:
         wanted: set[str] = set()
@@ -444,13 +450,14 @@ class Service:
         with self.running_lock:
             self._counts["running"] = len(self.running)
         self._counts["waiting"] = sum(i.watcher.tracked for i in self.inboxes.values())
-        self._counts["ignored"] = sum(i.watcher.ignored for i in self.inboxes.values())
         self.notifier.status(self._status_text())
         if self.metrics:
             self.metrics.queue.set(self._counts.get("pending", 0))
             self.metrics.running.set(self._counts["running"])
-            self.metrics.tracked.set(self._counts["waiting"])
-            self.metrics.ignored.set(self._counts["ignored"])
+            for name, inbox in self.inboxes.items():
+                self.metrics.tracked.labels(inbox=name).set(inbox.watcher.tracked)
+                self.metrics.ignored.labels(inbox=name).set(inbox.watcher.ignored)
+                self.metrics.skipped.labels(inbox=name).set(inbox.watcher.skipped)
 
     def _status_text(self) -> str:
         c = self._counts
@@ -486,7 +493,7 @@ class Service:
             return "models and runtime settings need a restart"
         if self._targets(new) != self.targets:
             return "the profiles now need other detectors: restart"
-        for key in ("state_dir", "workers", "metrics", "metrics_port"):
+        for key in ("state_dir", "workers", "metrics", "metrics_port", "metrics_address"):
             if getattr(new.service, key) != getattr(old.service, key):
                 return f"service.{key} needs a restart"
         return None
@@ -514,6 +521,11 @@ class Service:
         for name, prev in old_inboxes.items():
             if name not in fresh:
                 self._close_inbox(prev)
+                if self.metrics:
+                    self.metrics.remove_inbox(name)
+        if self.metrics:
+            for name in fresh.keys() - old_inboxes.keys():
+                self.metrics.add_inbox(name)
         self.settings = new
         self.inboxes = fresh
 
@@ -702,7 +714,7 @@ class Service:
                 self.log.warning("report.not_written", job=job.id, error=_errno_name(exc))
         claim.remove()
         if self.metrics:
-            self.metrics.job_done(report_dict, seconds)
+            self.metrics.job_done(inbox.name, report_dict, seconds)
         masked = (report_dict or {}).get("masked") or {}
         self.log.info("job.completed", job=job.id, inbox=inbox.name, seconds=seconds,
                       **{f"masked_{k}": v for k, v in masked.items() if isinstance(v, int)})
@@ -805,7 +817,7 @@ class Service:
             delay = min(svc.retry_backoff_max_s, svc.retry_backoff_s * 2 ** (attempts - 1))
             self.store.retry_later(job.id, attempts, delay, code)
             if self.metrics:
-                self.metrics.retries.inc()
+                self.metrics.retries.labels(inbox=inbox.name).inc()
             self.log.warning("job.retry", job=job.id, inbox=inbox.name, error=code,
                              attempt=attempts, delay_s=round(delay, 1))
             return
@@ -821,7 +833,7 @@ class Service:
         self.store.finish(job.id, "failed", error=code, seconds=seconds)
         claim.remove()
         if self.metrics:
-            self.metrics.job_failed(code, seconds)
+            self.metrics.job_failed(inbox.name, code, seconds)
         self.log.warning("job.quarantined", job=job.id, inbox=inbox.name, error=code,
                          attempts=attempts)
 
@@ -889,6 +901,8 @@ class Worker(threading.Thread):
 
             engine = Engine.load(self.service.settings, targets=self.targets)
             engine.warmup()
+            if self.service.metrics:  # after the warm-up: only real calls are timed
+                engine.set_observer(self.service.metrics.inference)
             self.engine = engine
         except BaseException as exc:  # noqa: BLE001 - handed to the main thread
             self.error = exc

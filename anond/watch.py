@@ -94,6 +94,7 @@ class InboxWatcher:
         self.root = Path(root)
         self.ignore = tuple(p.lower() for p in ignore)
         self._ignored: set[PurePosixPath] = set()  # ignored entries seen since the last rescan
+        self._skipped = 0  # files that are never inputs, seen in the last rescan
         self.recursive = recursive
         self.stable_after_s = stable_after_s
         self.use_events = use_events
@@ -157,6 +158,7 @@ class InboxWatcher:
     def rescan(self) -> int:
         """Walk the whole inbox; returns how many files are being tracked."""
         self._ignored = set()
+        self._skipped = 0
         visited = self._walk(self.root)
         self._settled = {rel: key for rel, key in self._settled.items() if rel in visited}
         return len(self._seen)
@@ -175,20 +177,21 @@ class InboxWatcher:
                     # Its parents were entered, so none of them is ignored: it is the outermost.
                     self._ignored.add(PurePosixPath(Path(entry.path).relative_to(self.root).as_posix()))
                     continue  # an ignored folder is not entered
-                if is_hidden(entry.name):
-                    continue  # hidden folders include the claim area (.anond)
                 try:
                     if entry.is_dir(follow_symlinks=False):
-                        if self.recursive:
+                        if self.recursive and not is_hidden(entry.name):  # .anond: the claim area
                             stack.append(Path(entry.path))
                         continue
-                    if not entry.is_file(follow_symlinks=False):
+                    if not entry.is_file(follow_symlinks=False) or is_hidden(entry.name):
+                        self._skipped += 1  # links, FIFOs, sockets, hidden files: never inputs
                         continue
                     rel = self._observe(Path(entry.path), entry.stat(follow_symlinks=False))
                 except OSError:
                     continue
                 if rel is not None:
                     visited.add(rel)
+                else:
+                    self._skipped += 1  # partial downloads, temporary and junk files
         return visited
 
     def _rel(self, path: Path) -> PurePosixPath | None:
@@ -208,6 +211,12 @@ class InboxWatcher:
         if not self.recursive and len(rel.parts) > 1:
             return None
         return rel
+
+    @property
+    def skipped(self) -> int:
+        """Files seen in the last rescan that are never inputs (hidden, partial downloads,
+        temporary files, links, FIFOs); left alone."""
+        return self._skipped
 
     @property
     def ignored(self) -> int:

@@ -4,9 +4,11 @@ reports) or the reason files."""
 
 from __future__ import annotations
 
+import re
 import time
 import urllib.request
 
+from anond import __version__
 from service_harness import CORRUPT_JPEG, Anond, face_jpeg, noise_jpeg, wait_for, write_config
 
 SECRETS = ["Jane_Doe", "Jane", "Doe", "ABC123", "XYZ789", "Holiday_Oslo"]
@@ -51,8 +53,12 @@ def test_no_name_survives_in_logs_metrics_state_or_reports(tmp_path, models_dir)
     finally:
         svc.kill()
 
-    assert b'anond_jobs_total{result="done"} 2.0' in metrics
-    assert b'anond_jobs_total{result="failed"} 3.0' in metrics
+    assert b'anond_jobs_total{inbox="inbox1",result="done"} 2.0' in metrics
+    assert b'anond_jobs_total{inbox="inbox1",result="failed"} 3.0' in metrics
+    assert f'anond_build_info{{version="{__version__}"}} 1.0'.encode() in metrics
+    # One observation per detector call (photos: one call per target and image), not per job.
+    calls = re.search(rb'anond_inference_duration_seconds_count\{target="face"\} (\d+)', metrics)
+    assert calls and int(calls.group(1)) >= 2, metrics.decode()[-3000:]
     assert b'anond_objects_masked_total{cls="face"}' in metrics
     assert b"anond_provider_info" in metrics
     checks = {

@@ -380,3 +380,26 @@ def test_unmasked_originals_are_deleted_after_their_retention(tmp_path, models_d
         assert svc.stop() == 0
     finally:
         svc.kill()
+
+
+def test_metrics_beyond_loopback_are_allowed_but_announced(tmp_path, models_dir):
+    """[service] metrics_address: Prometheus often scrapes from another host; listening beyond
+    127.0.0.1 is the admin's choice, logged as a warning at start. A bad address is a config error."""
+    common = dict(models_dir=models_dir, inboxes=[{"path": str(tmp_path / "in"), "outbox": str(tmp_path / "out")}])
+    bad = write_config(tmp_path / "bad.toml", service={"state_dir": str(tmp_path / "s0"),
+                                                       "metrics_address": "everywhere"}, **common)
+    svc = Anond(tmp_path, bad).start()
+    assert svc.proc.wait(60) == 2 and "service.metrics_address" in svc.stderr()
+    config = write_config(tmp_path / "anond.toml", service={
+        "state_dir": str(tmp_path / "state"), "metrics": True, "metrics_address": "0.0.0.0",
+        "metrics_port": 0}, **common)
+    svc = Anond(tmp_path, config, log_level="info").start()
+    try:
+        (warning,) = svc.wait_event("metrics.not_loopback", 60)
+        assert warning["level"] == "warning" and warning["address"] == "0.0.0.0"
+        svc.wait_ready()
+        metrics = urllib.request.urlopen(f"http://127.0.0.1:{warning['port']}/metrics", timeout=10).read()
+        assert b'anond_inbox_files_skipped{inbox="inbox1"}' in metrics
+        assert svc.stop() == 0
+    finally:
+        svc.kill()

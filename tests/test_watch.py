@@ -205,6 +205,29 @@ def test_nas_and_desktop_junk_is_ignored_and_counted_not_entered(inbox):
         w.stop()
 
 
+def test_files_that_are_never_inputs_are_counted_as_skipped_not_touched(inbox, tmp_path):
+    outside = tmp_path / "outside.jpg"
+    outside.write_bytes(b"x" * 100)
+    (inbox / "a").mkdir()
+    skipped = [inbox / ".hidden.jpg", inbox / "a" / "b.jpg.part", inbox / "a" / "c.tmp"]
+    for path in skipped:
+        path.write_bytes(b"x" * 100)
+    os.symlink(outside, inbox / "a" / "link.jpg")
+    os.mkfifo(inbox / "a" / "pipe.jpg")
+    (inbox / "a" / "real.jpg").write_bytes(b"x" * 100)
+    w = InboxWatcher(inbox, recursive=True, stable_after_s=STABLE, use_events=False)
+    w.start()
+    try:
+        time.sleep(STABLE * 2)
+        assert _ready(w) == ["a/real.jpg"]
+        # Partial downloads match the default ignore globs (counted there); the hidden file,
+        # the link and the FIFO are skipped.
+        assert w.skipped == 3 and w.ignored == 2
+        assert outside.read_bytes() == b"x" * 100
+    finally:
+        w.stop()
+
+
 def test_an_inbox_ignore_list_replaces_the_default(inbox):
     (inbox / "@eaDir").mkdir()
     (inbox / "@eaDir" / "a.jpg").write_bytes(b"x" * 100)

@@ -6,8 +6,9 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
-from typing import Iterable, Sequence
+from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
@@ -94,6 +95,15 @@ class Engine:
         ]
         self.provider = self.models[0].provider if self.models else "none"
         self._video = video
+        # Called with (target, seconds) after every detector call (the service's per-call
+        # inference histogram); None: not observed.
+        self.observe: Callable[[str, float], None] | None = None
+
+    def set_observer(self, observe: Callable[[str, float], None] | None) -> None:
+        """Time every detector call of this engine and of its video engine."""
+        self.observe = observe
+        if self._video is not None:
+            self._video.observe = observe
 
     def for_video(self) -> "Engine":
         """The engine video jobs use: the same, with `models.video_face` serving faces."""
@@ -145,7 +155,10 @@ class Engine:
                 for view in plan(image.shape[0], image.shape[1], detect, detector.fixed_size):
                     views.append(view.cut(image))
                     owners.append((k, view))
+            began = time.perf_counter()
             found = detector.detect(views, threshold)
+            if self.observe is not None:
+                self.observe(target, time.perf_counter() - began)
             boxes: list[list[np.ndarray]] = [[] for _ in images]
             scores: list[list[np.ndarray]] = [[] for _ in images]
             for (k, view), (xyxy, score) in zip(owners, found):
