@@ -838,7 +838,7 @@ class Service:
                          attempts=attempts)
 
     def _quarantine(self, job, claim, inbox, err, code, permanent, attempts) -> None:
-        """The input goes to failed/<job id>/ (keeping its name: it is the user's file);
+        """The input goes to failed/<job id>/<its path in the inbox> (it is the user's file);
         failed/<job id>.reason.json says why, without naming it."""
         from . import __version__
         from .fsutil import write_bytes_atomic
@@ -866,7 +866,8 @@ class Service:
             rel, src = found
             _clean_job_temps(inbox.outbox / rel, job.id)
             (inbox.failed / job.id).mkdir(mode=0o700, exist_ok=True)
-            landed = link_no_clobber(src, inbox.failed / job.id / rel.name)
+            # Under its path in the inbox, so `anond retry` can put it back where it was.
+            landed = link_no_clobber(src, inbox.failed / job.id / rel)
             os.chmod(landed, 0o600)
             sidecar = claim.sidecar
             if sidecar is not None:

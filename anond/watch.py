@@ -306,3 +306,7 @@ class InboxWatcher:
     @property
     def tracked(self) -> int:
         return len(self._seen)
+
+    def inputs(self) -> list[tuple[PurePosixPath, int, int]]:
+        """(relative path, size, mtime_ns) of the tracked files that are inputs (not sidecars)."""
+        return [(rel, s.size, s.mtime_ns) for rel, s in self._seen.items() if not is_sidecar(rel.name)]

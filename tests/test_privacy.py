@@ -74,7 +74,7 @@ def test_no_name_survives_in_logs_metrics_state_or_reports(tmp_path, models_dir)
     leaks = {where: _leaks(data) for where, data in checks.items() if _leaks(data)}
     assert leaks == {}
     # The failed inputs kept their names inside failed/<job id>/ (they are the user's files).
-    assert sorted(p.name for p in failed.glob("*/*")) == [
+    assert sorted(p.name for p in failed.glob("*/**/*") if p.is_file()) == [
         "Jane_Doe_ABC123.mp4", "Jane_Doe_ABC123.txt", "Jane_Doe_ABC123_broken.jpg"]
 
 

@@ -336,3 +336,38 @@ def test_atomic_output_policies(tmp_path):
         tmp.write_bytes(b"new")
     assert dst.read_bytes() == b"new" and (dst.stat().st_mode & 0o777) == 0o640
     assert not [p for p in tmp_path.iterdir() if is_temp_name(p.name)]
+
+
+def test_a_tree_shows_a_progress_bar_on_a_terminal_and_nothing_in_a_pipe(tmp_path, fast_config):
+    import os
+    import pty
+    import subprocess
+    import sys
+
+    rng = np.random.default_rng(5)
+    src = tmp_path / "Jane_Doe"
+    for i in range(3):
+        write_image(src / f"Jane_Doe_{i}.png", rng.integers(0, 256, (40, 48, 3), np.uint8))
+    cmd = [sys.executable, "-m", "anond.cli", "process", str(src), "--config", str(fast_config)]
+    master, slave = pty.openpty()
+    import fcntl
+    import struct
+    import termios
+
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))  # a real terminal's size
+    done = subprocess.run([*cmd, str(tmp_path / "tty")], stdout=subprocess.PIPE, stderr=slave, timeout=300)
+    os.close(slave)
+    shown = b""
+    while True:
+        try:
+            chunk = os.read(master, 65536)
+        except OSError:  # EIO: the terminal's other end is closed and drained
+            break
+        if not chunk:
+            break
+        shown += chunk
+    os.close(master)
+    assert done.returncode == 0
+    assert b"3/3" in shown and b"file" in shown and b"Jane_Doe" not in shown
+    piped = subprocess.run([*cmd, str(tmp_path / "pipe")], capture_output=True, text=True, timeout=300)
+    assert piped.returncode == 0 and "3/3" not in piped.stderr and "Jane_Doe" not in piped.stderr

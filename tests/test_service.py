@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
 import urllib.request
@@ -366,7 +368,7 @@ def test_unmasked_originals_are_deleted_after_their_retention(tmp_path, models_d
         kept_at = time.monotonic()
         (reason,) = failed.glob("*.reason.json")
         job = reason.name.removesuffix(".reason.json")
-        assert (failed / job / "bad.jpg").exists() and (outbox / "sub" / "ok.jpg").exists()
+        assert (failed / job / "sub" / "bad.jpg").exists() and (outbox / "sub" / "ok.jpg").exists()
         wait_for(lambda: not reason.exists() and not (failed / job).exists()
                  and not (archive / "sub").exists(), 30, "retention to delete both", svc)
         assert time.monotonic() - kept_at >= retention - 0.5  # not before their time
@@ -400,6 +402,50 @@ def test_metrics_beyond_loopback_are_allowed_but_announced(tmp_path, models_dir)
         svc.wait_ready()
         metrics = urllib.request.urlopen(f"http://127.0.0.1:{warning['port']}/metrics", timeout=10).read()
         assert b'anond_inbox_files_skipped{inbox="inbox1"}' in metrics
+        assert svc.stop() == 0
+    finally:
+        svc.kill()
+
+
+def test_status_counts_and_retry_puts_a_failed_input_back_where_it_was(tmp_path, models_dir):
+    """`anond status` (counts per inbox, read while the service runs) and `anond retry`: the
+    failed original goes back to its path in the inbox and is processed again as a new job."""
+    inbox, outbox, failed = tmp_path / "inbox", tmp_path / "outbox", tmp_path / "failed"
+    (inbox / "cam" / "2026").mkdir(parents=True)
+    config = write_config(tmp_path / "anond.toml", models_dir=models_dir,
+                          service={"state_dir": str(tmp_path / "state"), "failed_dir": str(failed),
+                                   "stable_after_s": 0.3},
+                          inboxes=[{"path": str(inbox), "outbox": str(outbox), "name": "cctv"}])
+
+    def cli(*argv):
+        return subprocess.run([sys.executable, "-m", "anond.cli", *argv, "--config", str(config)],
+                              cwd=tmp_path, env=clean_env(), capture_output=True, text=True, timeout=120)
+
+    svc = Anond(tmp_path, config).start()
+    try:
+        svc.wait_ready()
+        (inbox / "cam" / "2026" / "Jane_Doe.jpg").write_bytes(CORRUPT_JPEG)
+        (reason,) = wait_for(lambda: list(failed.glob("*.reason.json")), 60, "a failed job", svc)
+        job = reason.name.removesuffix(".reason.json")
+        kept = failed / job / "cam" / "2026" / "Jane_Doe.jpg"  # under its path in the inbox
+        assert kept.read_bytes() == CORRUPT_JPEG
+        (inbox / "waiting.jpg.part").write_bytes(b"partial")  # never an input: not counted
+        status = cli("status", "--json")
+        assert status.returncode == 0, status.stderr
+        (row,) = json.loads(status.stdout)["inboxes"]
+        assert row == {"inbox": "cctv", "waiting": 0, "queued": 0, "running": 0, "done_24h": 0,
+                       "failed_24h": 1, "in_failed": 1}
+        assert "Jane_Doe" not in status.stdout + status.stderr
+        assert cli("retry", "20260101T000000-00000000").returncode == 2  # unknown: one clear line
+        kept.write_bytes(face_jpeg())  # the operator re-exported the file
+        done = cli("retry", job)
+        assert done.returncode == 0, done.stderr
+        assert "Jane_Doe" not in done.stdout + done.stderr and job in done.stdout
+        assert not reason.exists() and not (failed / job).exists()
+        wait_for(lambda: (outbox / "cam" / "2026" / "Jane_Doe.jpg").exists(), 60, "the retried output", svc)
+        table = cli("status").stdout.splitlines()
+        assert table[0].split()[:2] == ["INBOX", "WAITING"] and table[1].split()[0] == "cctv"
+        assert cli("retry", "--all-failed").stdout.strip().endswith("0 job(s) retried, 0 problem(s)")
         assert svc.stop() == 0
     finally:
         svc.kill()

@@ -67,10 +67,16 @@ def main(args: argparse.Namespace) -> int:
     from ..pipeline import process_file
     from ..report import JobReport
 
+    from tqdm import tqdm
+
     run_id = uuid.uuid4().hex[:8]
     reports: list[JobReport] = []
     failed = 0
     engine = _load_engine(settings, profile) if jobs else None
+    # A tree on a terminal: a progress bar on stderr (files, no names); never in pipes or logs.
+    bar = tqdm(total=len(jobs), unit="file", file=sys.stderr,
+               disable=single or not sys.stderr.isatty())
+    say = bar.write if not bar.disable else (lambda line, file=None: print(line, file=file))
     for index, (src, dst) in enumerate(jobs, 1):
         job_id = f"{run_id}-{index}"
         label = job_id if single else f"#{index} {job_id}"
@@ -84,13 +90,15 @@ def main(args: argparse.Namespace) -> int:
             failed += 1
             report = getattr(exc, "report", None) or JobReport(job_id=job_id, kind="unknown")
             report.failed(exc.code)
-            print(f"anond process: error: {label}: {exc}", file=sys.stderr)
+            say(f"anond process: error: {label}: {exc}", file=sys.stderr)
         except OSError as exc:  # creating DST folders
             failed += 1
             report = JobReport(job_id=job_id, kind="unknown")
             report.failed("io_error")
-            print(f"anond process: error: {label}: {exc.strerror or type(exc).__name__}", file=sys.stderr)
+            say(f"anond process: error: {label}: {exc.strerror or type(exc).__name__}", file=sys.stderr)
         reports.append(report)
+        bar.update(1)
+    bar.close()
 
     if args.report is not None:
         _write_run_report(args.report, run_id, reports, skipped)
