@@ -137,6 +137,14 @@ def _check_folders(report: Report, settings) -> None:
         if problem:
             report.fail(what, f"{path}: {problem}")
             continue
+        if what == "state_dir":
+            from .fsutil import network_filesystem
+
+            fstype = network_filesystem(path)
+            if fstype is not None:
+                report.fail(what, f"{path}: on a network file system ({fstype}); the job table "
+                            "(SQLite, WAL) needs a local disk")
+                continue
         existing = _existing_parent(path)
         free = shutil.disk_usage(existing).free
         if space and free < limit:

@@ -178,3 +178,42 @@ def file_sha256(path: Path):
         for chunk in iter(lambda: f.read(1 << 20), b""):
             digest.update(chunk)
     return digest
+
+
+# ---------------------------------------------------------------------------------------------
+# Which file system a path is on
+
+MOUNTS = Path("/proc/self/mounts")
+# SQLite's WAL needs shared memory and POSIX locks that these do not give reliably.
+NETWORK_FS = frozenset({
+    "nfs", "nfs4", "cifs", "smb3", "smbfs", "ncpfs", "afs", "ceph", "glusterfs", "fuse.glusterfs",
+    "lustre", "fuse.sshfs", "sshfs", "9p", "fuse.s3fs", "davfs", "fuse.davfs2", "fuse.rclone",
+})
+
+
+def filesystem_type(path: Path) -> str | None:
+    """The type of the file system `path` (or its nearest existing parent) is on, from the
+    mount table; None when it cannot be told."""
+    path = Path(os.path.abspath(path))
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    try:
+        real = os.path.realpath(path)
+        lines = MOUNTS.read_text().splitlines()
+    except OSError:
+        return None
+    best, fstype = "", None
+    for line in lines:
+        fields = line.split()
+        if len(fields) < 3:
+            continue
+        point = fields[1].encode().decode("unicode_escape")  # \040 for spaces
+        if (real == point or real.startswith(point.rstrip("/") + "/")) and len(point) >= len(best):
+            best, fstype = point, fields[2]
+    return fstype
+
+
+def network_filesystem(path: Path) -> str | None:
+    """The network file system type `path` is on, or None when it is local (or unknown)."""
+    fstype = filesystem_type(path)
+    return fstype if fstype in NETWORK_FS else None

@@ -4,7 +4,7 @@ pipeline on worker threads, lands outputs atomically, and tells systemd how it i
 A file's way through the service:
 
     inbox/a/b.jpg ──watch: finished?──▶ claim (rename into inbox/.anond/claims/…) ──▶ job table
-        ──worker: process_file──▶ outbox/a/.<job>.anond-stage.jpg ──commit (no overwrite)──▶ outbox/a/b.jpg
+        ──worker: process_file──▶ outbox/a/.<job>.<instance>.anond-stage.jpg ──commit (no overwrite)──▶ outbox/a/b.jpg
         ──originals: delete | archive | keep──▶ job done (only id, counts and a fingerprint remain)
 
 Every step can be interrupted (kill -9, power loss) and is redone or skipped on restart: the
@@ -120,6 +120,7 @@ class Service:
         from .jobs import JobStore, new_session
 
         svc = self.settings.service
+        _require_local_state(_abs(svc.state_dir))
         _keep_diagnostics_private()
         self._install_signals()
         self.notifier.status("starting: loading models")
@@ -675,13 +676,18 @@ class Service:
                 return
             fingerprints = (content_fp,)
         report = None
+        # This instance's names for the job's temporary and staged outputs: stable across its
+        # sessions (a crash between linking and marking the claim is recognised on restart),
+        # never another instance's (one stalled past its lease may still be writing its own).
+        tag = f"{job.id}.{inbox.box.instance}"
         if claim.committed:
-            _unlink(_staged_path(inbox.outbox / rel, job.id))  # left when the process died
+            _unlink(_staged_path(inbox.outbox / rel, tag))  # left when the process died
         else:
             dst = inbox.outbox / rel
-            staged = _staged_path(dst, job.id)
+            _clean_job_temps(dst, job.id, inbox.box.instance, keep=tag)
+            staged = _staged_path(dst, tag)
             if not staged.exists():
-                report = self._process(job, claim, inbox, engine, rel, src, dst, staged)
+                report = self._process(job, claim, inbox, engine, rel, src, dst, staged, tag)
             if not claim.dir.is_dir():
                 _unlink(staged)
                 raise _LostClaim()
@@ -719,7 +725,7 @@ class Service:
         self.log.info("job.completed", job=job.id, inbox=inbox.name, seconds=seconds,
                       **{f"masked_{k}": v for k, v in masked.items() if isinstance(v, int)})
 
-    def _process(self, job, claim, inbox, engine, rel, src, dst, staged):
+    def _process(self, job, claim, inbox, engine, rel, src, dst, staged, tag):
         from .pipeline import process_file
 
         cfg = inbox.cfg
@@ -733,7 +739,7 @@ class Service:
             src, staged, settings=self.settings, engine=engine,
             profile=self.settings.profiles[cfg.profile], job_id=job.id,
             regions_path=sidecar if cfg.regions != "off" else None, regions_policy=cfg.regions,
-            on_exists="replace", file_mode=cfg.output_mode, group=cfg.output_group,
+            on_exists="replace", file_mode=cfg.output_mode, group=cfg.output_group, temp_tag=tag,
         )
         landed = getattr(report, "output_path", None)
         if landed is not None and Path(landed) != staged:
@@ -864,7 +870,7 @@ class Service:
         os.chmod(reason_path, 0o600)
         if found is not None:
             rel, src = found
-            _clean_job_temps(inbox.outbox / rel, job.id)
+            _clean_job_temps(inbox.outbox / rel, job.id, inbox.box.instance)
             (inbox.failed / job.id).mkdir(mode=0o700, exist_ok=True)
             # Under its path in the inbox, so `anond retry` can put it back where it was.
             landed = link_no_clobber(src, inbox.failed / job.id / rel)
@@ -967,9 +973,21 @@ def _abs(path) -> Path:
     return Path(os.path.abspath(os.path.expanduser(str(path))))
 
 
-def _staged_path(dst: Path, job_id: str) -> Path:
-    """The finished output before it gets its final name: hidden, same folder and extension."""
-    return dst.parent / f".{job_id}.anond-stage{dst.suffix}"
+def _require_local_state(state_dir: Path) -> None:
+    """The job table (SQLite, WAL) must not live on a network file system."""
+    from .errors import ConfigError
+    from .fsutil import network_filesystem
+
+    fstype = network_filesystem(state_dir)
+    if fstype is not None:
+        raise ConfigError(f"service.state_dir is on a network file system ({fstype}): the job "
+                          "table needs a local disk (inboxes, outboxes and failed folders may be shares)")
+
+
+def _staged_path(dst: Path, tag: str) -> Path:
+    """The finished output before it gets its final name: hidden, same folder and extension;
+    `tag` is the job id and the instance that owns it (`<job id>.<instance>`)."""
+    return dst.parent / f".{tag}.anond-stage{dst.suffix}"
 
 
 def _already_linked(staged: Path, dst: Path) -> Path | None:
@@ -998,15 +1016,29 @@ def _already_linked(staged: Path, dst: Path) -> Path | None:
     return None
 
 
-def _clean_job_temps(dst: Path, job_id: str) -> None:
-    """Remove what an interrupted attempt of this job may have left beside its output."""
+STALE_TEMP_S = 86400.0
+
+
+def _clean_job_temps(dst: Path, job_id: str, instance: str, keep: str | None = None) -> None:
+    """Remove what interrupted attempts of this job left beside its output (except `keep`'s):
+    this instance's (its earlier sessions are gone: the state directory lock proves it), other
+    instances' only when a day old (one that stalled past its lease may still be writing)."""
     try:
         entries = os.listdir(dst.parent)
     except OSError:
         return
+    now = time.time()
     for name in entries:
-        if name.startswith(f".{job_id}."):
-            _unlink(dst.parent / name)
+        if not name.startswith(f".{job_id}.") or (keep and name.startswith(f".{keep}.")):
+            continue
+        path = dst.parent / name
+        if not name.startswith(f".{job_id}.{instance}."):
+            try:
+                if now - os.lstat(path).st_mtime < STALE_TEMP_S:
+                    continue
+            except FileNotFoundError:
+                continue
+        _unlink(path)
 
 
 def _unlink(path: Path) -> None:

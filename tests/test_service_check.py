@@ -65,3 +65,33 @@ def test_invalid_config_is_a_problem(tmp_path):
     done = _check(config, cwd=tmp_path)
     assert done.returncode == 1
     assert "FAIL  config: invalid setting service.stable_after_s" in done.stdout
+
+
+def test_a_state_dir_on_a_network_file_system_is_refused(tmp_path, models_dir, monkeypatch, capsys):
+    """SQLite's WAL must not live on NFS/SMB: `anond check` fails it and `anond run` refuses to
+    start (exit 2, one line). The mount table says what the file system is (a copy of this
+    machine's, plus the state folder mounted over NFS)."""
+    from anond import cli, fsutil
+
+    state = tmp_path / "state"
+    state.mkdir()  # a mount point
+    (tmp_path / "in").mkdir()
+    mounts = tmp_path / "mounts"
+    mounts.write_text(fsutil.MOUNTS.read_text()
+                      + f"nas:/export/anond {state} nfs4 rw,relatime 0 0\n"
+                      + f"//nas/share\\040x {tmp_path / 'in'} cifs rw 0 0\n")
+    monkeypatch.setattr(fsutil, "MOUNTS", mounts)
+    assert fsutil.network_filesystem(state / "not" / "yet" / "made") == "nfs4"
+    assert fsutil.network_filesystem(tmp_path / "in") == "cifs"
+    assert fsutil.network_filesystem(tmp_path / "elsewhere") is None
+    config = write_config(tmp_path / "anond.toml", models_dir=models_dir,
+                          service={"state_dir": str(state)},
+                          inboxes=[{"path": str(tmp_path / "in"), "outbox": str(tmp_path / "out")}])
+    assert cli.main(["check", "--no-inference", "--config", str(config)]) == 1
+    out = capsys.readouterr().out
+    assert "FAIL  state_dir" in out and "network file system (nfs4)" in out
+    assert "FAIL  inbox" not in out  # inboxes on shares are what anond is for
+    assert cli.main(["run", "--config", str(config)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("anond run: error: service.state_dir is on a network file system (nfs4)")
+    assert list(state.iterdir()) == []  # refused before anything was created there

@@ -59,3 +59,76 @@ def test_two_instances_share_one_inbox_and_survive_one_dying(tmp_path, models_di
     assert set(held) <= recovered, "B did not take over the dead instance's claims"
     assert held, "A held no claim when it was killed"
     assert list((inbox / ".anond" / "claims").iterdir()) == []
+
+
+def test_an_instance_frozen_past_its_lease_never_collides_with_the_one_that_took_over(tmp_path, models_dir):
+    """A (SIGSTOP) stalls in the middle of a job longer than its lease, as on an NFS hang; B
+    takes the job over and starts it; A wakes up (SIGCONT) while B is still working. Each
+    writes its own temporary and staged files, A finds its claim gone and drops its result:
+    exactly one output, no retry, nothing failed, nothing left behind."""
+    import signal
+
+    import av
+    import numpy as np
+
+    inbox, outbox, failed = tmp_path / "inbox", tmp_path / "outbox", tmp_path / "failed"
+    (inbox / "cam").mkdir(parents=True)
+
+    def config(name: str):
+        return write_config(tmp_path / f"{name}.toml", models_dir=models_dir,
+                            service={"state_dir": str(tmp_path / f"state-{name}"),
+                                     "failed_dir": str(failed), "stable_after_s": 0.3,
+                                     "rescan_interval_s": 0.5, "lease_s": 2.0},
+                            inboxes=[{"path": str(inbox), "outbox": str(outbox)}])
+
+    a = Anond(tmp_path, config("a"), log_level="info").start()
+    b = Anond(tmp_path, config("b"), log_level="info")
+    try:
+        a.wait_ready()
+        # A video: its output is written while it is processed, for several seconds.
+        _write_clip(tmp_path / "clip.mp4", frames=240)
+        (tmp_path / "clip.mp4").rename(inbox / "cam" / "clip.mp4")
+        (started,) = a.wait_event("job.started", 60)
+        time.sleep(0.5)
+        a.signal(signal.SIGSTOP)
+        b.start()
+        b.wait_event("job.started", 90)
+        (recovered,) = b.events("job.recovered")  # taken over from A, whose lease ran out
+        assert recovered["own"] is False and recovered["job"] == started["job"]
+        (taken,) = b.events("job.started")
+        assert taken["job"] == started["job"]
+        a.signal(signal.SIGCONT)  # both now work on the same job
+        a.wait_event("job.lost_claim", 90)
+        b.wait_event("job.completed", 90)
+        time.sleep(1.0)
+        assert a.stop() == 0 and b.stop() == 0
+    finally:
+        for svc in (a, b):
+            try:
+                svc.signal(signal.SIGCONT)
+            except Exception:  # noqa: BLE001 - not started or already gone
+                pass
+            svc.kill()
+    assert files_under(outbox) == ["cam/clip.mp4"]  # exactly one output, complete
+    with av.open(str(outbox / "cam" / "clip.mp4")) as out:
+        assert sum(1 for _ in out.decode(video=0)) == 240
+    assert hidden_files_under(outbox) == [] and files_under(failed) == []
+    assert not a.events("job.completed") and not a.events("job.retry") and not b.events("job.retry")
+    assert files_under(inbox) == []
+
+
+def _write_clip(path, frames: int) -> None:
+    import av
+    import numpy as np
+
+    rng = np.random.default_rng(1)
+    base = rng.integers(30, 220, (480, 640, 3), np.uint8)
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("libx264", rate=30)
+        stream.width, stream.height, stream.pix_fmt = 640, 480, "yuv420p"
+        for i in range(frames):
+            frame = av.VideoFrame.from_ndarray(np.roll(base, 4 * i, axis=1), format="bgr24")
+            for packet in stream.encode(frame):
+                out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)

@@ -33,12 +33,15 @@ def process_file(
     on_exists: OnExists = "suffix",
     file_mode: int | None = None,
     group: str | int | None = None,
+    temp_tag: str | None = None,
 ) -> JobReport:
     """Anonymize `src` into `dst` (same format); return the job report.
 
     Raises AnondError subclasses for expected failures (UnsupportedMedia, CorruptMedia,
     RegionsError, TransientIOError...); `dst` then does not exist. `report.output_path` says
     where the output landed (a suffixed name when `dst` existed and on_exists="suffix").
+    `temp_tag` names the temporary file beside `dst` (default: the job id); the service adds
+    its owner so two instances that both hold a job (one stalled past its lease) never share one.
     """
     src, dst = Path(src), Path(dst)
     profile = profile or settings.profiles["default"]
@@ -49,7 +52,7 @@ def process_file(
         report.kind = kind.kind
         report.media.format = kind.format
         report.media.bytes_in = src.stat().st_size
-        output = atomic_output(dst, job_id, on_exists=on_exists, mode=file_mode, group=group)
+        output = atomic_output(dst, temp_tag or job_id, on_exists=on_exists, mode=file_mode, group=group)
         with output as tmp:
             if kind.kind == "image":
                 from .image import process_image
