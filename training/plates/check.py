@@ -92,30 +92,12 @@ def _engine():
     from anond.detect.engine import Engine
 
     s = load_settings(None)
-    s = s.model_copy(update={"models": s.models.model_copy(update={"plate": DETECTOR, "dir": ROOT / "var/models"})})
+    s = s.model_copy(update={"models": s.models.model_copy(update={"plate": DETECTOR})})
     engine = Engine.load(s, ["plate"])
     for d in engine.checks.values():  # mine what the detector alone proposes
         d.threshold = 0.0
     detect = s.profile.detect.model_copy(update={"plate_threshold": MINE_THRESHOLD})
     return engine, detect
-
-
-def label_candidates(boxes: np.ndarray, gt: np.ndarray) -> np.ndarray:
-    """1 plate, 0 background, -1 unused (see the module docstring)."""
-    if not len(gt):
-        return np.zeros(len(boxes), np.int8)
-    iou = iou_matrix(boxes, gt)
-    inter_w = np.clip(np.minimum(boxes[:, None, 2], gt[None, :, 2]) - np.maximum(boxes[:, None, 0], gt[None, :, 0]), 0, None)
-    inter_h = np.clip(np.minimum(boxes[:, None, 3], gt[None, :, 3]) - np.maximum(boxes[:, None, 1], gt[None, :, 1]), 0, None)
-    g_area = (gt[:, 2] - gt[:, 0]) * (gt[:, 3] - gt[:, 1])
-    b_area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
-    covers = (inter_w * inter_h / np.maximum(g_area[None], 1e-6) >= 0.7) & (b_area[:, None] <= 4 * g_area[None])
-    gcx, gcy = (gt[:, 0] + gt[:, 2]) / 2, (gt[:, 1] + gt[:, 3]) / 2
-    holds = ((boxes[:, None, 0] <= gcx) & (gcx <= boxes[:, None, 2]) & (boxes[:, None, 1] <= gcy) & (gcy <= boxes[:, None, 3]))
-    label = np.full(len(boxes), -1, np.int8)
-    label[(iou.max(1) < 0.05) & ~holds.any(1)] = 0
-    label[(iou.max(1) >= 0.3) | covers.any(1)] = 1
-    return label
 
 
 def mine(args) -> None:
@@ -142,7 +124,7 @@ def mine(args) -> None:
                 img = full if s == 1.0 else cv2.resize(full, None, fx=s, fy=s, interpolation=cv2.INTER_AREA)
                 gt = photo.boxes * s
                 dets = engine.detect([img], detect, ["plate"])[0]
-                lab = label_candidates(dets.xyxy, gt)
+                lab = D.label_candidates(dets.xyxy, gt)
                 use = lab == 1
                 bg = np.nonzero(lab == 0)[0]
                 hard = bg[np.argsort(-dets.score[bg])[:NEG_PER_VIEW[0]]]

@@ -20,6 +20,7 @@ import numpy as np
 # The anchors and box encoding are the decoder's: what is trained is what anond decodes.
 from anond.detect.retinaface import ANCHOR_SIZES, STRIDES, VARIANCE_CENTER, VARIANCE_SIZE  # noqa: E402
 from anond.detect.retinaface import priors as decoder_priors  # noqa: E402
+from anond.evaluation.metrics import iou_matrix  # noqa: E402
 
 MEAN_BGR = (104.0, 117.0, 127.0)  # the source model's input convention (anond manifest)
 POS_LOG2 = 0.75   # anchor size within 2^0.75 of the plate's sqrt(area): positive
@@ -123,6 +124,26 @@ def match(anchors: np.ndarray, boxes: np.ndarray, corners: np.ndarray, ignore: n
     landm[idx[ok]] = enc[ok].reshape(-1, 10)
     landm_ok[idx[ok]] = True
     return label, loc, landm, landm_ok
+
+
+def label_candidates(boxes: np.ndarray, gt: np.ndarray) -> np.ndarray:
+    """Detector candidates against the labelled plates: 1 plate (IoU >= 0.3 with one, or
+    covers >= 70 % of one while at most 4x its area), 0 background (IoU < 0.05 with every plate
+    and holding no plate's centre), -1 neither (not used for training)."""
+    if not len(gt):
+        return np.zeros(len(boxes), np.int8)
+    iou = iou_matrix(boxes, gt)
+    inter_w = np.clip(np.minimum(boxes[:, None, 2], gt[None, :, 2]) - np.maximum(boxes[:, None, 0], gt[None, :, 0]), 0, None)
+    inter_h = np.clip(np.minimum(boxes[:, None, 3], gt[None, :, 3]) - np.maximum(boxes[:, None, 1], gt[None, :, 1]), 0, None)
+    g_area = (gt[:, 2] - gt[:, 0]) * (gt[:, 3] - gt[:, 1])
+    b_area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    covers = (inter_w * inter_h / np.maximum(g_area[None], 1e-6) >= 0.7) & (b_area[:, None] <= 4 * g_area[None])
+    gcx, gcy = (gt[:, 0] + gt[:, 2]) / 2, (gt[:, 1] + gt[:, 3]) / 2
+    holds = ((boxes[:, None, 0] <= gcx) & (gcx <= boxes[:, None, 2]) & (boxes[:, None, 1] <= gcy) & (gcy <= boxes[:, None, 3]))
+    label = np.full(len(boxes), -1, np.int8)
+    label[(iou.max(1) < 0.05) & ~holds.any(1)] = 0
+    label[(iou.max(1) >= 0.3) | covers.any(1)] = 1
+    return label
 
 
 class PlateCrops:
