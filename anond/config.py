@@ -119,6 +119,10 @@ class ImageSettings(_Section):
 
     jpeg_quality: int = Field(95, ge=1, le=100)
     webp_quality: int = Field(90, ge=1, le=100)  # lossy WebP only; lossless stays lossless
+    # Photos with more pixels than this (from the header) are refused before decoding (reason
+    # code too_large): a decompression bomb declares 50 000 x 50 000 in a few hundred bytes.
+    # 200 MP covers the largest phone sensors; memory needed is about 15 bytes per pixel.
+    max_megapixels: float = Field(200.0, gt=0)
     # Allow-list of metadata kept in the output. Known names: "datetime", "icc_profile",
     # "orientation" is never kept (the output is saved upright). An unknown name is an error,
     # so a typo cannot silently strip (or keep) something else.
@@ -160,7 +164,10 @@ class VideoSettings(_Section):
     preset: str = "veryfast"  # x264/x265 preset (CPU encoding must keep up with detection)
     decoder: Literal["cpu", "nvdec"] = "cpu"  # nvdec: h264_cuvid/hevc_cuvid... when present
     encoder: Literal["cpu", "nvenc"] = "cpu"  # nvenc: h264_nvenc/hevc_nvenc when present
-    threads: int = Field(0, ge=0)  # decoder/encoder threads, 0 = automatic
+    threads: int = Field(0, ge=0)
+    # Frames larger than this (8K UHD is 33 MP) are refused (too_large): the look-ahead holds
+    # about lookahead_s x fps frames in memory.
+    max_megapixels: float = Field(36.0, gt=0)  # decoder/encoder threads, 0 = automatic
     # Detection: frames go to the detector in batches; with detect_stride = N only every
     # N-th frame is detected and the tracker interpolates the frames between.
     batch_size: int = Field(8, ge=1, le=64)

@@ -19,6 +19,13 @@ class UnsupportedMedia(AnondError):
     code = "unsupported_media"
 
 
+class MediaTooLarge(UnsupportedMedia):
+    """More pixels than the configured limit (`image.max_megapixels`, `video.max_megapixels`):
+    refused from the header, before anything is decoded (decompression bombs)."""
+
+    code = "too_large"
+
+
 class CorruptMedia(AnondError):
     code = "corrupt_media"
 

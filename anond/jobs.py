@@ -33,6 +33,7 @@ import fcntl
 import hashlib
 import hmac
 import os
+import stat
 import secrets
 import shutil
 import sqlite3
@@ -385,6 +386,16 @@ class ClaimBox:
         """Move `rel` (and its sidecar) into a new claim of ours; None when another got it."""
         if not self.lease.exists():  # removed by another instance while we were stalled
             self.renew()
+        source = self.root / rel
+        # The last gate before a file is moved: a real file in a real folder of the inbox,
+        # reached through no symbolic link (moving through one would take a file from outside).
+        real_parent = os.path.join(os.path.realpath(self.root), *rel.parent.parts)
+        try:
+            regular = stat.S_ISREG(os.lstat(source).st_mode)
+        except FileNotFoundError:
+            return None  # another instance was faster, or it went away
+        if os.path.realpath(source.parent) != real_parent or not regular:
+            raise OSError(errno.ELOOP, "not a regular file in the inbox's own folders")
         claim = Claim(self.mine / job_id, job_id)
         # Flat on purpose: no folder named by the user is created in the claim area (watchers
         # of the inbox would otherwise see, and may print, those folder names).
@@ -399,9 +410,13 @@ class ClaimBox:
         except OSError:
             claim.remove()
             raise
-        if not target.exists():  # an NFS rename retransmitted after success reports ENOENT
+        if not os.path.lexists(target):  # an NFS rename retransmitted after success reports ENOENT
             claim.remove()
             return None
+        if not stat.S_ISREG(os.lstat(target).st_mode):  # swapped for a link after the check
+            os.rename(target, source)
+            claim.remove()
+            raise OSError(errno.ELOOP, "not a regular file")
         fsync_dir(claim.dir)
         if sidecar:
             self.claim_sidecar(claim, rel)
@@ -415,6 +430,10 @@ class ClaimBox:
             return True
         except FileNotFoundError:
             return False
+        except OSError as exc:
+            if exc.errno == errno.ENAMETOOLONG:  # a 255-byte name can have no sidecar
+                return False
+            raise
 
     def release(self, claim: Claim) -> bool:
         """Put an unstarted claim's input back where it was (clean shutdown); False if the

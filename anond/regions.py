@@ -274,9 +274,13 @@ def is_sidecar(path: str | Path) -> bool:
 
 
 def find_sidecar(media_path: str | Path) -> Path | None:
-    """The sidecar beside `media_path`, or None when there is none."""
+    """The sidecar beside `media_path`, or None when there is none (a media name of 255 bytes
+    leaves no room for one: the longer name cannot exist)."""
     path = sidecar_path(media_path)
-    return path if path.is_file() else None
+    try:
+        return path if path.is_file() else None
+    except OSError:
+        return None
 
 
 def load_sidecar(
@@ -324,6 +328,8 @@ def parse_sidecar(
         raise RegionsError(
             f"sidecar is not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})"
         ) from None
+    except RecursionError:
+        raise RegionsError("sidecar is not valid JSON: nested too deeply") from None
     if not isinstance(data, dict):
         raise RegionsError("sidecar must be a JSON object with `version` and `regions`")
     if "version" in data and data["version"] != SCHEMA_VERSION:

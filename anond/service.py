@@ -319,46 +319,52 @@ class Service:
         ready = inbox.watcher.poll()
         if self.paused or not ready:
             return
-        from .jobs import new_job_id, quick_fingerprint
-        from .watch import SIDECAR_SUFFIX
-
-        cfg = inbox.cfg
         room = 2 * len(self.workers) - self._counts.get("pending", 0)
         for cand in ready:
             if room <= 0 or self.stop_event.is_set():
                 break
-            if cfg.originals == "keep":
-                quick = quick_fingerprint(inbox.box.salt, cand.rel, cand.size, cand.mtime_ns)
-                if self._seen(inbox, quick):
-                    inbox.watcher.settle(cand.rel, cand.size, cand.mtime_ns)
-                    continue
-            sidecar_rel = cand.rel.with_name(cand.rel.name + SIDECAR_SUFFIX)
-            has_sidecar = False
-            if cfg.regions != "off":
-                if (inbox.root / sidecar_rel).is_file():
-                    if not inbox.watcher.is_stable(sidecar_rel):
-                        continue  # the sidecar is still being written
-                    has_sidecar = True
-                elif cfg.regions == "required" and (
-                        inbox.watcher.stable_for(cand.rel) < cfg.regions_wait_s):
-                    continue  # waits for its sidecar; after regions_wait_s it fails (regions_missing)
-            job_id = new_job_id()
             try:
-                claim = inbox.box.claim(cand.rel, job_id, sidecar=has_sidecar)
+                queued = self._intake_one(inbox, cand)
             except OSError as exc:
-                # Not movable (permissions, another mount): leave it until it changes.
+                # Something about this one file (a name too long for a derived name, a
+                # permission): it is left alone until it changes, and the others go on.
                 inbox.watcher.settle(cand.rel, cand.size, cand.mtime_ns)
                 self.log.warning("job.unclaimable", inbox=inbox.name, error=_errno_name(exc))
                 continue
-            inbox.watcher.forget(cand.rel)
-            inbox.watcher.forget(sidecar_rel)
-            if claim is None:
-                continue  # another instance was faster, or the file went away
-            self.store.add(job_id, inbox.name)
-            self._counts["pending"] = self._counts.get("pending", 0) + 1
-            room -= 1
-            self.log.info("job.queued", job=job_id, inbox=inbox.name, bytes=cand.size,
-                          sidecar=has_sidecar)
+            room -= int(queued)
+
+    def _intake_one(self, inbox: InboxRuntime, cand) -> bool:
+        """Claim one finished file (and its sidecar) as a job; False when it is not (yet) one."""
+        from .jobs import new_job_id, quick_fingerprint
+        from .watch import SIDECAR_SUFFIX
+
+        cfg = inbox.cfg
+        if cfg.originals == "keep":
+            quick = quick_fingerprint(inbox.box.salt, cand.rel, cand.size, cand.mtime_ns)
+            if self._seen(inbox, quick):
+                inbox.watcher.settle(cand.rel, cand.size, cand.mtime_ns)
+                return False
+        sidecar_rel = cand.rel.with_name(cand.rel.name + SIDECAR_SUFFIX)
+        has_sidecar = False
+        if cfg.regions != "off":
+            if _is_file(inbox.root / sidecar_rel):
+                if not inbox.watcher.is_stable(sidecar_rel):
+                    return False  # the sidecar is still being written
+                has_sidecar = True
+            elif cfg.regions == "required" and (
+                    inbox.watcher.stable_for(cand.rel) < cfg.regions_wait_s):
+                return False  # waits for its sidecar; after regions_wait_s it fails (regions_missing)
+        job_id = new_job_id()
+        claim = inbox.box.claim(cand.rel, job_id, sidecar=has_sidecar)  # OSError: not movable
+        inbox.watcher.forget(cand.rel)
+        inbox.watcher.forget(sidecar_rel)
+        if claim is None:
+            return False  # another instance was faster, or the file went away
+        self.store.add(job_id, inbox.name)
+        self._counts["pending"] = self._counts.get("pending", 0) + 1
+        self.log.info("job.queued", job=job_id, inbox=inbox.name, bytes=cand.size,
+                      sidecar=has_sidecar)
+        return True
 
     def _dispatch(self) -> None:
         with self.running_lock:
@@ -971,6 +977,15 @@ def _keep_diagnostics_private() -> None:
 
 def _abs(path) -> Path:
     return Path(os.path.abspath(os.path.expanduser(str(path))))
+
+
+def _is_file(path: Path) -> bool:
+    """Path.is_file() that says False, not raises, for a name too long to exist (a sidecar's
+    name is the media file's plus `.regions.json`: past 255 bytes for a long one)."""
+    try:
+        return path.is_file()
+    except OSError:
+        return False
 
 
 def _require_local_state(state_dir: Path) -> None:

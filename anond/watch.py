@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import fnmatch
 import os
+import stat
 import threading
 import time
 from dataclasses import dataclass
@@ -165,6 +166,8 @@ class InboxWatcher:
 
     def _walk(self, top: Path) -> set[PurePosixPath]:
         visited: set[PurePosixPath] = set()
+        if top != self.root and (os.path.islink(top) or not self._real(top)):
+            return visited  # a link to a folder is never entered
         stack = [top]
         while stack:
             d = stack.pop()
@@ -245,21 +248,30 @@ class InboxWatcher:
         with self._events_lock:
             files, dirs = self._event_files, self._event_dirs
             self._event_files, self._event_dirs = set(), set()
-        for d in dirs:
-            path = Path(d)
-            if self._rel(path) is not None or path == self.root:
-                self._walk(path)
-        for f in files:
-            path = Path(f)
+        # Event paths are checked as they are on disk now (lstat, no link followed) and must
+        # lie inside the inbox through real folders only: a link to a folder (inside or out)
+        # is never entered, whatever an event called it.
+        for name in dirs | files:
+            path = Path(name)
             try:
                 st = path.stat(follow_symlinks=False)
             except OSError:
                 continue
-            if path.is_dir():
-                if self._rel(path) is not None:
-                    self._walk(path)
-            elif os.path.isfile(path) and not os.path.islink(path):
+            if not (path == self.root or self._rel(path) is not None) or not self._real(path):
+                continue
+            if stat.S_ISDIR(st.st_mode):
+                self._walk(path)
+            elif stat.S_ISREG(st.st_mode):
                 self._observe(path, st)
+
+    def _real(self, path: Path) -> bool:
+        """True when `path`'s folder is where it says it is: no symbolic link on the way from
+        the inbox (the inbox itself may be one, as configured)."""
+        try:
+            rel = path.parent.relative_to(self.root)
+        except ValueError:
+            return False
+        return os.path.realpath(path.parent) == os.path.join(os.path.realpath(self.root), *rel.parts)
 
     # -- the finished gate
 

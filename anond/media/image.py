@@ -40,7 +40,7 @@ from typing import Any
 import numpy as np
 
 from ..config import ImageSettings
-from ..errors import CorruptMedia, UnsupportedMedia
+from ..errors import CorruptMedia, MediaTooLarge, UnsupportedMedia
 
 # "datetime" in keep_metadata keeps these tags: IFD0 and the EXIF sub-IFD.
 _DATETIME_IFD0 = (0x0132,)  # DateTime
@@ -85,8 +85,16 @@ class DecodedImage:
     original8: np.ndarray | None = field(default=None, repr=False)  # kept for 16-bit output only
 
 
+# Bytes per pixel no photo file exceeds uncompressed (16-bit RGBA), with room for metadata.
+_MAX_FILE_BYTES_PER_PIXEL = 10
+
+
 def read(path: str | Path, settings: ImageSettings) -> DecodedImage:
     """Decode a photo file upright; raise CorruptMedia / UnsupportedMedia (no file name)."""
+    limit = settings.max_megapixels * 1e6 * _MAX_FILE_BYTES_PER_PIXEL
+    if Path(path).stat().st_size > limit:  # not even read into memory
+        raise MediaTooLarge(f"file larger than any photo of image.max_megapixels "
+                            f"({settings.max_megapixels:g}) can be")
     data = Path(path).read_bytes()
     return decode(data, settings)
 
@@ -99,9 +107,9 @@ def decode(data: bytes, settings: ImageSettings) -> DecodedImage:
         raise CorruptMedia("empty file")
     _register_heif_if_possible(data)
     try:
-        img = Image.open(io.BytesIO(data))
+        img = Image.open(io.BytesIO(data))  # reads the header only
     except Image.DecompressionBombError:
-        raise UnsupportedMedia("image too large (decompression bomb limit)") from None
+        raise MediaTooLarge("image too large (decompression bomb limit)") from None
     except Exception as exc:  # noqa: BLE001 - Pillow raises many types for non-images
         from . import sniff
 
@@ -112,6 +120,10 @@ def decode(data: bytes, settings: ImageSettings) -> DecodedImage:
     fmt = _PIL_FORMATS.get(img.format or "")
     if fmt is None:
         raise UnsupportedMedia(f"unsupported image format ({img.format})")
+    megapixels = img.size[0] * img.size[1] / 1e6
+    if megapixels > settings.max_megapixels:
+        raise MediaTooLarge(f"image of {megapixels:.0f} MP is larger than image.max_megapixels "
+                            f"({settings.max_megapixels:g})")
     if getattr(img, "n_frames", 1) > 1 and img.format != "MPO":
         raise UnsupportedMedia(f"animated or multi-page {fmt.upper()} is not supported")
     try:

@@ -28,7 +28,7 @@ import cv2
 import numpy as np
 
 from .. import log
-from ..errors import CorruptMedia, UnsupportedMedia
+from ..errors import CorruptMedia, MediaTooLarge, UnsupportedMedia
 from ..pixels import copy_where
 
 VIDEO_EXTENSIONS = (".mp4", ".mov", ".mkv", ".avi", ".webm", ".ts", ".m4v")
@@ -315,7 +315,7 @@ class VideoReader:
     """Demux + decode one file. Iterate `items()` for frames and copied packets, in order."""
 
     def __init__(self, path: str | Path, *, decoder: str = "cpu", threads: int = 0,
-                 drop_data_tags: Iterable[str] = ()) -> None:
+                 drop_data_tags: Iterable[str] = (), max_megapixels: float = float("inf")) -> None:
         self.skipped_packets = 0
         self.corrupt_frames = 0
         self.timestamp_fixes = 0
@@ -338,6 +338,11 @@ class VideoReader:
         if not ctx.width or not ctx.height:
             self.container.close()
             raise CorruptMedia("the video stream has no frame size")
+        self.max_pixels = max_megapixels * 1e6
+        if ctx.width * ctx.height > self.max_pixels:
+            self.container.close()
+            raise MediaTooLarge(f"frames of {ctx.width * ctx.height / 1e6:.0f} MP are larger than "
+                                f"video.max_megapixels ({max_megapixels:g})")
         drop = {t.lower() for t in drop_data_tags}
         self.copy_streams = []
         self.dropped_streams = 0
@@ -470,6 +475,9 @@ class VideoReader:
 
     def _stamp(self, frame):
         """Give the frame its output timestamp: the source's, or a generated one without."""
+        if frame.width * frame.height > self.max_pixels:  # a stream that grows on the way
+            raise MediaTooLarge(f"a frame of {frame.width * frame.height / 1e6:.0f} MP is larger than "
+                                "video.max_megapixels")
         if frame.is_corrupt:
             self.corrupt_frames += 1
         if self.regenerate_pts:

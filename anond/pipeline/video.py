@@ -114,7 +114,7 @@ def process_video(
         report.use_engine(engine)
     t0 = time.perf_counter()
     reader = vio.VideoReader(src, decoder=vs.decoder, threads=vs.threads,
-                             drop_data_tags=vs.drop_data_tags)
+                             drop_data_tags=vs.drop_data_tags, max_megapixels=vs.max_megapixels)
     report.add_duration("decode", time.perf_counter() - t0)
     try:
         _VideoJob(src, out, reader, settings, engine, profile, report, regions, regions_policy).run()
