@@ -248,3 +248,23 @@ def test_the_default_ignore_list_is_the_inbox_default():
     from anond.watch import DEFAULT_IGNORE
 
     assert Inbox(path="i", outbox="o").ignore == list(DEFAULT_IGNORE)
+
+
+def test_a_link_to_a_folder_is_never_entered_even_when_an_event_names_it(inbox, watcher, tmp_path):
+    """A symbolic link to a folder outside (or inside) the inbox, made while inotify watches: no
+    file reached through it is ever a candidate, and a claim through it is refused."""
+    from anond.jobs import ClaimBox
+
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "secret.jpg").write_bytes(b"x" * 100)
+    (inbox / "real").mkdir()
+    (inbox / "real" / "a.jpg").write_bytes(b"x" * 100)
+    os.symlink(outside, inbox / "to-outside")
+    os.symlink(inbox / "real", inbox / "to-inside.jpg")
+    assert _ready(watcher, want=2, timeout=2.0) == ["real/a.jpg"]
+    box = ClaimBox(inbox, "i", "s")
+    box.open()
+    with pytest.raises(OSError):
+        box.claim(PurePosixPath("to-outside/secret.jpg"), "20261205T000000-00000000", sidecar=False)
+    assert (outside / "secret.jpg").exists()
