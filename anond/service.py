@@ -24,7 +24,7 @@ import sqlite3
 import sys
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 from . import log
@@ -63,6 +63,9 @@ class InboxRuntime:
     archive: Path | None
     watcher: object  # watch.InboxWatcher
     box: object  # jobs.ClaimBox
+    # Files the last poll found finished, not claimed yet (last = next): taken as workers free
+    # up, between polls too (a poll looks at every tracked file; claiming is one rename each).
+    ready: list = field(default_factory=list)
 
     @property
     def name(self) -> str:
@@ -285,7 +288,9 @@ class Service:
             if now >= next_poll:
                 next_poll = now + min(1.0, svc.stable_after_s / 4)
                 for inbox in list(self.inboxes.values()):
-                    self._guard(self._intake, inbox)
+                    self._guard(self._poll, inbox)
+            for inbox in list(self.inboxes.values()):
+                self._guard(self._intake, inbox)
             if not self.paused:
                 self._dispatch()
             self._refresh_status()
@@ -299,7 +304,7 @@ class Service:
             if now >= next_housekeeping:
                 next_housekeeping = now + self._housekeeping_every()
                 self._guard(self._housekeeping)
-            self.wake.wait(TICK_S)
+            self.wake.wait(max(0.005, min(TICK_S, next_poll - time.monotonic())))
             self.wake.clear()
 
     def _lease_every(self) -> float:
@@ -313,16 +318,23 @@ class Service:
             self.log.error("service.step_failed", step=getattr(fn, "__name__", "step"),
                            error=type(exc).__name__, errno=getattr(exc, "errno", None))
 
+    def _poll(self, inbox: InboxRuntime) -> None:
+        inbox.ready = inbox.watcher.poll()[::-1]  # taken from the end, in the watcher's order
+
     def _intake(self, inbox: InboxRuntime) -> None:
-        """Claim the finished files of one inbox, keeping a short queue per worker (the rest
+        """Claim finished files of one inbox, keeping a short queue per worker (the rest
         waits in the inbox, where other instances may take it)."""
-        ready = inbox.watcher.poll()
-        if self.paused or not ready:
+        if self.paused:
             return
         room = 2 * len(self.workers) - self._counts.get("pending", 0)
-        for cand in ready:
-            if room <= 0 or self.stop_event.is_set():
-                break
+        while inbox.ready and room > 0 and not self.stop_event.is_set():
+            cand = inbox.ready.pop()
+            try:
+                st = os.stat(inbox.root / cand.rel, follow_symlinks=False)
+            except OSError:
+                continue  # claimed by another instance, or gone
+            if (st.st_size, st.st_mtime_ns) != (cand.size, cand.mtime_ns):
+                continue  # written to since the poll: the watcher tracks it again
             try:
                 queued = self._intake_one(inbox, cand)
             except OSError as exc:
@@ -687,10 +699,10 @@ class Service:
         # never another instance's (one stalled past its lease may still be writing its own).
         tag = f"{job.id}.{inbox.box.instance}"
         if claim.committed:
-            _unlink(_staged_path(inbox.outbox / rel, tag))  # left when the process died
+            _clean_job_temps(inbox.outbox / rel, job.id)  # the staged name, left by the crash
         else:
             dst = inbox.outbox / rel
-            _clean_job_temps(dst, job.id, inbox.box.instance, keep=tag)
+            _clean_job_temps(dst, job.id, keep=tag)  # other attempts at it: void, we hold the claim
             staged = _staged_path(dst, tag)
             if not staged.exists():
                 report = self._process(job, claim, inbox, engine, rel, src, dst, staged, tag)
@@ -698,6 +710,7 @@ class Service:
                 _unlink(staged)
                 raise _LostClaim()
             self._commit(staged, dst, claim, cfg.on_exists)
+            _clean_job_temps(dst, job.id)  # one killed elsewhere mid-commit may have left some
         try:
             self._finalize(job, claim, inbox, rel, src, fingerprints, report, started)
         except Exception as exc:  # noqa: BLE001 - the output exists: never quarantine now
@@ -822,6 +835,12 @@ class Service:
         from .errors import AnondError
 
         svc = self.settings.service
+        if not claim.dir.is_dir():
+            # Taken over while this attempt ran (stalled past the lease): the other instance
+            # owns the job now; this attempt's failure (its files were swept) is not the job's.
+            self._guard(self.store.forget, job.id)
+            self.log.warning("job.lost_claim", job=job.id, inbox=inbox.name)
+            return
         code = getattr(err, "code", "internal")
         permanent = not isinstance(err, AnondError) or err.permanent
         attempts = job.attempts + 1
@@ -876,7 +895,7 @@ class Service:
         os.chmod(reason_path, 0o600)
         if found is not None:
             rel, src = found
-            _clean_job_temps(inbox.outbox / rel, job.id, inbox.box.instance)
+            _clean_job_temps(inbox.outbox / rel, job.id)
             (inbox.failed / job.id).mkdir(mode=0o700, exist_ok=True)
             # Under its path in the inbox, so `anond retry` can put it back where it was.
             landed = link_no_clobber(src, inbox.failed / job.id / rel)
@@ -1031,29 +1050,17 @@ def _already_linked(staged: Path, dst: Path) -> Path | None:
     return None
 
 
-STALE_TEMP_S = 86400.0
-
-
-def _clean_job_temps(dst: Path, job_id: str, instance: str, keep: str | None = None) -> None:
-    """Remove what interrupted attempts of this job left beside its output (except `keep`'s):
-    this instance's (its earlier sessions are gone: the state directory lock proves it), other
-    instances' only when a day old (one that stalled past its lease may still be writing)."""
+def _clean_job_temps(dst: Path, job_id: str, keep: str | None = None) -> None:
+    """Remove what other attempts at this job left beside its output (all but `keep`'s names).
+    Called by the claim's holder: the others are void (an instance killed mid-job, or one
+    stalled past its lease, which finds its claim gone before it could commit)."""
     try:
         entries = os.listdir(dst.parent)
     except OSError:
         return
-    now = time.time()
     for name in entries:
-        if not name.startswith(f".{job_id}.") or (keep and name.startswith(f".{keep}.")):
-            continue
-        path = dst.parent / name
-        if not name.startswith(f".{job_id}.{instance}."):
-            try:
-                if now - os.lstat(path).st_mtime < STALE_TEMP_S:
-                    continue
-            except FileNotFoundError:
-                continue
-        _unlink(path)
+        if name.startswith(f".{job_id}.") and not (keep and name.startswith(f".{keep}.")):
+            _unlink(dst.parent / name)
 
 
 def _unlink(path: Path) -> None:

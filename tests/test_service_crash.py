@@ -112,7 +112,7 @@ def test_kill_9_during_many_jobs_loses_and_duplicates_nothing(tmp_path, models_d
         assert reason["code"] == "corrupt_media"
         job = reason_path.name.removesuffix(".reason.json")
         names += files_under(failed / job)
-    assert sorted(names) == sorted(os.path.basename(r) for r in corrupt)
+    assert sorted(names) == sorted(corrupt)  # under their paths in the inbox
     # Nothing half-written or staged anywhere; nothing left in the claim area or the inbox.
     assert hidden_files_under(outbox) == [] and hidden_files_under(failed) == []
     assert files_under(inbox) == []
