@@ -47,14 +47,15 @@ def _image(fmt: str, seed: int) -> bytes:
     return buf.getvalue()
 
 
-def _video(container: str, seed: int, frames: int = 24) -> bytes:
+def clip_bytes(container: str, seed: int, frames: int = 24, size: tuple[int, int] = (96, 64)) -> bytes:
+    """An H.264 clip (`container`: mp4, matroska...) of a blocky picture sliding sideways."""
     import av
 
     buf = io.BytesIO()
-    pic = _picture(seed, 64, 96)
+    pic = _picture(seed, size[1], size[0])
     with av.open(buf, "w", format=container) as out:
         stream = out.add_stream("libx264", rate=24)
-        stream.width, stream.height, stream.pix_fmt = 96, 64, "yuv420p"
+        stream.width, stream.height, stream.pix_fmt = size[0], size[1], "yuv420p"
         for i in range(frames):
             frame = av.VideoFrame.from_ndarray(np.roll(pic, 2 * i, axis=1), format="rgb24")
             for packet in stream.encode(frame):
@@ -70,7 +71,7 @@ def _garbage_packets_video(container: str, seed: int) -> bytes:
     import av
 
     rng = np.random.default_rng(seed)
-    src = av.open(io.BytesIO(_video(container, seed)))
+    src = av.open(io.BytesIO(clip_bytes(container, seed)))
     buf = io.BytesIO()
     with av.open(buf, "w", format=container) as out:
         stream = out.add_stream_from_template(src.streams.video[0])
@@ -128,7 +129,7 @@ def _flip(data: bytes, seed: int, count: int, start: int = 0, end: int | None = 
 def cases() -> list[Case]:
     bases = {
         "jpg": _image("JPEG", 1), "png": _image("PNG", 2), "webp": _image("WEBP", 3),
-        "tiff": _image("TIFF", 4), "mp4": _video("mp4", 5), "mkv": _video("matroska", 6),
+        "tiff": _image("TIFF", 4), "mp4": clip_bytes("mp4", 5), "mkv": clip_bytes("matroska", 6),
     }
     out: list[Case] = []
     for ext, data in bases.items():

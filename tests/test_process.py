@@ -338,16 +338,19 @@ def test_atomic_output_policies(tmp_path):
     assert not [p for p in tmp_path.iterdir() if is_temp_name(p.name)]
 
 
-def test_a_tree_shows_a_progress_bar_on_a_terminal_and_nothing_in_a_pipe(tmp_path, fast_config):
+def test_progress_bars_for_a_tree_and_its_videos_on_a_terminal_and_nothing_in_a_pipe(tmp_path, fast_config):
     import os
     import pty
     import subprocess
     import sys
 
+    import hostile
+
     rng = np.random.default_rng(5)
     src = tmp_path / "Jane_Doe"
-    for i in range(3):
+    for i in range(2):
         write_image(src / f"Jane_Doe_{i}.png", rng.integers(0, 256, (40, 48, 3), np.uint8))
+    (src / "Jane_Doe.mp4").write_bytes(hostile.clip_bytes("mp4", 3, frames=48))  # a frames bar too
     cmd = [sys.executable, "-m", "anond.cli", "process", str(src), "--config", str(fast_config)]
     master, slave = pty.openpty()
     import fcntl
@@ -368,6 +371,7 @@ def test_a_tree_shows_a_progress_bar_on_a_terminal_and_nothing_in_a_pipe(tmp_pat
         shown += chunk
     os.close(master)
     assert done.returncode == 0
-    assert b"3/3" in shown and b"file" in shown and b"Jane_Doe" not in shown
+    assert b"3/3" in shown and b"file" in shown and b"/48" in shown and b"frame" in shown
+    assert b"Jane_Doe" not in shown
     piped = subprocess.run([*cmd, str(tmp_path / "pipe")], capture_output=True, text=True, timeout=300)
     assert piped.returncode == 0 and "3/3" not in piped.stderr and "Jane_Doe" not in piped.stderr

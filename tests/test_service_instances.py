@@ -10,6 +10,15 @@ from service_harness import Anond, files_under, hidden_files_under, noise_jpeg, 
 N = 36
 
 
+def _config(tmp_path, models_dir, name: str):
+    """Instance `name`: its own state directory; inbox, outbox and failed folder shared."""
+    return write_config(tmp_path / f"{name}.toml", models_dir=models_dir,
+                        service={"state_dir": str(tmp_path / f"state-{name}"),
+                                 "failed_dir": str(tmp_path / "failed"), "stable_after_s": 0.3,
+                                 "rescan_interval_s": 0.5, "lease_s": 2.0},
+                        inboxes=[{"path": str(tmp_path / "inbox"), "outbox": str(tmp_path / "outbox")}])
+
+
 def test_two_instances_share_one_inbox_and_survive_one_dying(tmp_path, models_dir):
     inbox, outbox, failed = tmp_path / "inbox", tmp_path / "outbox", tmp_path / "failed"
     for i in range(N):
@@ -17,16 +26,8 @@ def test_two_instances_share_one_inbox_and_survive_one_dying(tmp_path, models_di
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(noise_jpeg(100 + i))
 
-    def config(name: str):
-        # Separate state directories (one per instance), shared inbox, outbox and failed folder.
-        return write_config(tmp_path / f"{name}.toml", models_dir=models_dir,
-                            service={"state_dir": str(tmp_path / f"state-{name}"),
-                                     "failed_dir": str(failed), "stable_after_s": 0.3,
-                                     "rescan_interval_s": 0.5, "lease_s": 2.0},
-                            inboxes=[{"path": str(inbox), "outbox": str(outbox)}])
-
-    a = Anond(tmp_path, config("a"), log_level="info").start()
-    b = Anond(tmp_path, config("b"), log_level="info").start()
+    a = Anond(tmp_path, _config(tmp_path, models_dir, "a"), log_level="info").start()
+    b = Anond(tmp_path, _config(tmp_path, models_dir, "b"), log_level="info").start()
     try:
         a.wait_ready()
         b.wait_ready()
@@ -69,24 +70,18 @@ def test_an_instance_frozen_past_its_lease_never_collides_with_the_one_that_took
     import signal
 
     import av
-    import numpy as np
+
+    import hostile
 
     inbox, outbox, failed = tmp_path / "inbox", tmp_path / "outbox", tmp_path / "failed"
     (inbox / "cam").mkdir(parents=True)
 
-    def config(name: str):
-        return write_config(tmp_path / f"{name}.toml", models_dir=models_dir,
-                            service={"state_dir": str(tmp_path / f"state-{name}"),
-                                     "failed_dir": str(failed), "stable_after_s": 0.3,
-                                     "rescan_interval_s": 0.5, "lease_s": 2.0},
-                            inboxes=[{"path": str(inbox), "outbox": str(outbox)}])
-
-    a = Anond(tmp_path, config("a"), log_level="info").start()
-    b = Anond(tmp_path, config("b"), log_level="info")
+    a = Anond(tmp_path, _config(tmp_path, models_dir, "a"), log_level="info").start()
+    b = Anond(tmp_path, _config(tmp_path, models_dir, "b"), log_level="info")
     try:
         a.wait_ready()
         # A video: its output is written while it is processed, for several seconds.
-        _write_clip(tmp_path / "clip.mp4", frames=240)
+        (tmp_path / "clip.mp4").write_bytes(hostile.clip_bytes("mp4", 1, frames=240, size=(640, 480)))
         (tmp_path / "clip.mp4").rename(inbox / "cam" / "clip.mp4")
         (started,) = a.wait_event("job.started", 60)
         time.sleep(0.5)
@@ -116,19 +111,3 @@ def test_an_instance_frozen_past_its_lease_never_collides_with_the_one_that_took
     assert not a.events("job.completed") and not a.events("job.retry") and not b.events("job.retry")
     assert files_under(inbox) == []
 
-
-def _write_clip(path, frames: int) -> None:
-    import av
-    import numpy as np
-
-    rng = np.random.default_rng(1)
-    base = rng.integers(30, 220, (480, 640, 3), np.uint8)
-    with av.open(str(path), "w") as out:
-        stream = out.add_stream("libx264", rate=30)
-        stream.width, stream.height, stream.pix_fmt = 640, 480, "yuv420p"
-        for i in range(frames):
-            frame = av.VideoFrame.from_ndarray(np.roll(base, 4 * i, axis=1), format="bgr24")
-            for packet in stream.encode(frame):
-                out.mux(packet)
-        for packet in stream.encode():
-            out.mux(packet)

@@ -73,19 +73,21 @@ def main(args: argparse.Namespace) -> int:
     reports: list[JobReport] = []
     failed = 0
     engine = _load_engine(settings, profile) if jobs else None
-    # A tree on a terminal: a progress bar on stderr (files, no names); never in pipes or logs.
-    bar = tqdm(total=len(jobs), unit="file", file=sys.stderr,
-               disable=single or not sys.stderr.isatty())
+    # On a terminal, progress bars on stderr (files of a tree, frames of a video; no names);
+    # never in pipes or logs.
+    tty = sys.stderr.isatty()
+    bar = tqdm(total=len(jobs), unit="file", file=sys.stderr, disable=single or not tty)
     say = bar.write if not bar.disable else (lambda line, file=None: print(line, file=file))
     for index, (src, dst) in enumerate(jobs, 1):
         job_id = f"{run_id}-{index}"
         label = job_id if single else f"#{index} {job_id}"
         try:
             dst.parent.mkdir(parents=True, exist_ok=True)
-            report = process_file(src, dst, settings=settings, engine=engine, profile=profile,
-                                  job_id=job_id, regions_path=args.regions,
-                                  regions_policy=args.regions_policy,
-                                  on_exists=args.on_exists)
+            with _FrameBar(tty, position=0 if single else 1) as frames:
+                report = process_file(src, dst, settings=settings, engine=engine, profile=profile,
+                                      job_id=job_id, regions_path=args.regions,
+                                      regions_policy=args.regions_policy,
+                                      on_exists=args.on_exists, progress=frames.update)
         except AnondError as exc:
             failed += 1
             report = getattr(exc, "report", None) or JobReport(job_id=job_id, kind="unknown")
@@ -106,6 +108,33 @@ def main(args: argparse.Namespace) -> int:
         print(f"anond process: {len(jobs)} files: {len(jobs) - failed} anonymized, {failed} failed, "
               f"{skipped} skipped")
     return 2 if failed else 0
+
+
+class _FrameBar:
+    """A video's frames as a progress bar on a terminal; made at the first frame (photos show
+    none), closed with the file."""
+
+    def __init__(self, enabled: bool, position: int) -> None:
+        self.enabled, self.position, self.bar = enabled, position, None
+
+    def update(self, done: int, expected: int) -> None:
+        if not self.enabled:
+            return
+        if self.bar is None:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=expected or None, unit="frame", file=sys.stderr, leave=False,
+                            position=self.position)
+        if expected and self.bar.total != expected:
+            self.bar.total = expected
+        self.bar.update(done - self.bar.n)
+
+    def __enter__(self) -> "_FrameBar":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.bar is not None:
+            self.bar.close()
 
 
 def _load_engine(settings, profile):

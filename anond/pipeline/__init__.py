@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Callable
 
 from .. import log
 from ..config import Profile, Settings
@@ -34,6 +35,7 @@ def process_file(
     file_mode: int | None = None,
     group: str | int | None = None,
     temp_tag: str | None = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> JobReport:
     """Anonymize `src` into `dst` (same format); return the job report.
 
@@ -42,6 +44,8 @@ def process_file(
     where the output landed (a suffixed name when `dst` existed and on_exists="suffix").
     `temp_tag` names the temporary file beside `dst` (default: the job id); the service adds
     its owner so two instances that both hold a job (one stalled past its lease) never share one.
+    `progress(frames written, frames expected or 0)` is called as a video is encoded (a
+    command line's progress bar).
     """
     src, dst = Path(src), Path(dst)
     profile = profile or settings.profiles["default"]
@@ -65,7 +69,7 @@ def process_file(
 
                 process_video(src, tmp, settings=settings, engine=engine, profile=profile,
                               report=report, regions=regions_path,
-                              regions_policy=regions_policy)
+                              regions_policy=regions_policy, progress=progress)
         report.output_path = output.final
         report.media.bytes_out = output.final.stat().st_size if output.final else None
     except AnondError as exc:

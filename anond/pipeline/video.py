@@ -101,8 +101,10 @@ def process_video(
     report: JobReport,
     regions=None,
     regions_policy: str = "optional",
+    progress=None,
 ) -> None:
-    """Anonymize one video from `src` into `out` (a temporary path), filling `report`.
+    """Anonymize one video from `src` into `out` (a temporary path), filling `report`;
+    `progress(frames written, frames expected or 0)` after each encoded batch.
 
     `regions` is a sidecar path, an already loaded `Regions`, or None (look beside `src`).
     Raises CorruptMedia/UnsupportedMedia when the file cannot be opened or holds no decodable
@@ -117,7 +119,9 @@ def process_video(
                              drop_data_tags=vs.drop_data_tags, max_megapixels=vs.max_megapixels)
     report.add_duration("decode", time.perf_counter() - t0)
     try:
-        _VideoJob(src, out, reader, settings, engine, profile, report, regions, regions_policy).run()
+        job = _VideoJob(src, out, reader, settings, engine, profile, report, regions, regions_policy)
+        job.progress = progress
+        job.run()
     finally:
         reader.close()
 
@@ -132,6 +136,7 @@ class _VideoJob:
         self.report = report
         self.regions_arg, self.regions_policy = regions, regions_policy
         self.counts = _Counts()
+        self.progress = None  # progress(frames written, frames expected or 0), or None
         self.writer: vio.VideoWriter | None = None
         self.mask_pool: ThreadPoolExecutor | None = None  # mask + verify of final frames
         self.output: vio.Background | None = None  # the writer's calls, in order, off-thread
@@ -413,6 +418,10 @@ class _VideoJob:
         with self.report.stage("encode"):
             for frame in frames:
                 self.writer.encode(frame)
+        if self.progress is not None:
+            info = self.reader.info
+            expected = info.frames_declared or (int(round(info.duration_s * info.fps)) if info.fps else 0)
+            self.progress(self.writer.frames_written, expected)
 
     def _verify_targets(self, slot: _Slot, dets: Detections, manual) -> list[str]:
         """Targets worth re-detecting around the masks of a frame once it is masked.
