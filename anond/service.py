@@ -281,14 +281,18 @@ class Service:
             if now >= next_space:
                 next_space = now + SPACE_CHECK_S
                 self._check_space()
+            # A rescan walks every inbox and a poll stats every file not yet taken: with tens of
+            # thousands waiting they are spaced so that they take at most ~1/10 and ~1/5 of the
+            # loop's time (claims are served from the last poll's list in between).
             if now >= next_rescan:
-                next_rescan = now + svc.rescan_interval_s
                 for inbox in self.inboxes.values():
                     self._guard(inbox.watcher.rescan)
+                next_rescan = now + max(svc.rescan_interval_s, 10 * (time.monotonic() - now))
             if now >= next_poll:
-                next_poll = now + min(1.0, svc.stable_after_s / 4)
+                began = time.monotonic()
                 for inbox in list(self.inboxes.values()):
                     self._guard(self._poll, inbox)
+                next_poll = now + max(min(1.0, svc.stable_after_s / 4), 5 * (time.monotonic() - began))
             for inbox in list(self.inboxes.values()):
                 self._guard(self._intake, inbox)
             if not self.paused:

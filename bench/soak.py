@@ -193,12 +193,13 @@ def _drain(base: Path, produced: dict[str, int], timeout: float) -> float:
     """Seconds until every produced file has an output or a failed entry (or timeout)."""
     t0 = time.monotonic()
     outbox, failed = base / "outbox", base / "failed"
+    waiting = set(produced)
     while time.monotonic() - t0 < timeout:
-        done = sum(1 for rel in produced if (outbox / rel).exists())
-        done += len(list(failed.glob("*.reason.json"))) if failed.is_dir() else 0
-        if done >= len(produced):
+        waiting = {rel for rel in waiting if not (outbox / rel).exists()}  # only what is left
+        failed_n = len(list(failed.glob("*.reason.json"))) if failed.is_dir() else 0
+        if len(waiting) <= failed_n:
             break
-        time.sleep(0.5)
+        time.sleep(2.0)
     return time.monotonic() - t0
 
 
