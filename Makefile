@@ -4,7 +4,9 @@
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 ANOND  := $(VENV)/bin/anond
-MODELS := $(VENV)/share/anond/models  # [models] dir's default: inside the venv
+# [models] dir's default: share/anond/models inside the venv (no comment after a value: make keeps
+# the spaces before it)
+MODELS := $(VENV)/share/anond/models
 
 .PHONY: setup run test models bench clean
 setup: $(VENV)/.installed $(MODELS)/.installed
