@@ -407,7 +407,7 @@ def test_gpu_codecs_are_reported_as_they_really_ran(tmp_path, astronaut, face_se
     src_path, out_path = tmp_path / "in.mp4", tmp_path / "out.mp4"
     make_clip(src_path, astronaut, size=(160, 120), n=6, audio=False, face=False)
     report = run(src_path, out_path, face_settings, face_engine, decoder="nvdec", encoder="nvenc")
-    logged = capsys.readouterr().out
+    logged = capsys.readouterr().err  # log events go to stderr
     if report.decoder != "h264+nvdec":
         assert report.decoder == "h264" and "video.decoder_fallback" in logged
     if not report.encoder.startswith("h264_nvenc"):
