@@ -57,3 +57,12 @@ def astronaut():
     from skimage import data
 
     return data.astronaut()[:, :, ::-1].copy()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _anond_logging():
+    """Events as the command line emits them (JSON lines on stderr), whichever test runs first;
+    structlog's own default would print to stdout."""
+    from anond import log
+
+    log.configure("info", journald=False)
