@@ -8,10 +8,9 @@ from __future__ import annotations
 
 import os
 import sys
+from ipaddress import IPv4Address
 from pathlib import Path
 from typing import Literal
-
-from ipaddress import IPv4Address
 
 from pydantic import BaseModel, ConfigDict, Field, IPvAnyAddress, ValidationError, model_validator
 from pydantic_settings import (
@@ -164,10 +163,10 @@ class VideoSettings(_Section):
     preset: str = "veryfast"  # x264/x265 preset (CPU encoding must keep up with detection)
     decoder: Literal["cpu", "nvdec"] = "cpu"  # nvdec: h264_cuvid/hevc_cuvid... when present
     encoder: Literal["cpu", "nvenc"] = "cpu"  # nvenc: h264_nvenc/hevc_nvenc when present
-    threads: int = Field(0, ge=0)
+    threads: int = Field(0, ge=0)  # decoder/encoder threads, 0 = automatic
     # Frames larger than this (8K UHD is 33 MP) are refused (too_large): the look-ahead holds
     # about lookahead_s x fps frames in memory.
-    max_megapixels: float = Field(36.0, gt=0)  # decoder/encoder threads, 0 = automatic
+    max_megapixels: float = Field(36.0, gt=0)
     # Detection: frames go to the detector in batches; with detect_stride = N only every
     # N-th frame is detected and the tracker interpolates the frames between.
     batch_size: int = Field(8, ge=1, le=64)
