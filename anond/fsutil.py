@@ -12,7 +12,7 @@ import errno
 import grp
 import hashlib
 import os
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import Literal
 
 from .errors import AnondError, TransientIOError
@@ -169,6 +169,13 @@ def write_bytes_atomic(dst: str | os.PathLike, data: bytes, job_id: str = "write
         tmp.write_bytes(data)
     assert out.final is not None
     return out.final
+
+
+def reached_without_links(root: Path, rel_dir: PurePath) -> bool:
+    """True when the folder `root/rel_dir` is reached from `root` through real folders only: no
+    symbolic link on the way (`root` itself may be one, as configured). Moving a file through a
+    link would take it from wherever the link points."""
+    return os.path.realpath(Path(root) / rel_dir) == os.path.join(os.path.realpath(root), *rel_dir.parts)
 
 
 def file_sha256(path: Path):

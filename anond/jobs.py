@@ -43,7 +43,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from .errors import ConfigError
-from .fsutil import file_sha256
+from .fsutil import file_sha256, reached_without_links
 
 CONTROL_DIR = ".anond"
 INPUT_DIR = "in"  # the claimed input, under its own name
@@ -387,14 +387,12 @@ class ClaimBox:
         if not self.lease.exists():  # removed by another instance while we were stalled
             self.renew()
         source = self.root / rel
-        # The last gate before a file is moved: a real file in a real folder of the inbox,
-        # reached through no symbolic link (moving through one would take a file from outside).
-        real_parent = os.path.join(os.path.realpath(self.root), *rel.parent.parts)
+        # The last gate before a file is moved: a real file in a real folder of the inbox.
         try:
             regular = stat.S_ISREG(os.lstat(source).st_mode)
         except FileNotFoundError:
             return None  # another instance was faster, or it went away
-        if os.path.realpath(source.parent) != real_parent or not regular:
+        if not regular or not reached_without_links(self.root, rel.parent):
             raise OSError(errno.ELOOP, "not a regular file in the inbox's own folders")
         claim = Claim(self.mine / job_id, job_id)
         # Flat on purpose: no folder named by the user is created in the claim area (watchers

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from . import log
+from .fsutil import reached_without_links
 
 # Names of files still being written by browsers, sync and transfer tools.
 PARTIAL_SUFFIXES = (
@@ -257,7 +258,7 @@ class InboxWatcher:
                 st = path.stat(follow_symlinks=False)
             except OSError:
                 continue
-            if not (path == self.root or self._rel(path) is not None) or not self._real(path):
+            if path != self.root and (self._rel(path) is None or not self._real(path)):
                 continue
             if stat.S_ISDIR(st.st_mode):
                 self._walk(path)
@@ -271,7 +272,7 @@ class InboxWatcher:
             rel = path.parent.relative_to(self.root)
         except ValueError:
             return False
-        return os.path.realpath(path.parent) == os.path.join(os.path.realpath(self.root), *rel.parts)
+        return reached_without_links(self.root, rel)
 
     # -- the finished gate
 
