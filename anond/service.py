@@ -352,6 +352,7 @@ class Service:
     def _intake_one(self, inbox: InboxRuntime, cand) -> bool:
         """Claim one finished file (and its sidecar) as a job; False when it is not (yet) one."""
         from .jobs import new_job_id, quick_fingerprint
+        from .regions import find_sidecar
         from .watch import SIDECAR_SUFFIX
 
         cfg = inbox.cfg
@@ -363,7 +364,7 @@ class Service:
         sidecar_rel = cand.rel.with_name(cand.rel.name + SIDECAR_SUFFIX)
         has_sidecar = False
         if cfg.regions != "off":
-            if _is_file(inbox.root / sidecar_rel):
+            if find_sidecar(inbox.root / cand.rel) is not None:
                 if not inbox.watcher.is_stable(sidecar_rel):
                     return False  # the sidecar is still being written
                 has_sidecar = True
@@ -1000,15 +1001,6 @@ def _keep_diagnostics_private() -> None:
 
 def _abs(path) -> Path:
     return Path(os.path.abspath(os.path.expanduser(str(path))))
-
-
-def _is_file(path: Path) -> bool:
-    """Path.is_file() that says False, not raises, for a name too long to exist (a sidecar's
-    name is the media file's plus `.regions.json`: past 255 bytes for a long one)."""
-    try:
-        return path.is_file()
-    except OSError:
-        return False
 
 
 def _require_local_state(state_dir: Path) -> None:
