@@ -26,10 +26,13 @@ def main(args: argparse.Namespace) -> int:
 
     settings = load_settings(args.config)
     jobs = _job_counts(Path(settings.service.state_dir) / "jobs.sqlite3")
+    reasons: dict[Path, dict[str, dict]] = {}  # per failed folder, read once (inboxes share one)
     rows = []
     for inbox in settings.inboxes:
         counts = jobs.get(inbox.name, {})
-        failed_dir = Path(inbox.failed or settings.service.failed_dir)
+        failed_dir = Path(os.path.abspath(inbox.failed or settings.service.failed_dir))
+        if failed_dir not in reasons:
+            reasons[failed_dir] = failed_jobs(failed_dir)
         rows.append({
             "inbox": inbox.name,
             "waiting": _waiting(inbox),
@@ -37,7 +40,7 @@ def main(args: argparse.Namespace) -> int:
             "running": counts.get("running", 0),
             "done_24h": counts.get("done_24h", 0),
             "failed_24h": counts.get("failed_24h", 0),
-            "in_failed": len(failed_jobs(failed_dir, inbox.name)),
+            "in_failed": sum(1 for r in reasons[failed_dir].values() if r.get("inbox") == inbox.name),
         })
     if args.json:
         print(json.dumps({"inboxes": rows}, indent=2))
@@ -78,7 +81,7 @@ def _job_counts(db: Path) -> dict[str, dict[str, int]]:
 def _waiting(inbox) -> int:
     """Files in the inbox that will become jobs (the watcher's rules), not yet claimed; in an
     inbox that keeps its originals, not those already processed (the service's markers)."""
-    from ..jobs import CONTROL_DIR, quick_fingerprint
+    from ..jobs import ClaimBox, quick_fingerprint
     from ..watch import InboxWatcher
 
     root = Path(os.path.abspath(inbox.path))
@@ -88,10 +91,9 @@ def _waiting(inbox) -> int:
                            ignore=inbox.ignore)
     watcher.rescan()
     files = watcher.inputs()
-    salt_path = root / CONTROL_DIR / "salt"
-    if inbox.originals == "keep" and salt_path.is_file():
-        salt, kept = salt_path.read_bytes(), root / CONTROL_DIR / "kept"
-        files = [f for f in files if not (kept / quick_fingerprint(salt, *f)).exists()]
+    box = ClaimBox(root, instance="", session="")  # read only: no lease, no claim folder
+    if inbox.originals == "keep" and (box.control / "salt").is_file():  # else .salt would make one
+        files = [f for f in files if not box.is_kept(quick_fingerprint(box.salt, *f))]
     return len(files)
 
 
