@@ -109,6 +109,10 @@ class Service:
         self.inboxes: dict[str, InboxRuntime] = {}
         self.running: dict[str, Running] = {}
         self.running_lock = threading.Lock()
+        # Jobs taken over from a dead (or earlier) owner in this run: only these can have
+        # another attempt's temporary or staged files beside their output (kept for the run,
+        # retries included; takeovers are few).
+        self.taken_over: set[str] = set()
         self.work: queue.Queue = queue.Queue()
         self.workers: list[Worker] = []
         self.store = None
@@ -252,6 +256,7 @@ class Service:
                     attempts = max(attempts, known[1])
                 self.store.add(claim.job_id, inbox.name, attempts)
                 taken.add(claim.job_id)
+                self.taken_over.add(claim.job_id)
                 self.log.info("job.recovered", job=claim.job_id, inbox=inbox.name,
                               own=owner.split(".", 1)[0] == self.store.instance)
         return taken
@@ -707,7 +712,9 @@ class Service:
             _clean_job_temps(inbox.outbox / rel, job.id)  # the staged name, left by the crash
         else:
             dst = inbox.outbox / rel
-            _clean_job_temps(dst, job.id, keep=tag)  # other attempts at it: void, we hold the claim
+            swept = job.id in self.taken_over  # a fresh job's id was never anyone else's
+            if swept:
+                _clean_job_temps(dst, job.id, keep=tag)  # other attempts: void, we hold the claim
             staged = _staged_path(dst, tag)
             if not staged.exists():
                 report = self._process(job, claim, inbox, engine, rel, src, dst, staged, tag)
@@ -715,7 +722,8 @@ class Service:
                 _unlink(staged)
                 raise _LostClaim()
             self._commit(staged, dst, claim, cfg.on_exists)
-            _clean_job_temps(dst, job.id)  # one killed elsewhere mid-commit may have left some
+            if swept:  # the old owner, stalled, may have written again since
+                _clean_job_temps(dst, job.id)
         try:
             self._finalize(job, claim, inbox, rel, src, fingerprints, report, started)
         except Exception as exc:  # noqa: BLE001 - the output exists: never quarantine now
