@@ -167,6 +167,9 @@ class VideoSettings(_Section):
     # Frames larger than this (8K UHD is 33 MP) are refused (too_large): the look-ahead holds
     # about lookahead_s x fps frames in memory.
     max_megapixels: float = Field(36.0, gt=0)
+    # Raw H.264/H.265/MPEG video streams carry no frame times: frames are numbered at the
+    # rate the stream announces (VUI timing, sequence header), else at this one.
+    raw_fps: float = Field(25.0, ge=0.5, le=1000)
     # Detection: frames go to the detector in batches; with detect_stride = N only every
     # N-th frame is detected and the tracker interpolates the frames between.
     batch_size: int = Field(8, ge=1, le=64)

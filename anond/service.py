@@ -711,7 +711,10 @@ class Service:
         if claim.committed:
             _clean_job_temps(inbox.outbox / rel, job.id)  # the staged name, left by the crash
         else:
-            dst = inbox.outbox / rel
+            from .media.containers import output_name
+
+            dst = inbox.outbox / rel.parent / output_name(
+                src, rel.name, drop_data_tags=self.settings.video.drop_data_tags)
             swept = job.id in self.taken_over  # a fresh job's id was never anyone else's
             if swept:
                 _clean_job_temps(dst, job.id, keep=tag)  # other attempts: void, we hold the claim

@@ -31,6 +31,11 @@ class Case:
     expect: str  # fail | either | ok | untouched
     codes: set[str] = field(default_factory=lambda: set(KNOWN_CODES))
     sidecar: bytes | None = None
+    out: str | None = None  # the output's path when not `rel` (content other than the name says)
+
+    @property
+    def output(self) -> str:
+        return self.out or self.rel
 
 
 def _picture(seed: int, h: int = 72, w: int = 96) -> np.ndarray:
@@ -160,12 +165,14 @@ def cases() -> list[Case]:
         Case("garbage/text.mkv", b"just some text, not a video\n" * 50, "fail", {"unsupported_media"}),
     ]
     out += [
-        Case("misnamed/png-as.jpg", bases["png"], "fail", {"unsupported_media"}),
-        Case("misnamed/jpeg-as.png", bases["jpg"], "fail", {"unsupported_media"}),
-        Case("misnamed/jpeg-as.mp4", bases["jpg"], "fail", {"unsupported_media"}),
-        Case("misnamed/mp4-as.jpg", bases["mp4"], "fail", {"unsupported_media"}),
-        Case("misnamed/webp-as.tiff", bases["webp"], "fail", {"unsupported_media"}),
-        Case("misnamed/mkv-as.webp", bases["mkv"], "fail", {"unsupported_media"}),
+        # Handled by what they hold; the output's name gets the real format's extension.
+        Case("misnamed/png-as.jpg", bases["png"], "ok", out="misnamed/png-as.jpg.png"),
+        Case("misnamed/jpeg-as.png", bases["jpg"], "ok", out="misnamed/jpeg-as.png.jpg"),
+        Case("misnamed/jpeg-as.mp4", bases["jpg"], "ok", out="misnamed/jpeg-as.mp4.jpg"),
+        Case("misnamed/mp4-as.jpg", bases["mp4"], "ok", out="misnamed/mp4-as.jpg.mp4"),
+        Case("misnamed/webp-as.tiff", bases["webp"], "ok", out="misnamed/webp-as.tiff.webp"),
+        Case("misnamed/mkv-as.webp", bases["mkv"], "ok", out="misnamed/mkv-as.webp.mkv"),
+        Case("misnamed/no-extension", bases["mp4"], "ok", out="misnamed/no-extension.mp4"),
     ]
     names = ["Jane\nDoe.jpg", "Jane 'quoted' \"Doe\".jpg", "-Jane Doe.jpg", "Jane\\Doe.jpg",
              "Jåne Døe 😀.jpg", "J" + "é" * 125 + ".jpg"]  # the last: 255 bytes of UTF-8

@@ -1,4 +1,4 @@
-"""218 hostile inputs dropped into a running service (tests/hostile.py makes them): broken,
+"""219 hostile inputs dropped into a running service (tests/hostile.py makes them): broken,
 truncated and bit-flipped photos and videos, decompression bombs, empty files, garbage packets,
 misnamed files, odd names, hostile sidecars, links and a FIFO.
 
@@ -103,7 +103,7 @@ def test_hostile_inputs_are_quarantined_or_refused_and_the_service_stays_up(tmp_
         def missing() -> list[str]:
             outputs = set(files_under(outbox))
             kept = {rel for _, files in _failed_jobs(failed).values() for rel in files}
-            return [c.rel for c in expected if c.rel not in outputs and c.rel not in kept]
+            return [c.rel for c in expected if c.output not in outputs and c.rel not in kept]
 
         try:
             wait_for(lambda: not missing(), 300, f"all {len(expected)} inputs processed or quarantined")
@@ -124,7 +124,7 @@ def test_hostile_inputs_are_quarantined_or_refused_and_the_service_stays_up(tmp_
     kept = {rel: code for code, files in jobs.values() for rel in files}
     problems = []
     for case in cases:
-        out, code = case.rel in outputs, kept.get(case.rel)
+        out, code = case.output in outputs, kept.get(case.rel)
         if case.expect == "untouched":
             if out or code:
                 problems.append(f"{case.rel!r}: a link or FIFO was taken")
@@ -138,7 +138,7 @@ def test_hostile_inputs_are_quarantined_or_refused_and_the_service_stays_up(tmp_
             problems.append(f"{case.rel!r}: expected an output, got {code}")
         elif code is not None and code not in hostile.KNOWN_CODES:
             problems.append(f"{case.rel!r}: unexpected reason code {code}")
-        elif out and not _decodes(outbox / case.rel):
+        elif out and not _decodes(outbox / case.output):
             problems.append(f"{case.rel!r}: its output does not decode")
     assert problems == [], "\n".join(problems)
     # Every failed job holds exactly the one input it was about (plus its sidecar, if any).

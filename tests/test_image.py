@@ -14,6 +14,7 @@ from anond.config import ImageSettings
 from anond.errors import CorruptMedia, UnsupportedMedia
 from anond.media import image as image_io
 from anond.media import kind_of, sniff
+from anond.media.containers import output_name
 
 GPS_IFD, EXIF_IFD = 0x8825, 0x8769
 XMP = b'<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF>creator=Jane</rdf:RDF></x:xmpmeta>'
@@ -268,22 +269,27 @@ def test_broken_files_are_refused_with_a_short_message(tmp_path, camera_jpeg):
     assert "Jane" not in str(exc.value)
 
 
-def test_kind_needs_extension_and_content_to_agree(tmp_path, camera_jpeg):
+def test_kind_is_decided_by_content_and_the_output_named_for_it(tmp_path, camera_jpeg):
     good = tmp_path / "a.JPG"
     good.write_bytes(camera_jpeg)
     assert kind_of(good).kind == "image" and kind_of(good).format == "jpeg"
+    assert output_name(good) == "a.JPG"
     png_as_jpg = tmp_path / "b.jpg"
     png_as_jpg.write_bytes(encode_pil(marker_image(), "PNG"))
-    with pytest.raises(UnsupportedMedia, match="does not match"):
-        kind_of(png_as_jpg)
+    assert kind_of(png_as_jpg).format == "png"
+    assert output_name(png_as_jpg) == "b.jpg.png"
+    nameless = tmp_path / "photo"
+    nameless.write_bytes(camera_jpeg)
+    assert kind_of(nameless).format == "jpeg" and output_name(nameless) == "photo.jpg"
     text = tmp_path / "c.jpg"
     text.write_text("hello")
     with pytest.raises(UnsupportedMedia):
         kind_of(text)
     unknown = tmp_path / "d.gif"
     unknown.write_bytes(b"GIF89a")
-    with pytest.raises(UnsupportedMedia):
+    with pytest.raises(UnsupportedMedia, match="neither"):
         kind_of(unknown)
+    assert output_name(unknown) == "d.gif"  # what cannot be opened keeps its name (and fails)
     empty = tmp_path / "e.png"
     empty.write_bytes(b"")
     with pytest.raises(CorruptMedia):
@@ -296,6 +302,19 @@ def test_sniff_knows_the_video_containers():
     assert sniff(b"\x1a\x45\xdf\xa3\x01\x00") == "matroska"
     assert sniff(b"RIFF\x00\x00\x00\x00AVI LIST") == "avi"
     assert sniff(bytes([0x47] + [0] * 187 + [0x47] + [0] * 187 + [0x47] + [0] * 10)) == "mpegts"
+    assert sniff(bytes(([0] * 4 + [0x47] + [0] * 187) * 3)) == "m2ts"
+    assert sniff(b"\x1a\x45\xdf\xa3\x9f\x42\x82\x84webm\x42\x87") == "webm"
+    assert sniff(b"DHAV\xfd\x00\x00\x00") == "dhav"
+    assert sniff(bytes.fromhex("3026b2758e66cf11a6d900aa0062ce6c") + b"\x00" * 8) == "asf"
+    assert sniff(b"FLV\x01\x05\x00\x00\x00\x09") == "flv"
+    assert sniff(b"\x00\x00\x01\xba\x44\x00") == "mpegps"
+    # Annex B elementary streams: the first NAL unit after the start code says which codec.
+    assert sniff(b"\x00\x00\x00\x01\x67\x64\x00\x1f") == "h264"  # SPS
+    assert sniff(b"\x00\x00\x00\x01\x09\x10\x00\x00") == "h264"  # access unit delimiter
+    assert sniff(b"\x00\x00\x00\x01\x40\x01\x0c\x01") == "hevc"  # VPS
+    assert sniff(b"\x00\x00\x00\x01\x46\x01\x10\x00") == "hevc"  # access unit delimiter
+    assert sniff(b"\x00\x00\x00\x01\x41\x9a\x00\x00") is None  # a P slice: no stream starts so
+    assert sniff(b"\x01\x00\x00\x01\x67\x64\x00\x1f") is None  # data before the start code
 
 
 def test_heic_round_trip_when_the_extra_is_installed():

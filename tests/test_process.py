@@ -103,7 +103,8 @@ def test_broken_files_fail_with_one_line_and_leave_nothing(tmp_path, fast_config
         "truncated.jpg": (good.read_bytes()[:-4000], "corrupt image (truncated JPEG)"),
         "letter.jpg": (b"Dear Jane, see you at 5.\n", "not a supported image or video"),
         "empty.jpg": (b"", "empty file"),
-        "png_inside.jpg": (cv2.imencode(".png", astronaut)[1].tobytes(), "does not match"),
+        # A PNG named .jpg is processed as the PNG it is: the output must be named for it.
+        "png_inside.jpg": (cv2.imencode(".png", astronaut)[1].tobytes(), "DST must end in .png"),
     }
     out_dir = tmp_path / "out"
     out_dir.mkdir()

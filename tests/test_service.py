@@ -428,6 +428,8 @@ def test_status_counts_and_retry_puts_a_failed_input_back_where_it_was(tmp_path,
         (reason,) = wait_for(lambda: list(failed.glob("*.reason.json")), 60, "a failed job", svc)
         job = reason.name.removesuffix(".reason.json")
         kept = failed / job / "cam" / "2026" / "Jane_Doe.jpg"  # under its path in the inbox
+        # The reason is written first, the original linked right after it.
+        wait_for(kept.exists, 30, "the failed original kept", svc)
         assert kept.read_bytes() == CORRUPT_JPEG
         (inbox / "waiting.jpg.part").write_bytes(b"partial")  # never an input: not counted
         status = cli("status", "--json")

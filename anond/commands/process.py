@@ -58,11 +58,11 @@ def main(args: argparse.Namespace) -> int:
         raise ConfigError("SRC does not exist")
     single = not args.src.is_dir()
     if single:
-        jobs, skipped = [(args.src, _single_destination(args.src, args.dst))], 0
+        jobs, skipped = [(args.src, _single_destination(args.src, args.dst, settings))], 0
     else:
         if args.regions is not None:
             raise ConfigError("--regions needs a single SRC file")
-        jobs, skipped = _plan_tree(args.src, args.dst)
+        jobs, skipped = _plan_tree(args.src, args.dst, settings)
 
     from ..pipeline import process_file
     from ..report import JobReport
@@ -143,20 +143,26 @@ def _load_engine(settings, profile):
     return Engine.load(settings, targets=profile.targets)
 
 
-def _single_destination(src: Path, dst: Path) -> Path:
+def _single_destination(src: Path, dst: Path, settings) -> Path:
     from ..errors import ConfigError
 
+    from ..media.containers import output_name
+
+    drop = settings.video.drop_data_tags
     if dst.is_dir():
-        return dst / src.name
-    if dst.suffix.lower() != src.suffix.lower():
-        raise ConfigError("DST must keep the extension of SRC (or be an existing directory)")
+        return dst / output_name(src, drop_data_tags=drop)
+    wanted = output_name(src, dst.name, drop_data_tags=drop)
+    if wanted != dst.name:
+        raise ConfigError(f"DST must end in {Path(wanted).suffix}, the format SRC is written in "
+                          "(or be an existing directory)")
     return dst
 
 
-def _plan_tree(src: Path, dst: Path) -> tuple[list[tuple[Path, Path]], int]:
+def _plan_tree(src: Path, dst: Path, settings) -> tuple[list[tuple[Path, Path]], int]:
     """(input, output) pairs in sorted order, and how many files were skipped."""
     from ..errors import ConfigError
     from ..media import is_supported_name
+    from ..media.containers import output_name
     from ..regions import is_sidecar
 
     if dst.exists() and not dst.is_dir():
@@ -173,12 +179,25 @@ def _plan_tree(src: Path, dst: Path) -> tuple[list[tuple[Path, Path]], int]:
             path = root_path / name
             if name.startswith(".") or is_sidecar(name) or not path.is_file():
                 continue
-            if not is_supported_name(name):
+            if not is_supported_name(name) and not _sniffs(path):
                 skipped += 1
                 continue
-            jobs.append((path, dst_abs / path.relative_to(src_abs)))
+            rel = path.relative_to(src_abs)
+            jobs.append((path, dst_abs / rel.parent / output_name(
+                path, drop_data_tags=settings.video.drop_data_tags)))
     jobs.sort(key=lambda job: job[0].relative_to(src_abs).parts)
     return jobs, skipped
+
+
+def _sniffs(path: Path) -> bool:
+    """Does a file with an unknown extension hold a format anond knows?"""
+    from ..media import SNIFF_BYTES, sniff
+
+    try:
+        with open(path, "rb") as fh:
+            return sniff(fh.read(SNIFF_BYTES)) is not None
+    except OSError:
+        return False
 
 
 def _write_run_report(path: Path, run_id: str, reports, skipped: int) -> None:

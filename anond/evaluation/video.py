@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..media.containers import output_name
 from ..types import Detections, Target
 from .metrics import coverage_fractions, iou_matrix
 
@@ -249,7 +250,9 @@ def evaluate_video(path, settings, profile: str = "default", *, negative: bool =
             src = trimmed
         report = JobReport.start("eval", "video", engine=engine, profile=prof)
         with _Observer() as seen:
-            process_video(src, Path(tmp) / ("out" + (src.suffix or ".mp4")), settings=settings,
+            out = Path(tmp) / output_name(src, "out" + src.suffix,
+                                          drop_data_tags=settings.video.drop_data_tags)
+            process_video(src, out, settings=settings,
                           engine=engine, profile=prof, report=report)
     seconds = time.monotonic() - started
     n = seen.encoded

@@ -15,6 +15,7 @@ Nothing here logs a path, a name or a pixel.
 
 from __future__ import annotations
 
+import heapq
 import math
 import queue
 import re
@@ -28,18 +29,24 @@ import cv2
 import numpy as np
 
 from .. import log
+from . import DEMUXERS, SNIFF_BYTES, containers
 from ..errors import CorruptMedia, MediaTooLarge, UnsupportedMedia
 from ..pixels import copy_where
 
-VIDEO_EXTENSIONS = (".mp4", ".mov", ".mkv", ".avi", ".webm", ".ts", ".m4v")
-MUXERS = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "matroska", ".webm": "webm",
-          ".avi": "avi", ".ts": "mpegts"}
-# Containers whose timestamps cannot be trusted for presentation order (AVI stores none,
-# elementary streams neither): frames are numbered at the stream's frame rate instead.
-NO_TIMESTAMPS = {"avi", "h264", "hevc", "m4v", "mjpeg", "mpegvideo", "rawvideo"}
+# Demuxers whose packets carry no presentation times (elementary streams): frames are numbered
+# at the stream's own frame rate (H.264/H.265 VUI timing, MPEG-2 sequence header) when it
+# announces one, else at `video.raw_fps`.
+RAW_STREAMS = {"h264", "hevc", "m4v", "mjpeg", "mpegvideo", "rawvideo"}
+# AVI's index holds one slot per frame period; a frame the recorder dropped is an empty slot.
+# Frames take the slots of their packets (decode order, sorted: B-frames are reordered).
+INDEXED = {"avi"}
+# FFmpeg's AVFieldOrder: which field is coded / shown first.
+FIELD_ORDERS = {0: "unknown", 1: "progressive", 2: "tt", 3: "bb", 4: "tb", 5: "bt"}
+TOP_FIRST = {2, 4}
 # Encoders per source codec family, in order of preference (CPU, then NVENC variants).
 CPU_ENCODERS = {"h264": ["libx264"], "hevc": ["libx265", "libx264"]}
-FALLBACK_ENCODERS = ["libx264", "libvpx-vp9", "libsvtav1", "mpeg4"]
+FALLBACK_ENCODERS = ["libx264", "libvpx-vp9", "libsvtav1", "wmv2", "mpeg4"]
+ASF_ENCODERS = ("wmv2", "mpeg4")  # ASF output (WMA audio nothing else holds): WMV 8 video
 NVENC = {"h264": "h264_nvenc", "hevc": "hevc_nvenc"}
 NVDEC = {"h264": "h264_cuvid", "hevc": "hevc_cuvid", "vp9": "vp9_cuvid", "av1": "av1_cuvid",
          "mpeg4": "mpeg4_cuvid", "mpeg2video": "mpeg2_cuvid", "vp8": "vp8_cuvid"}
@@ -48,11 +55,6 @@ MAX_ERRORS_IN_ROW = 200  # consecutive unreadable packets before the rest counts
 MAX_PENDING_PACKETS = 20000  # copied packets held while waiting for the first video frame
 
 _log = log.get("anond.media.video")
-
-
-def is_video(path: str | Path) -> bool:
-    """Whether anond treats `path` as a video (by extension)."""
-    return Path(path).suffix.lower() in VIDEO_EXTENSIONS
 
 
 def _av():
@@ -312,10 +314,17 @@ class VideoInfo:
 
 
 class VideoReader:
-    """Demux + decode one file. Iterate `items()` for frames and copied packets, in order."""
+    """Demux + decode one file. Iterate `items()` for frames and copied packets, in order.
 
-    def __init__(self, path: str | Path, *, decoder: str = "cpu", threads: int = 0,
-                 drop_data_tags: Iterable[str] = (), max_megapixels: float = float("inf")) -> None:
+    `fmt` is the content format `anond.media.sniff` found: the file is opened with that
+    format's demuxer. Frame times (`timing`): "source" (the container's own), "index" (AVI:
+    each frame in its index slot, dropped frames stay gaps), "stream_rate" / "configured_rate"
+    (elementary streams: numbered at the stream's announced rate, else `raw_fps`).
+    """
+
+    def __init__(self, path: str | Path, *, fmt: str | None = None, decoder: str = "cpu",
+                 threads: int = 0, drop_data_tags: Iterable[str] = (),
+                 max_megapixels: float = float("inf"), raw_fps: float = 25.0) -> None:
         self.skipped_packets = 0
         self.corrupt_frames = 0
         self.timestamp_fixes = 0
@@ -323,7 +332,8 @@ class VideoReader:
         self.frames_decoded = 0
         self.decoder_name = ""
         self.hw_decoder_wanted = decoder == "nvdec"
-        self.container = self._open(path, decoder)
+        self.path, self.format = Path(path), fmt
+        self.container = self._open(path, decoder, DEMUXERS.get(fmt or ""))
         videos = [s for s in self.container.streams.video if s.codec_context is not None]
         if not self.container.streams.video:
             self.container.close()
@@ -343,32 +353,28 @@ class VideoReader:
             self.container.close()
             raise MediaTooLarge(f"frames of {ctx.width * ctx.height / 1e6:.0f} MP are larger than "
                                 f"video.max_megapixels ({max_megapixels:g})")
-        drop = {t.lower() for t in drop_data_tags}
-        self.copy_streams = []
-        self.dropped_streams = 0
-        for s in self.container.streams:
-            if s.index == self.video.index:
-                continue
-            if s.type in ("audio", "subtitle", "data", "attachment") or s.type is None:
-                tag = _codec_tag(s)
-                if s.type == "data" and tag in drop:
-                    self.dropped_streams += 1
-                    continue
-                self.copy_streams.append(s)
-            else:  # further video streams (e.g. cover art) are not re-encoded or copied
-                self.dropped_streams += 1
-        rate = self.video.average_rate or self.video.guessed_rate or self.video.base_rate
-        fps = float(rate) if rate else 25.0
-        if not (0.5 <= fps <= 1000):
-            fps = 25.0
-        self.rate = Fraction(rate).limit_denominator(1001000) if rate and 0.5 <= float(rate) <= 1000 \
-            else Fraction(25)
+        self.copy_streams, self.dropped_streams = copy_streams(self.container, self.video,
+                                                               drop_data_tags)
+        self.field_order = int(ctx.field_order or 0)
         fmt_names = set(self.container.format.name.split(","))
-        self.regenerate_pts = bool(fmt_names & NO_TIMESTAMPS)
+        self.timing = "source"
+        if fmt_names & RAW_STREAMS:
+            announced = _valid_rate(ctx.framerate)
+            self.timing = "stream_rate" if announced else "configured_rate"
+            rate = announced or Fraction(raw_fps).limit_denominator(1001000)
+        else:
+            rate = _valid_rate(self.video.average_rate) or _valid_rate(self.video.guessed_rate) \
+                or _valid_rate(self.video.base_rate) or Fraction(25)
+            if fmt_names & INDEXED:
+                self.timing = "index"
+        self.rate = rate
+        fps = float(rate)
+        self.regenerate_pts = self.timing in ("stream_rate", "configured_rate")
         self.time_base = (Fraction(1) / self.rate) if self.regenerate_pts else self.video.time_base
         if self.time_base is None:
             self.time_base = Fraction(1) / self.rate
-            self.regenerate_pts = True
+            self.regenerate_pts, self.timing = True, "configured_rate"
+        self._slots: list[int] = []  # "index": the packets' slots not yet given to a frame
         self._exact_counts = bool(fmt_names & {"mov", "mp4"})
         duration = 0.0
         if self.video.duration and self.video.time_base:
@@ -388,13 +394,24 @@ class VideoReader:
         self._step = max(1, round(1 / (fps * float(self.time_base)))) if not self.regenerate_pts else 1
         self._closed = False
 
-    def _open(self, path, decoder: str):
+    def output_container(self) -> "containers.OutputContainer":
+        """The container the output is written in (`anond.media.containers`' rule)."""
+        with open(self.path, "rb") as fh:
+            head = fh.read(SNIFF_BYTES)
+        return containers.choose(self.format or "", self.path.suffix, head, self.copy_streams)
+
+    @property
+    def interlaced(self) -> bool:
+        return self.field_order in FIELD_ORDERS and self.field_order > 1
+
+    def _open(self, path, decoder: str, demuxer: str | None):
         av = _av()
         if decoder == "nvdec":
             try:
                 from av.codec.hwaccel import HWAccel
 
-                container = av.open(str(path), hwaccel=HWAccel("cuda", allow_software_fallback=False))
+                container = av.open(str(path), format=demuxer,
+                                    hwaccel=HWAccel("cuda", allow_software_fallback=False))
                 vs = container.streams.video
                 if vs and vs[0].codec_context is not None and vs[0].codec_context.is_hwaccel:
                     self.decoder_name = f"{vs[0].codec_context.name}+nvdec"
@@ -405,7 +422,7 @@ class VideoReader:
                 reason = type(exc).__name__
             _log.warning("video.decoder_fallback", wanted="nvdec", used="cpu", reason=reason)
         try:
-            return av.open(str(path), metadata_errors="ignore")
+            return av.open(str(path), format=demuxer, metadata_errors="ignore")
         except FileNotFoundError:
             raise
         except av.error.FFmpegError as exc:
@@ -448,6 +465,8 @@ class VideoReader:
             except av.error.FFmpegError:
                 self.skipped_packets += 1
                 continue
+            if self.timing == "index" and packet.size and packet.dts is not None:
+                heapq.heappush(self._slots, packet.dts)
             for frame in frames:
                 yield self._stamp(frame)
         try:  # drain the decoder (needed when demuxing ended early)
@@ -485,7 +504,7 @@ class VideoReader:
             frame.time_base = self.time_base
             frame.duration = 1
         else:
-            pts = frame.pts
+            pts = heapq.heappop(self._slots) if self.timing == "index" and self._slots else frame.pts
             if pts is None:
                 pts = 0 if self._prev_pts is None else self._prev_pts + self._step
                 self.timestamp_fixes += 1
@@ -510,6 +529,41 @@ class VideoReader:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def _valid_rate(rate) -> Fraction | None:
+    """A frame rate FFmpeg reported, when it is one (0.5 to 1000 fps)."""
+    try:
+        if rate and 0.5 <= float(rate) <= 1000:
+            return Fraction(rate).limit_denominator(1001000)
+    except (TypeError, ValueError, ZeroDivisionError):
+        pass
+    return None
+
+
+def copy_streams(container, video, drop_data_tags: Iterable[str] = ()) -> tuple[list, int]:
+    """(streams copied packet for packet, streams dropped): audio, subtitles and data are
+    copied, except data streams whose tag is listed (e.g. GPS tracks); further video
+    streams (cover art, a second camera angle) are neither re-encoded nor copied."""
+    drop = {t.lower() for t in drop_data_tags}
+    kept, dropped = [], 0
+    for s in container.streams:
+        if s.index == video.index:
+            continue
+        if s.type in ("audio", "subtitle", "data", "attachment") or s.type is None:
+            if s.type == "data" and _codec_tag(s) in drop:
+                dropped += 1
+                continue
+            kept.append(s)
+        else:
+            dropped += 1
+    return kept, dropped
+
+
+def probe_output(path: str | Path, fmt: str, drop_data_tags: Iterable[str] = ()):
+    """The output container for the video at `path` (content format `fmt`) without decoding."""
+    with VideoReader(path, fmt=fmt, drop_data_tags=drop_data_tags) as reader:
+        return reader.output_container()
 
 
 def _codec_tag(stream) -> str:
@@ -725,21 +779,27 @@ def encoder_options(name: str, crf: int, preset: str, threads: int) -> dict[str,
                 "row-mt": "1"}
     if name == "libsvtav1":
         return {"crf": str(min(63, crf + 10)), "preset": "8"}
-    return {"qscale": "3"}
+    return {"flags": "+qscale", "global_quality": str(3 * 118)}  # -q:v 3 (FF_QP2LAMBDA = 118)
 
 
 class VideoWriter:
     """Encode frames (timestamps kept) and copy other streams' packets into one file."""
 
-    def __init__(self, path: str | Path, reader: VideoReader, first_frame, *, crf: int = 18,
+    def __init__(self, path: str | Path, reader: VideoReader, first_frame, *,
+                 container: "containers.OutputContainer", crf: int = 18,
                  preset: str = "veryfast", encoder: str = "cpu", threads: int = 0,
                  keep_metadata: Iterable[str] = ()) -> None:
         av = _av()
-        suffix = Path(path).suffix.lower()
-        fmt = MUXERS.get(suffix)
-        if fmt is None:
-            raise UnsupportedMedia(f"cannot write video with extension {suffix or '(none)'}")
-        self.container = av.open(str(path), "w", format=fmt, options={"avoid_negative_ts": "disabled"})
+        containers.check_video_name(Path(path), container)
+        fmt = container.muxer
+        self.container = av.open(str(path), "w", format=fmt,
+                                 options={"avoid_negative_ts": "disabled", **container.options})
+        self.output = container
+        # Times are kept as they are in the input's own container. In another one they start
+        # where the input's first stream starts, shifted alike (sync kept): a DVR's .dav counts
+        # from 1970, which an MP4 would keep as a decades-long empty edit.
+        start = reader.container.start_time if container.rule == "fallback" else None
+        self._start_s = Fraction(start, 1_000_000) if start and start > 0 else Fraction(0)
         self.dropped_packets = 0
         self.frames_written = 0
         self._durations: dict[int, int] = {}
@@ -756,7 +816,20 @@ class VideoWriter:
         supported = set(out.supported_codecs)
         if fmt == "mpegts":  # the TS muxer answers "unknown" to codec queries; it takes these
             supported |= {"libx264", "libx265", "h264_nvenc", "hevc_nvenc", "mpeg4"}
-        name, self.note = choose_encoder(src.codec, supported, encoder)
+        # Interlaced video is encoded interlaced (x264's field coding) in its field order;
+        # neither x265 nor NVENC does that here, so interlaced sources go to x264.
+        self.field_order = reader.field_order
+        if first_frame.interlaced_frame and not reader.interlaced:
+            self.field_order = 2  # flagged per frame only: top field first, the common order
+        interlaced = self.field_order > 1
+        if not interlaced:
+            self.field_order = 1  # written progressive (a source that did not say is read so too)
+        family = "h264" if interlaced and "libx264" in supported else src.codec
+        if fmt == "asf":  # FFmpeg reads H.264 in ASF back a frame late: Windows Media's own
+            supported = {c for c in ASF_ENCODERS if c in supported}
+        name, self.note = choose_encoder(family, supported, "cpu" if interlaced else encoder)
+        if interlaced and encoder == "nvenc":
+            self.note = "interlaced_on_cpu"
         self.encoder_name = name
         width, height = first_frame.width, first_frame.height
         codec = av.Codec(name, "w")
@@ -780,9 +853,14 @@ class VideoWriter:
                 setattr(ctx, attr, value)
         if src_ctx.sample_aspect_ratio:
             ctx.sample_aspect_ratio = src_ctx.sample_aspect_ratio
-        if fmt == "avi":  # AVI stores no timestamps: B-frames would come out misordered
+        if fmt in ("avi", "asf"):  # they keep decode order only: B-frames would come out misordered
             ctx.max_b_frames = 0
         ctx.options = encoder_options(name, crf, preset, threads)
+        if interlaced:
+            ctx.field_order = self.field_order
+            if name == "libx264":
+                ctx.options = {**ctx.options,
+                               "x264-params": "tff=1" if self.field_order in TOP_FIRST else "bff=1"}
         if threads:
             ctx.thread_count = threads
         vs.metadata.update(filter_metadata(dict(reader.video.metadata), keep))
@@ -812,6 +890,8 @@ class VideoWriter:
             frame = frame.reformat(width=ctx.width, height=ctx.height, format=self.pix_fmt)
             frame.pts, frame.time_base = pts, tb
             frame.duration = dur
+        if self._start_s:
+            frame.pts -= _ticks(self._start_s, self.video.codec_context.time_base)
         if frame.duration:
             self._durations[frame.pts] = frame.duration
             if len(self._durations) > 1024:  # an encoder that renumbers pts: stay bounded
@@ -837,6 +917,10 @@ class VideoWriter:
         if packet.dts is None and packet.pts is None:
             self.dropped_packets += 1
             return
+        if self._start_s:
+            shift = _ticks(self._start_s, packet.time_base)
+            packet.pts = None if packet.pts is None else packet.pts - shift
+            packet.dts = None if packet.dts is None else packet.dts - shift
         packet.stream = out
         try:
             self.container.mux(packet)
@@ -855,6 +939,10 @@ class VideoWriter:
             self.container.close()
         except Exception:
             pass
+
+
+def _ticks(seconds: Fraction, time_base) -> int:
+    return round(seconds / Fraction(time_base))
 
 
 def display_matrix(frame) -> list[int] | None:

@@ -2,8 +2,9 @@
 
     report = process_file(src, dst, settings=settings, engine=engine, job_id=job_id)
 
-Read top to bottom: decide the kind (extension AND content), run the photo or the video
-stages, land the output atomically. An error leaves no output file; the partly filled report
+Read top to bottom: decide the kind (by content), run the photo or the video stages, land
+the output atomically. `dst` is named by `anond.media.containers.output_name` (the format
+written decides the extension). An error leaves no output file; the partly filled report
 travels on the exception as `exc.report` so callers can still count the failure.
 """
 
@@ -18,6 +19,7 @@ from ..config import Profile, Settings
 from ..errors import AnondError
 from ..fsutil import OnExists, atomic_output, io_error
 from ..media import kind_of
+from ..media.containers import check_output_name
 from ..report import JobReport
 
 
@@ -55,6 +57,7 @@ def process_file(
         kind = kind_of(src)
         report.kind = kind.kind
         report.media.format = kind.format
+        check_output_name(dst, kind)
         report.media.bytes_in = src.stat().st_size
         output = atomic_output(dst, temp_tag or job_id, on_exists=on_exists, mode=file_mode, group=group)
         with output as tmp:
@@ -69,7 +72,7 @@ def process_file(
 
                 process_video(src, tmp, settings=settings, engine=engine, profile=profile,
                               report=report, regions=regions_path,
-                              regions_policy=regions_policy, progress=progress)
+                              regions_policy=regions_policy, progress=progress, fmt=kind.format)
         report.output_path = output.final
         report.media.bytes_out = output.final.stat().st_size if output.final else None
     except AnondError as exc:

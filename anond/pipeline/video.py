@@ -48,6 +48,7 @@ from .. import log, mask
 from ..config import Profile, Settings
 from ..detect.nms import merge
 from ..errors import CorruptMedia
+from ..media import kind_of
 from ..media import video as vio
 from ..report import JobReport
 from ..track import TrackParams, Tracker
@@ -102,9 +103,14 @@ def process_video(
     regions=None,
     regions_policy: str = "optional",
     progress=None,
+    fmt: str | None = None,
 ) -> None:
     """Anonymize one video from `src` into `out` (a temporary path), filling `report`;
     `progress(frames written, frames expected or 0)` after each encoded batch.
+
+    `fmt` is the content format (`anond.media.kind_of`; sniffed when None). The output is
+    written in the container `anond.media.containers` chooses, whatever `out` is called:
+    callers name it with `containers.output_name`.
 
     `regions` is a sidecar path, an already loaded `Regions`, or None (look beside `src`).
     Raises CorruptMedia/UnsupportedMedia when the file cannot be opened or holds no decodable
@@ -115,8 +121,11 @@ def process_video(
         engine = engine.for_video()
         report.use_engine(engine)
     t0 = time.perf_counter()
-    reader = vio.VideoReader(src, decoder=vs.decoder, threads=vs.threads,
-                             drop_data_tags=vs.drop_data_tags, max_megapixels=vs.max_megapixels)
+    if fmt is None:
+        fmt = kind_of(src).format
+    reader = vio.VideoReader(src, fmt=fmt, decoder=vs.decoder, threads=vs.threads,
+                             drop_data_tags=vs.drop_data_tags, max_megapixels=vs.max_megapixels,
+                             raw_fps=vs.raw_fps)
     report.add_duration("decode", time.perf_counter() - t0)
     try:
         job = _VideoJob(src, out, reader, settings, engine, profile, report, regions, regions_policy)
@@ -255,7 +264,8 @@ class _VideoJob:
         self.stored_hw = (first_frame.height, first_frame.width)
         self.regions = self._load_regions()  # a required sidecar that is bad stops us here
         with self.report.stage("encode"):
-            self.writer = vio.VideoWriter(self.out, self.reader, first_frame, crf=vs.crf,
+            self.writer = vio.VideoWriter(self.out, self.reader, first_frame,
+                                          container=self.reader.output_container(), crf=vs.crf,
                                           preset=vs.preset, encoder=vs.encoder, threads=vs.threads,
                                           keep_metadata=vs.keep_metadata)
         # The mask threads and the output thread (module docstring). ONNX Runtime, OpenCV and
@@ -538,7 +548,8 @@ class _VideoJob:
             "lookahead_frames": self.lookahead,
             "horizon_frames": self.tracker.horizon, "verify_every": self.vs.verify_every,
             "pix_fmt": writer.pix_fmt, "rotation": self.rotation,
-            "timestamps": "generated" if reader.regenerate_pts else "source",
+            "timestamps": reader.timing, "field_order": vio.FIELD_ORDERS.get(writer.field_order),
+            "container": writer.output.container, "container_rule": writer.output.rule,
             "timestamp_fixes": reader.timestamp_fixes, "corrupt_frames": reader.corrupt_frames,
             "frames_masked": self.counts.frames_masked,
             "frames_verified": self.counts.frames_verified,
