@@ -70,6 +70,17 @@ def clip_bytes(container: str, seed: int, frames: int = 24, size: tuple[int, int
     return buf.getvalue()
 
 
+def _dav_bytes(seed: int) -> bytes:
+    """A Dahua .dav of the same clip (tests/dav.py)."""
+    import av
+
+    from dav import dav_bytes
+
+    with av.open(io.BytesIO(clip_bytes("h264", seed)), format="h264") as src:
+        packets = [(bytes(p), p.is_keyframe) for p in src.demux(video=0) if p.size]
+    return dav_bytes(packets, fps=24, width=96, height=64)
+
+
 def _garbage_packets_video(container: str, seed: int) -> bytes:
     """A valid container (a real clip's streams and timing) whose every video packet's payload
     is random bytes of the same length."""
@@ -135,16 +146,21 @@ def cases() -> list[Case]:
     bases = {
         "jpg": _image("JPEG", 1), "png": _image("PNG", 2), "webp": _image("WEBP", 3),
         "tiff": _image("TIFF", 4), "mp4": clip_bytes("mp4", 5), "mkv": clip_bytes("matroska", 6),
+        "264": clip_bytes("h264", 7), "dav": _dav_bytes(8),
     }
     out: list[Case] = []
     for ext, data in bases.items():
+        named = (lambda rel: rel + ".mp4") if ext == "dav" else (lambda rel: None)  # no DHAV muxer
         for k, frac in enumerate((0.01, 0.05, 0.1, 0.25, 0.5, 0.75, 0.9, 0.99)):
-            out.append(Case(f"truncated/{ext}/t{k}.{ext}", data[: max(1, int(len(data) * frac))], "either"))
+            rel = f"truncated/{ext}/t{k}.{ext}"
+            out.append(Case(rel, data[: max(1, int(len(data) * frac))], "either", out=named(rel)))
         for seed in range(18):
             count = (1, 2, 4, 8, 16, 64)[seed % 6]
-            out.append(Case(f"flipped/{ext}/f{seed:02d}.{ext}", _flip(data, seed, count, start=64), "either"))
+            rel = f"flipped/{ext}/f{seed:02d}.{ext}"
+            out.append(Case(rel, _flip(data, seed, count, start=64), "either", out=named(rel)))
         for seed in range(4):
-            out.append(Case(f"flipped/{ext}/h{seed}.{ext}", _flip(data, 100 + seed, 2, end=64), "either"))
+            rel = f"flipped/{ext}/h{seed}.{ext}"
+            out.append(Case(rel, _flip(data, 100 + seed, 2, end=64), "either", out=named(rel)))
     too_large = {"too_large"}
     out += [
         Case("bombs/png-50000.png", _png_bomb(50_000, 50_000), "fail", too_large),
@@ -163,6 +179,9 @@ def cases() -> list[Case]:
         Case("garbage/random.mp4", garbage, "fail", {"unsupported_media"}),
         Case("garbage/random.jpg", garbage, "fail", {"unsupported_media"}),
         Case("garbage/text.mkv", b"just some text, not a video\n" * 50, "fail", {"unsupported_media"}),
+        # Right magic, nothing behind it: an elementary stream's start code, a DHAV chunk tag.
+        Case("garbage/startcode.264", b"\x00\x00\x00\x01\x67" + garbage, "fail"),
+        Case("garbage/header.dav", b"DHAV\xfd" + garbage, "fail"),
     ]
     out += [
         # Handled by what they hold; the output's name gets the real format's extension.

@@ -1,4 +1,4 @@
-"""219 hostile inputs dropped into a running service (tests/hostile.py makes them): broken,
+"""281 hostile inputs dropped into a running service (tests/hostile.py makes them): broken,
 truncated and bit-flipped photos and videos, decompression bombs, empty files, garbage packets,
 misnamed files, odd names, hostile sidecars, links and a FIFO.
 
@@ -54,7 +54,9 @@ def _failed_jobs(failed: Path) -> dict[str, tuple[str, list[str]]]:
 
 
 def _decodes(path: Path) -> bool:
-    if path.suffix in (".mp4", ".mkv"):
+    from anond.media import IMAGE_FORMATS, kind_of
+
+    if kind_of(path).format not in IMAGE_FORMATS:
         with av.open(str(path)) as c:
             return sum(1 for _ in c.decode(video=0)) > 0
     from PIL import Image

@@ -53,6 +53,9 @@ NVDEC = {"h264": "h264_cuvid", "hevc": "hevc_cuvid", "vp9": "vp9_cuvid", "av1": 
 LOCATION_KEY = re.compile(r"location|iso6709|xyz|gps|coordinates", re.IGNORECASE)
 MAX_ERRORS_IN_ROW = 200  # consecutive unreadable packets before the rest counts as lost
 MAX_PENDING_PACKETS = 20000  # copied packets held while waiting for the first video frame
+# A frame time this far after the previous frame's is damage (a flipped date in a DVR's chunk
+# header), not a pause in recording: the frame is placed one frame period on instead.
+MAX_JUMP_S = 6 * 3600
 
 _log = log.get("anond.media.video")
 
@@ -511,6 +514,9 @@ class VideoReader:
             elif self._prev_pts is not None and pts <= self._prev_pts:
                 pts = self._prev_pts + 1  # a muxer refuses non-increasing timestamps
                 self.timestamp_fixes += 1
+            elif self._prev_pts is not None and (pts - self._prev_pts) * self.time_base > MAX_JUMP_S:
+                pts = self._prev_pts + self._step
+                self.timestamp_fixes += 1
         frame.pts = pts
         if self._first_pts is None:
             self._first_pts = pts
@@ -906,7 +912,13 @@ class VideoWriter:
             duration = self._durations.pop(packet.pts, None)
             if duration:
                 packet.duration = duration
+            self._mux(packet)
+
+    def _mux(self, packet) -> None:
+        try:
             self.container.mux(packet)
+        except _av().error.FFmpegError as exc:  # e.g. a time gap the container cannot hold
+            raise CorruptMedia(f"the video's timing cannot be written ({type(exc).__name__})") from None
 
     def copy(self, packet) -> None:
         """Remux one packet of an audio/subtitle/data stream unchanged."""
