@@ -206,3 +206,17 @@ def test_an_explicit_output_name_must_say_the_format_written(tmp_path, astronaut
         process_file(src_path, tmp_path / "cam-out.dav", settings=settings, engine=engine, job_id="x")
     assert not (tmp_path / "cam-out.dav").exists()
 
+
+
+def test_a_tree_takes_files_by_content_and_names_outputs_for_it(tmp_path, astronaut, settings):
+    from anond.commands.process import _plan_tree
+
+    src, dst = tmp_path / "export", tmp_path / "masked"
+    (src / "cam").mkdir(parents=True)
+    write_clip(src / "cam" / "channel3", astronaut, muxer="h264", codec="libx264", n=4)
+    write_dav_clip(src / "cam" / "NVR.dav", astronaut, n=4)
+    (src / "cam" / "notes.txt").write_text("shift log\n")
+    jobs, skipped = _plan_tree(src, dst, settings)
+    assert sorted(out.relative_to(dst).as_posix() for _, out in jobs) == \
+        ["cam/NVR.dav.mov", "cam/channel3.264"]
+    assert skipped == 1
