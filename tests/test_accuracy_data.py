@@ -2,7 +2,9 @@
 
 An object counts as masked when the final mask (the Engine's boxes through `mask.coverage_mask`,
 the same geometry `mask.apply` uses, default MaskSettings) covers at least 80 % of its
-ground-truth box. Faces: 93 % of face_mask; plates: 98 % of openalpr_eu + openalpr_br.
+ground-truth box. Faces: 93 % of face_mask; plates: 98 % of a fixed third of openalpr_eu +
+openalpr_br (every third photo in file order: the whole set took 340 s of a 680 s suite with
+the default plate model; bench/accuracy.py measures the whole sets).
 """
 
 from __future__ import annotations
@@ -60,6 +62,7 @@ def test_at_least_98_percent_of_plates_are_masked(engine, data_dir):
         for s in read_openalpr(data_dir / "plates" / region)
     ]
     assert len(samples) == 108 + 114
+    samples = samples[::3]  # fixed: the same 74 photos every run
     recall, detail = masked_recall(engine, samples, "plate")
     print(f"plates masked: {recall:.2%} ({detail})")
     assert recall >= 0.98, detail
