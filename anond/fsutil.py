@@ -12,6 +12,8 @@ import errno
 import grp
 import hashlib
 import os
+import secrets
+import shutil
 from pathlib import Path, PurePath
 from typing import Literal
 
@@ -42,8 +44,8 @@ def temp_path_for(dst: Path, job_id: str) -> Path:
 
 
 def suffixed(dst: Path, n: int) -> Path:
-    """`name (n).ext` next to `dst`."""
-    return dst.with_name(f"{dst.stem} ({n}){dst.suffix}")
+    """`name (n).ext` next to `dst` (`dst` itself for n = 0)."""
+    return dst if n == 0 else dst.with_name(f"{dst.stem} ({n}){dst.suffix}")
 
 
 def io_error(exc: OSError, what: str = "I/O error") -> AnondError:
@@ -79,19 +81,19 @@ class atomic_output:  # noqa: N801 - used like a function: `with atomic_output(d
     def __enter__(self) -> Path:
         if self.on_exists == "error" and self.dst.exists():
             raise OutputExists("output already exists")
-        _unlink(self.tmp)  # left over from a crash of the same job
+        unlink_if_exists(self.tmp)  # left over from a crash of the same job
         return self.tmp
 
     def __exit__(self, exc_type, exc, tb) -> None:
         if exc_type is not None:
-            _unlink(self.tmp)
+            unlink_if_exists(self.tmp)
             if isinstance(exc, OSError) and not isinstance(exc, FileExistsError):
                 raise io_error(exc, "could not write the output") from None
             return None
         try:
             self.final = self._commit()
         except BaseException as err:
-            _unlink(self.tmp)
+            unlink_if_exists(self.tmp)
             if isinstance(err, OSError):
                 raise io_error(err, "could not write the output") from None
             raise
@@ -111,7 +113,7 @@ class atomic_output:  # noqa: N801 - used like a function: `with atomic_output(d
             gid = self.group if isinstance(self.group, int) else grp.getgrnam(self.group).gr_gid
             os.chown(self.tmp, -1, gid)
         final = self._place()
-        _fsync_dir(final.parent)
+        fsync_dir(final.parent, strict=True)
         return final
 
     def _place(self) -> Path:
@@ -122,42 +124,101 @@ class atomic_output:  # noqa: N801 - used like a function: `with atomic_output(d
         if self.on_exists == "suffix":
             candidates += (suffixed(self.dst, n) for n in range(1, _MAX_SUFFIX))
         for candidate in candidates:
-            if _link_no_clobber(self.tmp, candidate):
+            if link_once(self.tmp, candidate):
                 return candidate
         if self.on_exists == "error":
             raise OutputExists("output already exists")
         raise OutputExists("output exists under too many suffixed names")
 
 
-def _link_no_clobber(tmp: Path, dst: Path) -> bool:
-    """Rename tmp to dst unless dst exists; False when it does. Atomic where hard links work."""
+# ---------------------------------------------------------------------------------------------
+# Placing files without ever overwriting one (outputs, claims, failed and archived originals)
+
+_NO_HARD_LINKS = (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK)
+
+
+def link_once(src: Path, dst: Path) -> bool:
+    """Give `src` the name `dst` unless `dst` exists (then False, nothing changed).
+
+    Hard link then unlink: atomic, never replaces, no race with other writers. File systems
+    without hard links fall back to check-then-rename (a tiny race, documented). Across file
+    systems it raises OSError(EXDEV): `move_no_clobber` copies instead."""
     try:
-        os.link(tmp, dst)  # fails with EEXIST instead of replacing: no race with other writers
+        os.link(src, dst)
     except FileExistsError:
         return False
     except OSError as exc:
-        if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV, errno.EMLINK):
+        if exc.errno not in _NO_HARD_LINKS:
             raise
-        # File systems without hard links: check-then-rename (a tiny race, documented).
         if os.path.lexists(dst):
             return False
-        os.rename(tmp, dst)
+        os.rename(src, dst)
         return True
-    os.unlink(tmp)
+    os.unlink(src)
     return True
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+def move_exact(src: Path, dst: Path) -> None:
+    """Move `src` to exactly `dst` (FileExistsError when taken); same file system only."""
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    if not link_once(src, dst):
+        raise FileExistsError(errno.EEXIST, "exists")
+
+
+def move_no_clobber(src: Path, dst: Path) -> Path:
+    """Move `src` to `dst`, or `name (n).ext` when taken; returns the name it got. A move to
+    another file system copies to a hidden temporary beside `dst` first (fsynced)."""
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    for n in range(_MAX_SUFFIX):
+        candidate = suffixed(dst, n)
+        try:
+            placed = link_once(src, candidate)
+        except OSError as exc:
+            if exc.errno == errno.EXDEV:
+                return _copy_no_clobber(src, dst)
+            raise
+        if placed:
+            fsync_dir(candidate.parent)
+            return candidate
+    raise FileExistsError(errno.EEXIST, "too many files with this name")
+
+
+def _copy_no_clobber(src: Path, dst: Path) -> Path:
+    tmp = dst.parent / f".{secrets.token_hex(6)}{TMP_MARKER}{dst.suffix}"
+    try:
+        shutil.copy2(src, tmp)
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        final = move_no_clobber(tmp, dst)
+    finally:
+        unlink_if_exists(tmp)
+    os.unlink(src)
+    return final
+
+
+def fsync_dir(path: Path, *, strict: bool = False) -> None:
+    """Make a folder's entries durable. Best effort unless `strict` (then errors raise)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        if strict:
+            raise
+        return
     try:
         os.fsync(fd)
+    except OSError:
+        if strict:
+            raise
     finally:
         os.close(fd)
 
 
-def _unlink(path: Path) -> None:
+def unlink_if_exists(path: Path) -> None:
     try:
-        path.unlink()
+        os.unlink(path)
     except FileNotFoundError:
         pass
 

@@ -43,7 +43,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from .errors import ConfigError
-from .fsutil import file_sha256, reached_without_links
+from .fsutil import file_sha256, fsync_dir, move_exact, reached_without_links
 
 CONTROL_DIR = ".anond"
 INPUT_DIR = "in"  # the claimed input, under its own name
@@ -441,7 +441,7 @@ class ClaimBox:
             return False
         rel, path = found
         try:
-            _move_exact(path, self.root / rel)
+            move_exact(path, self.root / rel)
         except FileExistsError:
             return False
         sidecar = claim.sidecar
@@ -449,7 +449,7 @@ class ClaimBox:
             from .regions import sidecar_path
 
             try:
-                _move_exact(sidecar, sidecar_path(self.root / rel))
+                move_exact(sidecar, sidecar_path(self.root / rel))
             except FileExistsError:
                 pass
         claim.remove()
@@ -512,90 +512,6 @@ class ClaimBox:
         except OSError:
             pass
         return won
-
-
-# ---------------------------------------------------------------------------------------------
-# Moving files without ever overwriting one
-
-
-def fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def _move_exact(src: Path, dst: Path) -> None:
-    """Rename without replacing (FileExistsError when `dst` exists); same file system only."""
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        os.link(src, dst)
-    except FileExistsError:
-        raise
-    except OSError as exc:
-        if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK):
-            raise
-        if os.path.lexists(dst):
-            raise FileExistsError(errno.EEXIST, "exists") from None
-        os.rename(src, dst)
-        return
-    os.unlink(src)
-
-
-def _suffixed(dst: Path, n: int) -> Path:
-    return dst if n == 0 else dst.with_name(f"{dst.stem} ({n}){dst.suffix}")
-
-
-def link_no_clobber(src: Path, dst: Path) -> Path:
-    """Give `src` the name `dst`, or `name (n).ext` when taken; returns the name it got.
-
-    Hard link then unlink: atomic, never replaces. File systems without hard links fall back
-    to check-then-rename; moves to another file system copy to a hidden temporary first.
-    """
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    for n in range(10_000):
-        candidate = _suffixed(dst, n)
-        try:
-            os.link(src, candidate)
-        except FileExistsError:
-            continue
-        except OSError as exc:
-            if exc.errno == errno.EXDEV:
-                return _copy_no_clobber(src, dst)
-            if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK):
-                raise
-            if os.path.lexists(candidate):
-                continue
-            os.rename(src, candidate)
-            fsync_dir(candidate.parent)
-            return candidate
-        os.unlink(src)
-        fsync_dir(candidate.parent)
-        return candidate
-    raise FileExistsError(errno.EEXIST, "too many files with this name")
-
-
-def _copy_no_clobber(src: Path, dst: Path) -> Path:
-    tmp = dst.parent / f".{secrets.token_hex(6)}.anond-tmp{dst.suffix}"
-    try:
-        shutil.copy2(src, tmp)
-        fd = os.open(tmp, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        final = link_no_clobber(tmp, dst)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    os.unlink(src)
-    return final
 
 
 def new_session() -> str:

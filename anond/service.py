@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 from . import log
+from .fsutil import unlink_if_exists
 
 TICK_S = 0.2
 SPACE_CHECK_S = 5.0
@@ -722,7 +723,7 @@ class Service:
             if not staged.exists():
                 report = self._process(job, claim, inbox, engine, rel, src, dst, staged, tag)
             if not claim.dir.is_dir():
-                _unlink(staged)
+                unlink_if_exists(staged)
                 raise _LostClaim()
             self._commit(staged, dst, claim, cfg.on_exists)
             if swept:  # the old owner, stalled, may have written again since
@@ -784,7 +785,7 @@ class Service:
     def _commit(self, staged: Path, dst: Path, claim, on_exists: str) -> Path:
         """Give the staged output its final name, exactly once, never overwriting (unless
         on_exists = "replace"): link, mark the claim committed, then drop the staged name."""
-        from .jobs import fsync_dir, link_no_clobber
+        from .fsutil import fsync_dir, move_no_clobber
 
         if on_exists == "replace":
             os.replace(staged, dst)
@@ -801,24 +802,25 @@ class Service:
                     raise
                 # No hard links here (some SMB servers): check-then-rename. A crash between
                 # the rename and the marker would redo the job (documented limitation).
-                final = link_no_clobber(staged, dst)
+                final = move_no_clobber(staged, dst)
                 claim.mark_committed()
                 return final
-            final = link_no_clobber(tmp, dst)
+            final = move_no_clobber(tmp, dst)
         claim.mark_committed()
-        _unlink(staged)
-        _unlink(staged.with_name(staged.name + ".link"))
+        unlink_if_exists(staged)
+        unlink_if_exists(staged.with_name(staged.name + ".link"))
         fsync_dir(dst.parent)
         return final
 
     def _restore(self, inbox, claim, rel, src, fingerprints, job_id) -> None:
         """originals = keep: remember the fingerprints, then put the file back where it was."""
-        from .jobs import link_no_clobber, quick_fingerprint
+        from .fsutil import move_no_clobber
+        from .jobs import quick_fingerprint
 
         st = os.stat(src)
         quick = quick_fingerprint(inbox.box.salt, rel, st.st_size, st.st_mtime_ns)
         self._remember(inbox, (*fingerprints, quick), job_id)
-        landed = link_no_clobber(src, inbox.root / rel)
+        landed = move_no_clobber(src, inbox.root / rel)
         new_rel = PurePosixPath(landed.relative_to(inbox.root).as_posix())
         if new_rel != rel:  # the name was taken meanwhile: remember the new one too
             self._remember(inbox, (quick_fingerprint(inbox.box.salt, new_rel, st.st_size, st.st_mtime_ns),),
@@ -827,7 +829,7 @@ class Service:
         if sidecar is not None:
             from .regions import sidecar_path
 
-            link_no_clobber(sidecar, sidecar_path(landed))
+            move_no_clobber(sidecar, sidecar_path(landed))
 
     def _seen(self, inbox: InboxRuntime, fp: str) -> bool:
         """A kept original processed before, by this instance or another one on this inbox."""
@@ -838,13 +840,13 @@ class Service:
         inbox.box.mark_kept(fingerprints)
 
     def _archive(self, inbox, claim, rel, src) -> None:
-        from .jobs import link_no_clobber
+        from .fsutil import move_no_clobber
         from .regions import sidecar_path
 
-        landed = link_no_clobber(src, inbox.archive / rel)
+        landed = move_no_clobber(src, inbox.archive / rel)
         sidecar = claim.sidecar
         if sidecar is not None:
-            link_no_clobber(sidecar, sidecar_path(landed))
+            move_no_clobber(sidecar, sidecar_path(landed))
 
     def _failure(self, job, claim, inbox, err, started: float) -> None:
         """Transient: retry with backoff (claim kept). Permanent or out of retries: quarantine."""
@@ -889,7 +891,7 @@ class Service:
         failed/<job id>.reason.json says why, without naming it."""
         from . import __version__
         from .fsutil import write_bytes_atomic
-        from .jobs import link_no_clobber
+        from .fsutil import move_no_clobber
 
         found = claim.source()
         message = _safe_message(err, found[0] if found else None)
@@ -914,13 +916,13 @@ class Service:
             _clean_job_temps(inbox.outbox / rel, job.id)
             (inbox.failed / job.id).mkdir(mode=0o700, exist_ok=True)
             # Under its path in the inbox, so `anond retry` can put it back where it was.
-            landed = link_no_clobber(src, inbox.failed / job.id / rel)
+            landed = move_no_clobber(src, inbox.failed / job.id / rel)
             os.chmod(landed, 0o600)
             sidecar = claim.sidecar
             if sidecar is not None:
                 from .regions import sidecar_path
 
-                link_no_clobber(sidecar, sidecar_path(landed))
+                move_no_clobber(sidecar, sidecar_path(landed))
 
     def _write_report(self, job_id: str, report: dict) -> None:
         from .fsutil import write_bytes_atomic
@@ -1033,7 +1035,7 @@ def _staged_path(dst: Path, tag: str) -> Path:
 
 def _already_linked(staged: Path, dst: Path) -> Path | None:
     """After a crash between linking the output and marking the claim: where it landed."""
-    from .jobs import _suffixed
+    from .fsutil import suffixed
 
     try:
         st = os.stat(staged)
@@ -1043,7 +1045,7 @@ def _already_linked(staged: Path, dst: Path) -> Path | None:
         return None
     misses = 0
     for n in range(10_000):
-        candidate = _suffixed(dst, n)
+        candidate = suffixed(dst, n)
         try:
             other = os.stat(candidate)
         except FileNotFoundError:
@@ -1053,7 +1055,7 @@ def _already_linked(staged: Path, dst: Path) -> Path | None:
             continue
         if (other.st_dev, other.st_ino) == (st.st_dev, st.st_ino):
             return candidate
-    _unlink(staged.with_name(staged.name + ".link"))  # linked there only: not placed yet
+    unlink_if_exists(staged.with_name(staged.name + ".link"))  # linked there only: not placed yet
     return None
 
 
@@ -1067,14 +1069,7 @@ def _clean_job_temps(dst: Path, job_id: str, keep: str | None = None) -> None:
         return
     for name in entries:
         if name.startswith(f".{job_id}.") and not (keep and name.startswith(f".{keep}.")):
-            _unlink(dst.parent / name)
-
-
-def _unlink(path: Path) -> None:
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass
+            unlink_if_exists(dst.parent / name)
 
 
 def _errno_name(exc: BaseException) -> str:

@@ -74,3 +74,25 @@ class Detections:
     def counts(self) -> dict[str, int]:
         """Number of boxes per target label: the only thing about detections that may be reported."""
         return {t.label: int((self.cls == int(t)).sum()) for t in Target if (self.cls == int(t)).any()}
+
+
+def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """(len(a), len(b)) intersection over union of xyxy boxes; 0 where the union is empty.
+
+    Computed in float32 when both are float32 (detector boxes: NMS decides on the same values
+    every time), else in float64."""
+    a, b = np.asarray(a).reshape(-1, 4), np.asarray(b).reshape(-1, 4)
+    dtype = np.result_type(a.dtype, b.dtype, np.float32)
+    a, b = a.astype(dtype, copy=False), b.astype(dtype, copy=False)
+    if not len(a) or not len(b):
+        return np.zeros((len(a), len(b)), dtype)
+    x0 = np.maximum(a[:, None, 0], b[None, :, 0])
+    y0 = np.maximum(a[:, None, 1], b[None, :, 1])
+    x1 = np.minimum(a[:, None, 2], b[None, :, 2])
+    y1 = np.minimum(a[:, None, 3], b[None, :, 3])
+    inter = np.clip(x1 - x0, 0, None) * np.clip(y1 - y0, 0, None)
+    area_a = np.clip(a[:, 2] - a[:, 0], 0, None) * np.clip(a[:, 3] - a[:, 1], 0, None)
+    area_b = np.clip(b[:, 2] - b[:, 0], 0, None) * np.clip(b[:, 3] - b[:, 1], 0, None)
+    union = area_a[:, None] + area_b[None, :] - inter
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(union > 0, inter / union, 0).astype(dtype, copy=False)

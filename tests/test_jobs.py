@@ -19,7 +19,6 @@ from anond.jobs import (
     JobStore,
     content_digest,
     content_fingerprint,
-    link_no_clobber,
     new_job_id,
     quick_fingerprint,
 )
@@ -219,11 +218,13 @@ def test_release_puts_an_unstarted_file_back(tmp_path):
     assert box.own_claims() == []
 
 
-def test_link_no_clobber_never_overwrites(tmp_path):
+def test_move_no_clobber_never_overwrites(tmp_path):
+    from anond.fsutil import move_no_clobber
+
     (tmp_path / "out").mkdir()
     (tmp_path / "out" / "a.jpg").write_bytes(b"existing")
     src = tmp_path / "new.jpg"
     src.write_bytes(b"new")
-    landed = link_no_clobber(src, tmp_path / "out" / "a.jpg")
+    landed = move_no_clobber(src, tmp_path / "out" / "a.jpg")
     assert landed.name == "a (1).jpg" and landed.read_bytes() == b"new"
     assert (tmp_path / "out" / "a.jpg").read_bytes() == b"existing" and not src.exists()

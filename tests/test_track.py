@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from anond.track import TrackParams, Tracker, greedy_match, iou_matrix
+from anond.track import TrackParams, Tracker, greedy_match
+from anond.types import iou_matrix
 from anond.types import Detections, Target
 
 FACE, PLATE = int(Target.FACE), int(Target.PLATE)

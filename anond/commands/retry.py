@@ -67,7 +67,7 @@ def _move_back(folder: Path, job_id: str, inbox: Path) -> int:
     """Every file of failed/<job id>/ to the same relative path in `inbox` (sidecars after their
     media file, so a `regions = "required"` inbox sees them arrive in the usual order); then the
     job's entry is removed. Links are not followed (there are none unless planted)."""
-    from ..jobs import link_no_clobber
+    from ..fsutil import move_no_clobber
     from ..regions import is_sidecar
 
     job_dir = folder / job_id
@@ -79,7 +79,7 @@ def _move_back(folder: Path, job_id: str, inbox: Path) -> int:
                 files.append(path)
     files.sort(key=lambda p: (is_sidecar(p.name), p.as_posix()))
     for path in files:
-        link_no_clobber(path, inbox / path.relative_to(job_dir))
+        move_no_clobber(path, inbox / path.relative_to(job_dir))
     shutil.rmtree(job_dir, ignore_errors=True)
     (folder / f"{job_id}.reason.json").unlink(missing_ok=True)
     return len(files)

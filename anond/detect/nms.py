@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..types import iou_matrix
+
 
 def nms(xyxy: np.ndarray, score: np.ndarray, iou: float) -> np.ndarray:
     """Indices of the boxes kept by greedy NMS, highest score first."""
@@ -45,18 +47,6 @@ def merge(xyxy: np.ndarray, score: np.ndarray, iou: float) -> tuple[np.ndarray, 
             kept[i, :2] = np.minimum(kept[i, :2], group[:, :2].min(axis=0))
             kept[i, 2:] = np.maximum(kept[i, 2:], group[:, 2:].max(axis=0))
     return kept, score[keep].astype(np.float32)
-
-
-def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """(len(a), len(b)) intersection over union of xyxy boxes."""
-    x1 = np.maximum(a[:, None, 0], b[None, :, 0])
-    y1 = np.maximum(a[:, None, 1], b[None, :, 1])
-    x2 = np.minimum(a[:, None, 2], b[None, :, 2])
-    y2 = np.minimum(a[:, None, 3], b[None, :, 3])
-    inter = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
-    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
-    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
-    return inter / np.maximum(area_a[:, None] + area_b[None, :] - inter, 1e-9)
 
 
 def clip_boxes(xyxy: np.ndarray, height: int, width: int) -> np.ndarray:

@@ -26,6 +26,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..types import iou_matrix
+
 SIZE_BUCKETS: tuple[tuple[str, float, float], ...] = (
     ("<16", 0.0, 16.0),
     ("16-32", 16.0, 32.0),
@@ -121,22 +123,6 @@ class Summary:
 def box_area(xyxy: np.ndarray) -> np.ndarray:
     xyxy = np.asarray(xyxy, np.float64).reshape(-1, 4)
     return np.clip(xyxy[:, 2] - xyxy[:, 0], 0, None) * np.clip(xyxy[:, 3] - xyxy[:, 1], 0, None)
-
-
-def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """(len(a), len(b)) intersection over union of xyxy boxes."""
-    a = np.asarray(a, np.float64).reshape(-1, 4)
-    b = np.asarray(b, np.float64).reshape(-1, 4)
-    if not len(a) or not len(b):
-        return np.zeros((len(a), len(b)))
-    x0 = np.maximum(a[:, None, 0], b[None, :, 0])
-    y0 = np.maximum(a[:, None, 1], b[None, :, 1])
-    x1 = np.minimum(a[:, None, 2], b[None, :, 2])
-    y1 = np.minimum(a[:, None, 3], b[None, :, 3])
-    inter = np.clip(x1 - x0, 0, None) * np.clip(y1 - y0, 0, None)
-    union = box_area(a)[:, None] + box_area(b)[None, :] - inter
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(union > 0, inter / union, 0.0)
 
 
 def match(det: np.ndarray, score: np.ndarray, gt: np.ndarray, gt_ignore: np.ndarray | None = None,

@@ -34,7 +34,8 @@ import numpy as np
 
 from ..media.containers import output_name
 from ..types import Detections, Target
-from .metrics import coverage_fractions, iou_matrix
+from ..types import iou_matrix
+from .metrics import coverage_fractions
 
 LINK_IOU = 0.3
 LINK_GAP_S = 1.0

@@ -36,7 +36,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 import data as D  # noqa: E402
 from anond.detect.check import CROP_H, CROP_W, crops  # noqa: E402
-from anond.evaluation.metrics import coverage_fractions, iou_matrix  # noqa: E402
+from anond.evaluation.metrics import coverage_fractions  # noqa: E402
+from anond.types import iou_matrix  # noqa: E402
 from anond.mask import coverage_mask  # noqa: E402
 from anond.types import Detections, Target  # noqa: E402
 

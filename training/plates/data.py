@@ -20,7 +20,7 @@ import numpy as np
 # The anchors and box encoding are the decoder's: what is trained is what anond decodes.
 from anond.detect.retinaface import ANCHOR_SIZES, STRIDES, VARIANCE_CENTER, VARIANCE_SIZE  # noqa: E402
 from anond.detect.retinaface import priors as decoder_priors  # noqa: E402
-from anond.evaluation.metrics import iou_matrix  # noqa: E402
+from anond.types import iou_matrix  # noqa: E402
 
 MEAN_BGR = (104.0, 117.0, 127.0)  # the source model's input convention (anond manifest)
 POS_LOG2 = 0.75   # anchor size within 2^0.75 of the plate's sqrt(area): positive

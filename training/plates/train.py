@@ -31,7 +31,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # anond (the decod
 import data as D  # noqa: E402
 from anond.config import DEFAULT_MODELS_DIR, MaskSettings  # noqa: E402
 from anond.detect.nms import nms  # noqa: E402
-from anond.evaluation.metrics import coverage_fractions, iou_matrix  # noqa: E402
+from anond.evaluation.metrics import coverage_fractions  # noqa: E402
+from anond.types import iou_matrix  # noqa: E402
 from anond.mask import coverage_mask  # noqa: E402
 from anond.types import Detections, Target  # noqa: E402
 from model import PlateNet, export_onnx, load_retinaface_onnx  # noqa: E402
