@@ -614,3 +614,28 @@ def test_audio_only_file_is_unsupported(tmp_path, face_settings, face_engine):
     with pytest.raises(UnsupportedMedia):
         run(src, out, face_settings, face_engine)
     assert not out.exists()
+
+
+def test_an_observer_sees_every_frame_in_order_and_the_tracker_input(tmp_path, astronaut,
+                                                                     face_settings, face_engine):
+    class Seen:
+        def __init__(self):
+            self.tracked, self.masked = [], []
+
+        def tracker_input(self, frame, dets):
+            self.tracked.append((frame, len(dets)))
+
+        def frame_masked(self, frame, coverage):
+            self.masked.append((frame, None if coverage is None else int(coverage.sum())))
+
+    src_path, out_path = tmp_path / "in.mp4", tmp_path / "out.mp4"
+    made = make_clip(src_path, astronaut, n=12, audio=False)
+    seen = Seen()
+    profile = face_settings.profile
+    report = JobReport.start("test", "video", engine=face_engine, profile=profile)
+    process_video(src_path, out_path, settings=face_settings, engine=face_engine, profile=profile,
+                  report=report, observer=seen)
+    assert [f for f, _ in seen.masked] == list(range(12))  # every frame, in encode order
+    assert [f for f, _ in seen.tracked] == list(range(12))  # detect_stride 1: every frame
+    x0, y0, x1, y1 = made["boxes"][5]
+    assert seen.masked[5][1] >= 0.5 * (x1 - x0) * (y1 - y0)  # the face's pixels were masked

@@ -1,8 +1,9 @@
 """Temporal metrics on a clip: mask stability, flicker, detections per frame, false positives/hour.
 
 No labels are needed. The clip goes through the real video pipeline
-(`anond.pipeline.video.process_video`, output to a temporary file), observed without changing
-it: the detections it gives its tracker per frame and the pixels it masks per frame.
+(`anond.pipeline.video.process_video`, output to a temporary file), observed through its
+`VideoObserver` hook (nothing is patched): the detections it gives its tracker per frame and
+the pixels it masks per frame.
 
 Two maskings are compared on the same detections:
 - per-frame: what an anonymizer without tracking masks: the confident detections of each frame
@@ -135,68 +136,28 @@ def summarize_tracks(masked_by_track: list[np.ndarray]) -> dict:
 
 # --- the real video pipeline, observed ------------------------------------------------------
 
-class _Observer:
-    """Records, while `anond.pipeline.video.process_video` runs unchanged, what it decided:
+class _Recorder:
+    """A `VideoObserver`: records what `process_video` decided, frame by frame.
 
-    - the detections given to the tracker per frame (`Tracker.update`);
-    - the pixels composited as masked per frame (`media.video.composite`'s coverage argument:
-      tracked boxes, manual regions and verification residuals together), matched to the frame
-      index by the order of `VideoWriter.encode` calls (every frame is encoded, in order).
-
-    Instrumentation for measurement only: the originals are restored on exit.
+    - the detections given to the tracker per detected frame;
+    - the pixels composited as masked per frame (tracked boxes, manual regions and
+      verification residuals together), packed to bits.
     """
 
     def __init__(self) -> None:
         self.raw: dict[int, Detections] = {}
         self.coverage: dict[int, np.ndarray] = {}  # packed bits
         self.shape: tuple[int, int] | None = None
-        self.tracker = None
         self.encoded = 0
-        self._pending: dict[int, np.ndarray] = {}
-        self._patches: list = []
 
-    def __enter__(self) -> "_Observer":
-        from ..media import video as vio
-        from ..pipeline import video as pv
+    def tracker_input(self, frame: int, dets: Detections) -> None:
+        self.raw[frame] = dets.select(np.ones(len(dets), bool))  # a copy
 
-        observer = self
-        base_tracker = pv.Tracker
-
-        class RecordingTracker(base_tracker):
-            def __init__(self, params):
-                super().__init__(params)
-                observer.tracker = self
-
-            def update(self, frame, dets):
-                observer.raw[frame] = dets.select(np.ones(len(dets), bool))
-                return super().update(frame, dets)
-
-        real_composite = vio.composite
-        real_encode = vio.VideoWriter.encode
-
-        def composite(frame, masked, cover):
-            out = real_composite(frame, masked, cover)
-            observer._pending[id(out)] = np.packbits(cover)
-            observer.shape = cover.shape
-            return out
-
-        def encode(writer, frame):
-            packed = observer._pending.pop(id(frame), None)
-            if packed is not None:
-                observer.coverage[observer.encoded] = packed
-            observer.encoded += 1
-            return real_encode(writer, frame)
-
-        for owner, name, value in ((pv, "Tracker", RecordingTracker), (vio, "composite", composite),
-                                   (vio.VideoWriter, "encode", encode)):
-            self._patches.append((owner, name, getattr(owner, name)))
-            setattr(owner, name, value)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        for owner, name, value in reversed(self._patches):
-            setattr(owner, name, value)
-        self._patches.clear()
+    def frame_masked(self, frame: int, coverage: np.ndarray | None) -> None:
+        self.encoded += 1
+        if coverage is not None:
+            self.coverage[frame] = np.packbits(coverage)
+            self.shape = coverage.shape
 
     def covered(self, frame: int) -> np.ndarray | None:
         packed = self.coverage.get(frame)
@@ -250,11 +211,11 @@ def evaluate_video(path, settings, profile: str = "default", *, negative: bool =
             _first_frames(src, trimmed, max_frames)
             src = trimmed
         report = JobReport.start("eval", "video", engine=engine, profile=prof)
-        with _Observer() as seen:
-            out = Path(tmp) / output_name(src, "out" + src.suffix,
-                                          drop_data_tags=settings.video.drop_data_tags)
-            process_video(src, out, settings=settings,
-                          engine=engine, profile=prof, report=report)
+        seen = _Recorder()
+        out = Path(tmp) / output_name(src, "out" + src.suffix,
+                                      drop_data_tags=settings.video.drop_data_tags)
+        process_video(src, out, settings=settings, engine=engine, profile=prof, report=report,
+                      observer=seen)
     seconds = time.monotonic() - started
     n = seen.encoded
     fps = report.media.fps or 25.0
@@ -292,8 +253,7 @@ def evaluate_video(path, settings, profile: str = "default", *, negative: bool =
         for label, c in d.counts().items():
             raw_counts[label] = raw_counts.get(label, 0) + c
     labels = list(prof.targets)
-    tracks_started = {Target(c).label: v for c, v in (seen.tracker.tracks_per_class.items()
-                                                       if seen.tracker is not None else [])}
+    tracks_started = dict(report.tracks)  # the tracker's own count per class
     masked_counts = dict(report.masked)
     out = {
         "frames": n, "fps": round(fps, 3), "duration_s": round(n / fps, 2),

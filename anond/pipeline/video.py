@@ -40,6 +40,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from itertools import repeat
 from pathlib import Path
+from typing import Protocol
 
 import cv2
 import numpy as np
@@ -104,11 +105,14 @@ def process_video(
     regions_policy: str = "optional",
     progress=None,
     fmt: str | None = None,
+    observer: "VideoObserver | None" = None,
 ) -> None:
     """Anonymize one video from `src` into `out` (a temporary path), filling `report`;
     `progress(frames written, frames expected or 0)` after each encoded batch.
 
-    `fmt` is the content format (`anond.media.kind_of`; sniffed when None). The output is
+    `observer` (a `VideoObserver`) is told what the job decided, frame by frame (`anond eval
+    --video` measures with it). `fmt` is the content format (`anond.media.kind_of`; sniffed
+    when None). The output is
     written in the container `anond.media.containers` chooses, whatever `out` is called:
     callers name it with `containers.output_name`.
 
@@ -130,9 +134,22 @@ def process_video(
     try:
         job = _VideoJob(src, out, reader, settings, engine, profile, report, regions, regions_policy)
         job.progress = progress
+        job.observer = observer
         job.run()
     finally:
         reader.close()
+
+
+class VideoObserver(Protocol):
+    """What a video job tells an observer (measurement: `anond.evaluation.video`)."""
+
+    def tracker_input(self, frame: int, dets: Detections) -> None:
+        """The detections given to the tracker for a detected frame (stored coordinates,
+        manual exclusions applied); the observer must copy what it keeps."""
+
+    def frame_masked(self, frame: int, coverage: np.ndarray | None) -> None:
+        """Each frame as it is encoded, in order: the pixels composited as masked (tracked
+        boxes, manual regions and verification residuals together), None when none."""
 
 
 class _VideoJob:
@@ -146,6 +163,7 @@ class _VideoJob:
         self.regions_arg, self.regions_policy = regions, regions_policy
         self.counts = _Counts()
         self.progress = None  # progress(frames written, frames expected or 0), or None
+        self.observer: VideoObserver | None = None
         self.writer: vio.VideoWriter | None = None
         self.mask_pool: ThreadPoolExecutor | None = None  # mask + verify of final frames
         self.output: vio.Background | None = None  # the writer's calls, in order, off-thread
@@ -308,6 +326,8 @@ class _VideoJob:
                 confident = dets.select(self._confident(dets))
                 JobReport.add_counts(self.counts.detections, confident.counts())
                 dets.xyxy = vio.boxes_to_stored(dets.xyxy, self.rotation, self.stored_hw)
+                if self.observer is not None:
+                    self.observer.tracker_input(slot.index, dets)
                 self.tracker.update(slot.index, dets)
                 slot.detected = True
                 self.last_detected = slot.index
@@ -381,9 +401,10 @@ class _VideoJob:
         masked = self.mask_pool.submit(self._finish, plans)
         self.output.submit(self._emit_batch, masked)
 
-    def _finish(self, plans: list) -> tuple[list, _Counts]:
+    def _finish(self, plans: list) -> tuple[list, _Counts, list]:
         """Mask, verify and composite one batch of final frames (a mask thread): the frames
-        to encode, in order, and the batch's counts."""
+        to encode, in order, the batch's counts, and (index, coverage) per frame for the
+        observer (empty without one)."""
         counts = _Counts()
         jobs = []
         with self.report.stage("mask"):
@@ -411,23 +432,28 @@ class _VideoJob:
                 self._verify(to_verify, counts)
         # Composited here, not in the output thread: a finished batch then holds frames in
         # their own pixel format, not BGR copies and coverage maps, while it waits its turn.
-        frames = []
+        frames, seen = [], []
         with self.report.stage("encode"):
             for slot, bgr, coverage, _, _ in jobs:
                 frame, slot.frame = slot.frame, None
-                if bgr is not None and coverage.any():
+                masked = bgr is not None and coverage.any()
+                if masked:
                     frame = vio.composite(frame, bgr, coverage)
                     counts.frames_masked += 1
                 frames.append(frame)
-        return frames, counts
+                if self.observer is not None:
+                    seen.append((slot.index, coverage if masked else None))
+        return frames, counts, seen
 
     def _emit_batch(self, masked) -> None:
         """Encode a batch, in order, once its mask thread is done (output thread)."""
-        frames, counts = masked.result()
+        frames, counts, seen = masked.result()
         self.counts.add_masking(counts)
         with self.report.stage("encode"):
             for frame in frames:
                 self.writer.encode(frame)
+        for index, coverage in seen:
+            self.observer.frame_masked(index, coverage)
         if self.progress is not None:
             info = self.reader.info
             expected = info.frames_declared or (int(round(info.duration_s * info.fps)) if info.fps else 0)
