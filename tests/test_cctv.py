@@ -183,6 +183,38 @@ def test_other_export_containers(tmp_path, astronaut, settings, engine, name, mu
     assert report.media.audio == "copied"
 
 
+@pytest.mark.parametrize("name,muxer,codec,size", [
+    ("a.mxf", "mxf", "mpeg2video", (720, 576)),  # broadcast and evidence archives
+    ("b.dv", "dv", "dvvideo", (720, 576)),
+    ("c.nut", "nut", "libx264", (320, 240)),
+    ("d.ivf", "ivf", "libvpx-vp9", (320, 240)),
+])
+def test_what_ffmpeg_demuxes_beyond_the_known_signatures_goes_to_the_fallback(
+        tmp_path, astronaut, settings, engine, name, muxer, codec, size):
+    src_path = tmp_path / name
+    src = write_clip(src_path, astronaut, muxer=muxer, codec=codec, n=6, size=size,
+                     options={"b": "8M"} if codec == "mpeg2video" else None)
+    assert kind_of(src_path).format == f"probed:{muxer}"
+    dst, report = anonymize(src_path, settings, engine)
+    assert dst.name == name + ".mp4" and report.parameters["video"]["container_rule"] == "fallback"
+    out = read_clip(dst)
+    assert out.frames == src.frames and out.indexes == src.indexes and out.times == src.times
+    assert_faces_masked(src, out)
+
+
+def test_a_hikvision_style_ps_behind_its_imkh_header(tmp_path, astronaut, settings, engine):
+    ps = tmp_path / "ps.mpg"
+    src = write_clip(ps, astronaut, muxer="vob", codec="mpeg2video", n=6, options={"b": "6M"})
+    export = tmp_path / "ch01_20240506.mp4"  # what such exports are called
+    export.write_bytes(b"IMKH\x01\x00" + bytes(34) + ps.read_bytes())
+    assert kind_of(export).format == "mpegps"
+    dst, _ = anonymize(export, settings, engine)
+    assert dst.name == "ch01_20240506.mp4"  # PS becomes MP4: the name already says so
+    out = read_clip(dst)
+    assert out.frames == 6 and out.indexes == list(range(6))
+    assert_faces_masked(src, out)
+
+
 def test_a_wrong_or_missing_extension_is_handled_by_the_content(tmp_path, astronaut, settings, engine):
     ts_as_mp4 = tmp_path / "clip.mp4"
     src = write_clip(ts_as_mp4, astronaut, muxer="mpegts", codec="libx264", n=8, audio="mp2",

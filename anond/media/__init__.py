@@ -22,6 +22,11 @@ DEMUXERS = {
     "mpegts": "mpegts", "m2ts": "mpegts", "h264": "h264", "hevc": "hevc", "dhav": "dhav",
     "asf": "asf", "flv": "flv", "mpegps": "mpeg", "mpegvideo": "mpegvideo",
 }
+# Formats anond has no signature for that FFmpeg's own probe may recognise (`kind_of` asks it
+# when the first bytes say nothing); they are written in the fallback containers.
+PROBED = {"mxf": "mxf", "gxf": "gxf", "nut": "nut", "ivf": "ivf", "dv": "dv", "wtv": "wtv",
+          "rm": "rm", "nsv": "nsv", "yuv4mpegpipe": "yuv4mpegpipe", "mpeg": "mpeg",
+          "mpegts": "mpegts", "mpegtsraw": "mpegts", "r3d": "r3d", "smjpeg": "smjpeg"}
 # Extensions anond recognises by name (a file without one of these is still sniffed).
 IMAGE_EXTENSIONS = {
     ".jpg": "jpeg", ".jpeg": "jpeg", ".jpe": "jpeg",
@@ -54,6 +59,13 @@ _HEVC_FIRST_NALS = {32, 33, 34, 35, 39}  # VPS, SPS, PPS, AUD, prefix SEI
 class MediaKind:
     kind: str  # "image" | "video"
     format: str  # a key of IMAGE_FORMATS or DEMUXERS: "jpeg", "isobmff", "mpegts", "h264"...
+
+
+def demuxer(fmt: str | None) -> str | None:
+    """The FFmpeg demuxer that reads content format `fmt` (None: let FFmpeg probe)."""
+    if fmt and fmt.startswith("probed:"):
+        return fmt.removeprefix("probed:")
+    return DEMUXERS.get(fmt or "")
 
 
 def is_supported_name(path: str | Path) -> bool:
@@ -106,7 +118,7 @@ def sniff(head: bytes) -> str | None:
         return "asf"
     if head[:4] == b"FLV\x01":
         return "flv"
-    if head[:4] == b"\x00\x00\x01\xba":
+    if head[:4] == b"\x00\x00\x01\xba" or head[:4] == b"IMKH":  # IMKH: Hikvision's header before PS
         return "mpegps"
     if head[:4] == b"\x00\x00\x01\xb3":
         return "mpegvideo"
@@ -121,7 +133,7 @@ def kind_of(path: str | Path) -> MediaKind:
         head = fh.read(SNIFF_BYTES)
     if not head:
         raise CorruptMedia("empty file")
-    found = sniff(head)
+    found = sniff(head) or _ffmpeg_probe(path)
     if found is None:
         suffix = path.suffix.lower()
         expected = IMAGE_EXTENSIONS.get(suffix) or VIDEO_EXTENSIONS.get(suffix)
@@ -129,3 +141,18 @@ def kind_of(path: str | Path) -> MediaKind:
             raise UnsupportedMedia("unsupported file type (neither the content nor the extension)")
         raise UnsupportedMedia(f"content is not a supported image or video (extension says {expected})")
     return MediaKind("image" if found in IMAGE_FORMATS else "video", found)
+
+
+def _ffmpeg_probe(path: Path) -> str | None:
+    """FFmpeg's guess for a file without a known signature, when it is a container in `PROBED`
+    holding a video stream anond can decode; else None (then: unsupported)."""
+    try:
+        import av
+
+        with av.open(str(path), metadata_errors="ignore") as container:
+            name = container.format.name.split(",")[0]
+            videos = [v for v in container.streams.video
+                      if v.codec_context is not None and v.codec_context.width]
+            return f"probed:{PROBED[name]}" if name in PROBED and videos else None
+    except Exception:  # noqa: BLE001 - whatever FFmpeg makes of a hostile file: not ours
+        return None

@@ -5,7 +5,8 @@
    H.264/H.265 elementary streams (`.264` stays a raw H.264 stream).
 2. Otherwise MP4; where MP4 cannot hold a copied stream (G.711 is the usual one), Matroska,
    then QuickTime MOV (which holds G.711 A-law/µ-law and most PCM). Dahua `.dav`, ASF/WMV,
-   MPEG-PS (`.mpg`, `.vob`) and MPEG video elementary streams take this route: FFmpeg
+   MPEG-PS (`.mpg`, `.vob`), MPEG video elementary streams and what only FFmpeg's probe
+   recognised (MXF, DV, NUT...) take this route: FFmpeg
    writes no DHAV, and the others hold the H.264 anond encodes only in a form few players
    accept.
 3. Where none of those holds a copied stream either, ASF/WMV stays ASF (with H.264 video):

@@ -29,7 +29,7 @@ import cv2
 import numpy as np
 
 from .. import log
-from . import DEMUXERS, SNIFF_BYTES, containers
+from . import SNIFF_BYTES, containers, demuxer
 from ..errors import CorruptMedia, MediaTooLarge, UnsupportedMedia
 from ..pixels import copy_where
 
@@ -336,7 +336,7 @@ class VideoReader:
         self.decoder_name = ""
         self.hw_decoder_wanted = decoder == "nvdec"
         self.path, self.format = Path(path), fmt
-        self.container = self._open(path, decoder, DEMUXERS.get(fmt or ""))
+        self.container = self._open(path, decoder, demuxer(fmt))
         videos = [s for s in self.container.streams.video if s.codec_context is not None]
         if not self.container.streams.video:
             self.container.close()
