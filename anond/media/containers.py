@@ -6,11 +6,10 @@
 2. Otherwise MP4; where MP4 cannot hold a copied stream (G.711 is the usual one), Matroska,
    then QuickTime MOV (which holds G.711 A-law/µ-law and most PCM). Dahua `.dav`, ASF/WMV,
    MPEG-PS (`.mpg`, `.vob`), MPEG video elementary streams and what only FFmpeg's probe
-   recognised (MXF, DV, NUT...) take this route: FFmpeg
-   writes no DHAV, and the others hold the H.264 anond encodes only in a form few players
-   accept.
-3. Where none of those holds a copied stream either, ASF/WMV stays ASF (with H.264 video):
-   WMA audio goes nowhere else.
+   recognised (MXF, DV, NUT...) take this route: FFmpeg writes no DHAV, and the others hold
+   the H.264 anond encodes only in a form few players accept.
+3. Where none of those holds a copied stream either, ASF/WMV stays ASF (with WMV 8 video,
+   `media.video.ASF_ENCODERS`): WMA audio goes nowhere else.
 4. Only when no container holds every stream are the rest dropped — counted in the report
    (`dropped_streams`, `audio = "dropped"`) and logged, never silently.
 
