@@ -108,6 +108,8 @@ def _check_provider(report: Report, settings, targets: list[str]) -> None:
 
 
 def _check_folders(report: Report, settings) -> None:
+    from .config import absolute
+
     svc = settings.service
     limit = svc.min_free_mb * 1024 * 1024
     places: list[tuple[str, Path, bool]] = [("state_dir", Path(svc.state_dir), True)]
@@ -129,7 +131,7 @@ def _check_folders(report: Report, settings) -> None:
                             f"this user is not a member of {inbox.output_group!r}: cannot give outputs that group")
     seen: set[Path] = set()
     for what, path, space in places:
-        path = Path(os.path.abspath(path))
+        path = absolute(path)
         if path in seen:
             continue
         seen.add(path)

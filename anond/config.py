@@ -298,19 +298,21 @@ class Inbox(_Section):
                 grp.getgrnam(self.output_group)
             except KeyError:
                 raise ValueError(f"output_group {self.output_group!r}: no such group") from None
-        inbox = _absolute(self.path)
+        inbox = absolute(self.path)
         for key in ("outbox", "archive", "failed"):
             other = getattr(self, key)
             if other is None:
                 continue
-            other = _absolute(other)
+            other = absolute(other)
             if other == inbox or inbox in other.parents or other in inbox.parents:
                 raise ValueError(f"{key} must not be the inbox, inside it, or contain it")
         return self
 
 
-def _absolute(path: Path) -> Path:
-    return Path(os.path.abspath(path))
+def absolute(path) -> Path:
+    """A configured path as the service uses it: `~` expanded, made absolute against the
+    working directory (the one place paths of the configuration are resolved)."""
+    return Path(os.path.abspath(os.path.expanduser(str(path))))
 
 
 class Settings(BaseSettings):
@@ -350,7 +352,7 @@ class Settings(BaseSettings):
             if inbox.name in names:
                 raise ValueError(f"inboxes.{i}.name: {inbox.name!r} is used twice")
             names.add(inbox.name)
-            path = _absolute(inbox.path)
+            path = absolute(inbox.path)
             if any(path == p or p in path.parents or path in p.parents for p in paths):
                 raise ValueError(f"inboxes.{i}.path: overlaps another inbox")
             paths.add(path)

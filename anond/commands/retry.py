@@ -23,7 +23,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from ..config import load_settings
+    from ..config import absolute, load_settings
     from ..errors import ConfigError
     from .status import failed_jobs
 
@@ -33,7 +33,7 @@ def main(args: argparse.Namespace) -> int:
     inboxes = {inbox.name: inbox for inbox in settings.inboxes}
     if args.inbox is not None and args.inbox not in inboxes:
         raise ConfigError(f"no inbox named {args.inbox!r}")
-    folders = {_abs(inbox.failed or settings.service.failed_dir) for inbox in settings.inboxes}
+    folders = {absolute(inbox.failed or settings.service.failed_dir) for inbox in settings.inboxes}
     found: dict[str, tuple[Path, dict]] = {}
     for folder in sorted(folders):
         for job_id, reason in failed_jobs(folder, args.inbox).items():
@@ -52,7 +52,7 @@ def main(args: argparse.Namespace) -> int:
             problems += 1
             continue
         try:
-            moved = _move_back(folder, job_id, _abs(inbox.path))
+            moved = _move_back(folder, job_id, absolute(inbox.path))
         except OSError as exc:
             print(f"anond retry: error: {job_id}: {exc.strerror or type(exc).__name__}", file=sys.stderr)
             problems += 1
@@ -85,5 +85,3 @@ def _move_back(folder: Path, job_id: str, inbox: Path) -> int:
     return len(files)
 
 
-def _abs(path) -> Path:
-    return Path(os.path.abspath(path))

@@ -22,7 +22,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from ..config import load_settings
+    from ..config import absolute, load_settings
 
     settings = load_settings(args.config)
     jobs = _job_counts(Path(settings.service.state_dir) / "jobs.sqlite3")
@@ -30,7 +30,7 @@ def main(args: argparse.Namespace) -> int:
     rows = []
     for inbox in settings.inboxes:
         counts = jobs.get(inbox.name, {})
-        failed_dir = Path(os.path.abspath(inbox.failed or settings.service.failed_dir))
+        failed_dir = absolute(inbox.failed or settings.service.failed_dir)
         if failed_dir not in reasons:
             reasons[failed_dir] = failed_jobs(failed_dir)
         rows.append({
@@ -81,10 +81,11 @@ def _job_counts(db: Path) -> dict[str, dict[str, int]]:
 def _waiting(inbox) -> int:
     """Files in the inbox that will become jobs (the watcher's rules), not yet claimed; in an
     inbox that keeps its originals, not those already processed (the service's markers)."""
+    from ..config import absolute
     from ..jobs import ClaimBox, quick_fingerprint
     from ..watch import InboxWatcher
 
-    root = Path(os.path.abspath(inbox.path))
+    root = absolute(inbox.path)
     if not root.is_dir():
         return 0
     watcher = InboxWatcher(root, recursive=inbox.recursive, stable_after_s=1.0, use_events=False,
