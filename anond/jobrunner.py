@@ -406,11 +406,9 @@ def clean_job_temps(dst: Path, job_id: str, keep: str | None = None) -> None:
 
 
 def errno_name(exc: BaseException) -> str:
-    import errno as _errno
-
     code = getattr(exc, "errno", None)
-    if isinstance(code, int) and code in _errno.errorcode:
-        return _errno.errorcode[code]
+    if isinstance(code, int) and code in errno.errorcode:
+        return errno.errorcode[code]
     return getattr(exc, "code", None) or type(exc).__name__
 
 
