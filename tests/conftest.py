@@ -52,6 +52,21 @@ def engine(settings):
 
 
 @pytest.fixture(scope="session")
+def face_settings(models_dir):
+    """The embedded defaults with faces only (the video and format tests' profile)."""
+    from anond.config import load_settings
+
+    return load_settings(None, models={"dir": models_dir}, profile={"targets": ["face"]})
+
+
+@pytest.fixture(scope="session")
+def face_engine(face_settings):
+    from anond.detect.engine import Engine
+
+    return Engine.load(face_settings, ["face"])
+
+
+@pytest.fixture(scope="session")
 def astronaut():
     """A real photo with one face, shipped inside scikit-image (BGR uint8)."""
     from skimage import data

@@ -135,7 +135,20 @@ def dav_bytes(
     audio: list[tuple[bytes, int]] | None = None,
     audio_codec: str = "pcm_alaw",
 ) -> bytes:
-    """Return a DHAV file's bytes; see write_dav."""
+    """The bytes of a Dahua DHAV (.dav) file that FFmpeg's dhav demuxer reads back.
+
+    packets: [(annexb_bytes, keyframe)] in decode order, one access unit each, no B-frames; the
+        first must be a keyframe carrying its parameter sets (SPS/PPS, plus VPS for HEVC), as the
+        stream has no extradata. Frame i is stamped round(i * 1000 / fps) ms after start_time.
+    fps: integer frame rate 1..255 (becomes the stream's avg_frame_rate).
+    width, height: the frame size written to the 0x82 record (the stream's codecpar size).
+    codec: "h264" or "hevc" ("h265").
+    start_time: the first frame's wall-clock time, a whole second in 2000..2063; naive means UTC,
+        aware is converted to UTC. Default 2000-01-01 00:00:00 (first pts 946684800000 ms).
+    audio: optional [(g711_bytes, sample_rate)], mono, consecutive chunks from time 0; interleaved
+        with the video by start time.
+    audio_codec: "pcm_alaw" (default) or "pcm_mulaw".
+    """
     if codec not in VIDEO_CODECS:
         raise ValueError(f"codec must be one of {sorted(VIDEO_CODECS)}, not {codec!r}")
     if not isinstance(fps, int) or not 1 <= fps <= 255:
@@ -183,35 +196,7 @@ def dav_bytes(
     return bytes(out)
 
 
-def write_dav(
-    path: str | PathLike[str],
-    packets: list[tuple[bytes, bool]],
-    *,
-    fps: int,
-    width: int,
-    height: int,
-    codec: str = "h264",
-    start_time: datetime | None = None,
-    audio: list[tuple[bytes, int]] | None = None,
-    audio_codec: str = "pcm_alaw",
-) -> None:
-    """Write a Dahua DHAV (.dav) file that FFmpeg's dhav demuxer reads back.
-
-    packets: [(annexb_bytes, keyframe)] in decode order, one access unit each, no B-frames; the
-        first must be a keyframe carrying its parameter sets (SPS/PPS, plus VPS for HEVC), as the
-        stream has no extradata. Frame i is stamped round(i * 1000 / fps) ms after start_time.
-    fps: integer frame rate 1..255 (becomes the stream's avg_frame_rate).
-    width, height: the frame size written to the 0x82 record (the stream's codecpar size).
-    codec: "h264" or "hevc" ("h265").
-    start_time: the first frame's wall-clock time, a whole second in 2000..2063; naive means UTC,
-        aware is converted to UTC. Default 2000-01-01 00:00:00 (first pts 946684800000 ms).
-    audio: optional [(g711_bytes, sample_rate)], mono, consecutive chunks from time 0; interleaved
-        with the video by start time.
-    audio_codec: "pcm_alaw" (default) or "pcm_mulaw".
-    """
-    data = dav_bytes(
-        packets, fps=fps, width=width, height=height, codec=codec, start_time=start_time,
-        audio=audio, audio_codec=audio_codec,
-    )
+def write_dav(path: str | PathLike[str], packets: list[tuple[bytes, bool]], **options) -> None:
+    """Write a Dahua DHAV (.dav) file that FFmpeg's dhav demuxer reads back (`dav_bytes`)."""
     with open(path, "wb") as f:
-        f.write(data)
+        f.write(dav_bytes(packets, **options))

@@ -19,7 +19,6 @@ av = pytest.importorskip("av")
 
 from cctv import read_clip, write_clip, write_dav_clip, face_changed  # noqa: E402
 
-from anond.config import load_settings  # noqa: E402
 from anond.media import kind_of  # noqa: E402
 from anond.media.containers import output_name  # noqa: E402
 from anond.pipeline import process_file  # noqa: E402
@@ -27,16 +26,14 @@ from anond.pipeline import process_file  # noqa: E402
 MASKED = 12.0  # mean change inside the face box of a masked frame (unmasked: under 3)
 
 
-@pytest.fixture(scope="module")
-def settings(models_dir):
-    return load_settings(None, models={"dir": models_dir}, profile={"targets": ["face"]})
+@pytest.fixture
+def settings(face_settings):
+    return face_settings
 
 
-@pytest.fixture(scope="module")
-def engine(settings):
-    from anond.detect.engine import Engine
-
-    return Engine.load(settings, ["face"])
+@pytest.fixture
+def engine(face_engine):
+    return face_engine
 
 
 def anonymize(src: Path, settings, engine, out_dir: Path | None = None):

@@ -18,8 +18,8 @@ import pytest
 av = pytest.importorskip("av")
 cv2 = pytest.importorskip("cv2")
 
-from anond.config import load_settings  # noqa: E402
 from anond.errors import CorruptMedia, UnsupportedMedia  # noqa: E402
+from anond.media import frames  # noqa: E402
 from anond.media import video as vio  # noqa: E402
 from anond.pipeline.video import process_video  # noqa: E402
 from anond.report import JobReport  # noqa: E402
@@ -167,18 +167,6 @@ class MissingFrames:
 
 
 # -- helpers -----------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def face_settings(models_dir):
-    return load_settings(None, models={"dir": models_dir}, profile={"targets": ["face"]})
-
-
-@pytest.fixture(scope="module")
-def face_engine(face_settings):
-    from anond.detect.engine import Engine
-
-    return Engine.load(face_settings, ["face"])
 
 
 def run(src: Path, out: Path, settings, engine, **video) -> JobReport:
@@ -515,7 +503,7 @@ def test_unmasked_pixels_are_kept_exactly(astronaut, w, h, fmt):
         row = po.width * comps * bps
         a = np.frombuffer(po, np.uint8).reshape(po.height, po.line_size)[:, :row]
         b = np.frombuffer(pn, np.uint8).reshape(pn.height, pn.line_size)[:, :row]
-        keep = np.repeat(~vio._downsample_any(coverage, po.height, po.width), comps * bps, axis=1)
+        keep = np.repeat(~frames._downsample_any(coverage, po.height, po.width), comps * bps, axis=1)
         assert keep.sum() > 0.5 * keep.size
         assert np.array_equal(a[keep], b[keep]), f"plane {k} changed outside the mask"
         assert not np.array_equal(a[~keep], b[~keep]), f"plane {k} not masked"

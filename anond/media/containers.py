@@ -11,7 +11,9 @@
 3. Where none of those holds a copied stream either, ASF/WMV stays ASF (with WMV 8 video,
    `media.video.ASF_ENCODERS`): WMA audio goes nowhere else.
 4. Only when no container holds every stream are the rest dropped — counted in the report
-   (`dropped_streams`, `audio = "dropped"`) and logged, never silently.
+   (`dropped_streams`, `audio = "dropped"`) and logged, never silently. Audio and subtitle
+   streams decide the container; a data stream (timecode, a camera's own records) the chosen
+   one cannot hold is dropped and counted rather than moving the file to another container.
 
 The output keeps the input's file name when its extension fits the container written, and
 gets that container's extension appended otherwise (`cam1.dav` -> `cam1.dav.mp4`,
@@ -104,8 +106,13 @@ def holds(container: str, streams) -> bool:
 
 
 def choose(fmt: str, suffix: str, head: bytes, streams) -> OutputContainer:
-    """Apply the output rule to an input of content format `fmt` with these copied streams."""
+    """Apply the output rule to an input of content format `fmt` with these copied streams.
+
+    Audio and subtitles decide; data streams (timecode, a camera's own records) do not move
+    a file to another container: one its container cannot hold is dropped and counted, as
+    before the rule existed."""
     suffix = suffix.lower()
+    streams = [s for s in streams if s.type in ("audio", "subtitle")]
     same = same_container(fmt, suffix, head)
     if same is not None and holds(same, streams):
         return OutputContainer(same, "same", _suffix_for(same, suffix), MUXER_OPTIONS.get(same, {}))
