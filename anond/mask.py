@@ -233,3 +233,9 @@ def _noise(shape: tuple[int, ...], seed: int) -> np.ndarray:
     cv2.setRNGSeed(seed & 0x7FFFFFFF)
     cv2.randn(noise, (0.0,) * 4, (BLUR_NOISE_SIGMA,) * 4)
     return noise
+
+
+def margined_boxes(dets: Detections, settings: MaskSettings) -> np.ndarray:
+    """(N, 4) boxes that masking `dets` changes (margins included), in their coordinates."""
+    return np.array([margined_box(b, margin_for(int(c), settings))
+                     for b, c in zip(dets.xyxy, dets.cls)], np.float32).reshape(-1, 4)

@@ -24,10 +24,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
 
 from . import log, mask
 from .config import Profile
+from .detect.nms import merge
 from .types import Detections
 
 # Detector runs on the masked result; the last one only confirms that nothing is left.
@@ -161,6 +163,31 @@ def neighbourhood_scale(boxes: np.ndarray, rect: tuple[int, int, int, int],
     if not len(sides):
         return 1.0
     return float(min(1.0, object_px / sides.min()))
+
+
+def verify_view(image: np.ndarray, rect, boxes: np.ndarray, scalable: bool):
+    """The crop `rect` of `image` for verification and its (x, y) scale factors: for a
+    dynamic-input model scaled down so its mask is NEAR_OBJECT_PX across (`neighbourhood_scale`)."""
+    x0, y0, x1, y1 = rect
+    view = np.ascontiguousarray(image[y0:y1, x0:x1])
+    scale = neighbourhood_scale(boxes, rect) if scalable else 1.0
+    if scale >= 1.0:
+        return view, (1.0, 1.0)
+    size = (max(1, round((x1 - x0) * scale)), max(1, round((y1 - y0) * scale)))
+    view = cv2.resize(view, size, interpolation=cv2.INTER_AREA)
+    return view, (size[0] / (x1 - x0), size[1] / (y1 - y0))
+
+
+def dedupe(dets: Detections, iou: float) -> Detections:
+    """One detection per object where overlapping verification views found it twice."""
+    if len(dets) < 2:
+        return dets
+    parts = []
+    for c in np.unique(dets.cls):
+        one = dets.select(dets.cls == c)
+        xyxy, score = merge(one.xyxy, one.score, iou)
+        parts.append(Detections(xyxy, score, np.full(len(score), c, one.cls.dtype)))
+    return Detections.concat(parts)
 
 
 def verify(

@@ -42,19 +42,17 @@ from itertools import repeat
 from pathlib import Path
 from typing import Protocol
 
-import cv2
 import numpy as np
 
 from .. import log, mask
 from ..config import Profile, Settings
-from ..detect.nms import merge
 from ..errors import CorruptMedia
 from ..media import kind_of
 from ..media import video as vio
 from ..report import JobReport
 from ..track import TrackParams, Tracker
 from ..types import Detections, Target
-from ..verify import NEAR_OBJECT_PX, neighbourhood_scale, neighbourhoods, on_mask
+from ..verify import NEAR_OBJECT_PX, dedupe, neighbourhoods, on_mask, verify_view
 
 MAX_VERIFY_ROUNDS = 2
 PACKET_BATCH = 256  # copied packets handed on at once, at most (see _VideoJob._send_packets)
@@ -414,7 +412,7 @@ class _VideoJob:
                     continue
                 bgr = vio.to_bgr(slot.frame)
                 coverage = np.zeros(bgr.shape[:2], bool)
-                changed = [_margined(dets, self.profile.mask)]
+                changed = [mask.margined_boxes(dets, self.profile.mask)]
                 if len(dets):
                     mask.apply(bgr, dets, self.profile.mask)
                     coverage |= mask.coverage_mask(bgr.shape[:2], dets, self.profile.mask)
@@ -495,7 +493,7 @@ class _VideoJob:
                     boxes = vio.boxes_to_upright(changed, self.rotation, self.stored_hw)
                     for rect in neighbourhoods(boxes, image.shape[:2], min_hw=fixed or (64, 64),
                                                object_px=None if fixed else NEAR_OBJECT_PX):
-                        view, scale = _verify_view(image, rect, boxes, fixed is None)
+                        view, scale = verify_view(image, rect, boxes, fixed is None)
                         views.append(view)
                         owners.append((k, rect[0], rect[1], scale))
                 if not views:
@@ -509,7 +507,7 @@ class _VideoJob:
                         found[k].append(dets)
             still = []
             for (slot, bgr, coverage, _, _), parts in zip(active, found):
-                dets = _dedupe(Detections.concat(parts), self.profile.detect.nms_iou)
+                dets = dedupe(Detections.concat(parts), self.profile.detect.nms_iou)
                 if not len(dets):
                     continue
                 dets, _ = self.regions.filter_detections(dets, slot.index, slot.t)
@@ -529,7 +527,7 @@ class _VideoJob:
                 JobReport.add_counts(counts.masked, dets.counts())
                 still.append((slot, bgr, coverage, [t for t in self.profile.targets
                                                     if t in dets.counts()],
-                              _margined(dets, self.profile.mask)))
+                              mask.margined_boxes(dets, self.profile.mask)))
             if not still:
                 break
             active = still
@@ -586,37 +584,6 @@ class _VideoJob:
         _log.info("video.done", job=r.job_id, frames=m.frames, skipped_packets=r.skipped_packets,
                   verify_fixes=r.verify_fixes, decoder=r.decoder, encoder=writer.encoder_name,
                   **{f"tracks_{k}": v for k, v in r.tracks.items()})
-
-
-def _margined(dets: Detections, settings) -> np.ndarray:
-    """(N, 4) boxes that masking `dets` changes (margins included), stored coordinates."""
-    return np.array([mask.margined_box(b, mask.margin_for(int(c), settings))
-                     for b, c in zip(dets.xyxy, dets.cls)], np.float32).reshape(-1, 4)
-
-
-def _verify_view(image: np.ndarray, rect, boxes: np.ndarray, scalable: bool):
-    """The crop `rect` of `image` for verification and its (x, y) scale factors: for a
-    dynamic-input model scaled down so its mask is NEAR_OBJECT_PX across (`neighbourhood_scale`)."""
-    x0, y0, x1, y1 = rect
-    view = np.ascontiguousarray(image[y0:y1, x0:x1])
-    scale = neighbourhood_scale(boxes, rect) if scalable else 1.0
-    if scale >= 1.0:
-        return view, (1.0, 1.0)
-    size = (max(1, round((x1 - x0) * scale)), max(1, round((y1 - y0) * scale)))
-    view = cv2.resize(view, size, interpolation=cv2.INTER_AREA)
-    return view, (size[0] / (x1 - x0), size[1] / (y1 - y0))
-
-
-def _dedupe(dets: Detections, iou: float) -> Detections:
-    """One detection per object where overlapping verification views found it twice."""
-    if len(dets) < 2:
-        return dets
-    parts = []
-    for c in np.unique(dets.cls):
-        one = dets.select(dets.cls == c)
-        xyxy, score = merge(one.xyxy, one.score, iou)
-        parts.append(Detections(xyxy, score, np.full(len(score), c, one.cls.dtype)))
-    return Detections.concat(parts)
 
 
 def _bit_depth(pix_fmt: str) -> int:
