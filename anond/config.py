@@ -10,7 +10,7 @@ import os
 import sys
 from ipaddress import IPv4Address
 from pathlib import Path
-from typing import Literal
+from typing import Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, IPvAnyAddress, ValidationError, model_validator
 from pydantic_settings import (
@@ -21,6 +21,7 @@ from pydantic_settings import (
 )
 
 from .errors import ConfigError
+from .types import Target
 from .watch import DEFAULT_IGNORE
 
 MaskMode = Literal["blur", "pixelate", "solid"]
@@ -81,6 +82,14 @@ class MaskSettings(_Section):
     plate_margin: float = Field(0.15, ge=0, le=2)
     solid_color: tuple[int, int, int] = (0, 0, 0)  # BGR
 
+    def margin(self, target: str) -> float:
+        """`<target>_margin` ("face", "plate"); none for manual regions (drawn exactly)."""
+        return getattr(self, f"{target}_margin", 0.0)
+
+    def shape(self, target: str) -> MaskShape:
+        """`<target>_shape` ("face", "plate", "manual")."""
+        return getattr(self, f"{target}_shape")
+
 
 class DetectSettings(_Section):
     """Detector thresholds and the small-object strategy."""
@@ -102,6 +111,20 @@ class DetectSettings(_Section):
     # reaches `upscale_to`, then scanned in tiles, so faces of ~8-10 px are still found.
     upscale: float = Field(2.0, ge=1, le=4)
     upscale_to: int = Field(1280, ge=160)
+
+    def threshold(self, target: str) -> float:
+        """`<target>_threshold` ("face", "plate"): per-target settings are read by target name
+        everywhere, so a new target needs its fields here and nowhere else."""
+        return getattr(self, f"{target}_threshold")
+
+    def thresholds_by_class(self) -> dict[int, float]:
+        """{class id (`Target`): threshold} for every detector target."""
+        return {int(Target[t.upper()]): self.threshold(t) for t in get_args(TargetName)}
+
+    def with_thresholds_scaled(self, factor: float, **update) -> "DetectSettings":
+        """A copy with every target's threshold multiplied by `factor` (and `update` applied)."""
+        scaled = {f"{t}_threshold": self.threshold(t) * factor for t in get_args(TargetName)}
+        return self.model_copy(update={**scaled, **update})
 
 
 class Profile(_Section):

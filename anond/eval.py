@@ -109,14 +109,14 @@ def evaluate_samples(samples, target: str, settings, *, profile: str = "default"
     seconds = time.monotonic() - started
     if results_out is not None:
         results_out.extend(results)
-    summary = summarize(results, runner.threshold_of(prof, target), iou=iou, mask_cover=mask_cover,
+    summary = summarize(results, prof.detect.threshold(target), iou=iou, mask_cover=mask_cover,
                         ap=ap)
     report = {"target": target, **summary.as_dict()}
     report["settings"].update({
-        "profile": profile, "ap_threshold": min(ap_threshold, runner.threshold_of(prof, target)),
+        "profile": profile, "ap_threshold": min(ap_threshold, prof.detect.threshold(target)),
         "verify": prof.verify, "tiling": prof.detect.tiling,
-        "mask_margin": prof.mask.face_margin if target == "face" else prof.mask.plate_margin,
-        "mask_shape": prof.mask.face_shape if target == "face" else prof.mask.plate_shape,
+        "mask_margin": prof.mask.margin(target),
+        "mask_shape": prof.mask.shape(target),
     })
     from . import __version__
 

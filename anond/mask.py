@@ -40,21 +40,13 @@ _Region = tuple[tuple[slice, slice], np.ndarray, float]  # (roi, bool mask of th
 
 
 def margin_for(cls: int, mask: MaskSettings) -> float:
-    """Margin fraction for a class: faces and plates have their own, manual regions none."""
-    if cls == Target.FACE:
-        return mask.face_margin
-    if cls == Target.PLATE:
-        return mask.plate_margin
-    return 0.0
+    """Margin fraction for a class id: faces and plates have their own, manual regions none."""
+    return mask.margin(Target(cls).label)
 
 
 def shape_for(cls: int, mask: MaskSettings) -> MaskShape:
-    """Mask shape for a class."""
-    if cls == Target.FACE:
-        return mask.face_shape
-    if cls == Target.PLATE:
-        return mask.plate_shape
-    return mask.manual_shape
+    """Mask shape for a class id."""
+    return mask.shape(Target(cls).label)
 
 
 def margined_box(xyxy: Sequence[float], margin: float) -> tuple[float, float, float, float]:

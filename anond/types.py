@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import IntEnum
+from typing import Protocol
 
 import numpy as np
 
@@ -96,3 +97,17 @@ def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     union = area_a[:, None] + area_b[None, :] - inter
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(union > 0, inter / union, 0).astype(dtype, copy=False)
+
+
+class DetectorEngine(Protocol):
+    """What the pipeline asks of a detector engine (`anond.detect.engine.Engine`; tests wrap
+    the real one to inject faults)."""
+
+    provider: str  # the ONNX Runtime provider really active ("CPUExecutionProvider"...)
+    models: list  # name, sha256 (and provider) of each model loaded
+
+    def detect(self, images: list[np.ndarray], detect, targets) -> list[Detections]: ...
+
+    def fixed_input(self, target: str) -> tuple[int, int] | None: ...
+
+    def for_video(self) -> "DetectorEngine": ...

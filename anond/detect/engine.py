@@ -149,7 +149,7 @@ class Engine:
             if target not in self.detectors:
                 raise ModelMissing(f"no model loaded for target {target!r}")
             detector = self.detectors[target]
-            threshold = detect.face_threshold if target == "face" else detect.plate_threshold
+            threshold = detect.threshold(target)
             views, owners = [], []
             for k, image in enumerate(images):
                 for view in plan(image.shape[0], image.shape[1], detect, detector.fixed_size):

@@ -30,10 +30,6 @@ from .metrics import ImageResult, coverage_fractions, over_mask_fraction
 DEFAULT_AP_THRESHOLD = 0.05
 
 
-def threshold_of(profile: Profile, target: str) -> float:
-    return profile.detect.face_threshold if target == "face" else profile.detect.plate_threshold
-
-
 def progress(items: Iterable, total: int, enabled: bool | None = None, desc: str = "images"):
     """A tqdm bar on stderr when it is a terminal (or `enabled`), the plain iterable otherwise."""
     if enabled is None:
@@ -69,7 +65,7 @@ def evaluate(samples: list[Sample], engine, profile: Profile, target: str, *,
     from ..media import image as image_io
 
     image_settings = image_settings or ImageSettings()
-    threshold = threshold_of(profile, target)
+    threshold = profile.detect.threshold(target)
     low = profile.detect.model_copy(update={f"{target}_threshold": min(ap_threshold, threshold)})
     results = []
     for i, sample in enumerate(progress(samples, len(samples), show_progress)):

@@ -34,8 +34,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..media.containers import output_name
-from ..types import Detections, Target
-from ..types import iou_matrix
+from ..types import Detections, iou_matrix
 from .metrics import coverage_fractions
 
 LINK_IOU = 0.3
@@ -219,7 +218,7 @@ def evaluate_video(path, settings, profile: str = "default", *, negative: bool =
     seconds = time.monotonic() - started
     n = seen.encoded
     fps = report.media.fps or 25.0
-    thresholds = {int(Target.FACE): prof.detect.face_threshold, int(Target.PLATE): prof.detect.plate_threshold}
+    thresholds = prof.detect.thresholds_by_class()
 
     # Per-frame (no tracking) masking: the confident detections of each detected frame.
     raw: list[Detections] = []

@@ -21,6 +21,7 @@ from ..fsutil import OnExists, atomic_output, io_error
 from ..media import kind_of
 from ..media.containers import check_output_name
 from ..report import JobReport
+from ..types import DetectorEngine
 
 
 def process_file(
@@ -28,7 +29,7 @@ def process_file(
     dst: str | Path,
     *,
     settings: Settings,
-    engine,
+    engine: DetectorEngine,
     profile: Profile | None = None,
     job_id: str,
     regions_path: str | Path | None = None,

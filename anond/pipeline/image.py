@@ -9,7 +9,7 @@ from ..config import Profile, Settings
 from ..media import image as image_io
 from ..regions import resolve as resolve_regions
 from ..report import JobReport
-from ..types import Detections, Target
+from ..types import Detections, DetectorEngine, Target
 from ..verify import VerifyResult, verify
 
 
@@ -18,7 +18,7 @@ def process_image(
     out: Path,
     *,
     settings: Settings,
-    engine,
+    engine: DetectorEngine,
     profile: Profile,
     report: JobReport,
     regions_path: Path | None = None,

@@ -51,7 +51,7 @@ from ..media import kind_of
 from ..media import video as vio
 from ..report import JobReport
 from ..track import TrackParams, Tracker
-from ..types import Detections, Target
+from ..types import Detections, DetectorEngine, Target
 from ..verify import NEAR_OBJECT_PX, dedupe, neighbourhoods, on_mask, verify_view
 
 MAX_VERIFY_ROUNDS = 2
@@ -96,7 +96,7 @@ def process_video(
     out: Path,
     *,
     settings: Settings,
-    engine,
+    engine: DetectorEngine,
     profile: Profile,
     report: JobReport,
     regions=None,
@@ -119,9 +119,8 @@ def process_video(
     video; a file damaged part-way is processed as far as it decodes (report.skipped_packets).
     """
     vs = settings.video
-    if hasattr(engine, "for_video"):  # faces in videos may have a model of their own
-        engine = engine.for_video()
-        report.use_engine(engine)
+    engine = engine.for_video()  # faces in videos may have a model of their own
+    report.use_engine(engine)
     t0 = time.perf_counter()
     if fmt is None:
         fmt = kind_of(src).format
@@ -175,25 +174,21 @@ class _VideoJob:
         self.first_pts: int | None = None
         info = reader.info
         self.lookahead = max(1, int(round(self.vs.lookahead_s * info.fps)))
-        thresholds = {int(Target.FACE): profile.detect.face_threshold,
-                      int(Target.PLATE): profile.detect.plate_threshold}
+        thresholds = profile.detect.thresholds_by_class()
         self.plate_every = self.vs.plate_detect_stride if "plate" in profile.targets else 1
         self.params = TrackParams.from_settings(
             self.vs.track, fps=info.fps, lookahead_frames=self.lookahead,
             stride=self.vs.detect_stride * self.plate_every, high_score=thresholds)
         self.tracker = Tracker(self.params)
         ratio = self.vs.track.low_score_ratio
-        self.detect_low = profile.detect.model_copy(update={
-            "face_threshold": profile.detect.face_threshold * ratio,
-            "plate_threshold": profile.detect.plate_threshold * ratio,
-            "tiling": profile.detect.tiling and self.vs.tiling,
-        })
+        self.detect_low = profile.detect.with_thresholds_scaled(
+            ratio, tiling=profile.detect.tiling and self.vs.tiling)
         self.detect_verify = profile.detect.model_copy(
             update={"tiling": profile.detect.tiling and self.vs.tiling})
         self.rotation = 0
         self.stored_hw = (info.height, info.width)
         self.regions = None
-        on_cpu = str(getattr(engine, "provider", "")).startswith("CPU")
+        on_cpu = engine.provider.startswith("CPU")
         self.detector_batch = min(self.vs.batch_size, self.vs.cpu_batch_size) if on_cpu \
             else self.vs.batch_size
         threads = self.vs.cpu_detect_threads if on_cpu else 1
@@ -561,8 +556,7 @@ class _VideoJob:
             r.manual_regions.excluded = self.regions.excluded
         r.tracks = {Target(c).label: n for c, n in sorted(self.tracker.tracks_per_class.items())}
         r.verify_fixes = self.counts.verify_fixes
-        if hasattr(r, "verify_on_mask"):
-            r.verify_on_mask = self.counts.verify_on_mask
+        r.verify_on_mask = self.counts.verify_on_mask
         r.decoder = reader.decoder_name
         r.encoder = writer.encoder_name + (f" ({writer.note})" if writer.note else "")
         r.skipped_packets = reader.skipped_packets
