@@ -50,7 +50,8 @@ from ..errors import CorruptMedia
 from ..media import kind_of
 from ..media import video as vio
 from ..report import JobReport
-from ..track import TrackParams, Tracker
+from ..track import Tracker
+from .plan import VideoPlan
 from ..types import Detections, DetectorEngine, Target
 from ..verify import NEAR_OBJECT_PX, dedupe, neighbourhoods, on_mask, verify_view
 
@@ -173,25 +174,12 @@ class _VideoJob:
         self.verify_candidates = 0
         self.first_pts: int | None = None
         info = reader.info
-        self.lookahead = max(1, int(round(self.vs.lookahead_s * info.fps)))
-        thresholds = profile.detect.thresholds_by_class()
-        self.plate_every = self.vs.plate_detect_stride if "plate" in profile.targets else 1
-        self.params = TrackParams.from_settings(
-            self.vs.track, fps=info.fps, lookahead_frames=self.lookahead,
-            stride=self.vs.detect_stride * self.plate_every, high_score=thresholds)
-        self.tracker = Tracker(self.params)
-        ratio = self.vs.track.low_score_ratio
-        self.detect_low = profile.detect.with_thresholds_scaled(
-            ratio, tiling=profile.detect.tiling and self.vs.tiling)
-        self.detect_verify = profile.detect.model_copy(
-            update={"tiling": profile.detect.tiling and self.vs.tiling})
+        self.plan = VideoPlan.build(self.vs, profile, info.fps, engine)
+        self.tracker = Tracker(self.plan.track)
         self.rotation = 0
         self.stored_hw = (info.height, info.width)
         self.regions = None
-        on_cpu = engine.provider.startswith("CPU")
-        self.detector_batch = min(self.vs.batch_size, self.vs.cpu_batch_size) if on_cpu \
-            else self.vs.batch_size
-        threads = self.vs.cpu_detect_threads if on_cpu else 1
+        threads = self.plan.detect_threads
         self.detect_pool = ThreadPoolExecutor(threads, "anond-detect") if threads > 1 else None
 
     # -- the loop
@@ -327,15 +315,15 @@ class _VideoJob:
 
     def _detect_targets(self, batch: list[_Slot], images: list[np.ndarray]) -> list[Detections]:
         """Every target on every frame, except plates off their stride (`plate_detect_stride`)."""
-        due = [s.anchor or (s.index // self.vs.detect_stride) % self.plate_every == 0 for s in batch]
+        due = [s.anchor or (s.index // self.vs.detect_stride) % self.plan.plate_every == 0 for s in batch]
         if all(due):
-            return self._run_detector(images, self.detect_low, pool=self.detect_pool)
+            return self._run_detector(images, self.plan.detect_low, pool=self.detect_pool)
         others = [t for t in self.profile.targets if t != "plate"]
-        found = (self._run_detector(images, self.detect_low, others, pool=self.detect_pool)
+        found = (self._run_detector(images, self.plan.detect_low, others, pool=self.detect_pool)
                  if others else [Detections() for _ in images])
         on = [i for i, d in enumerate(due) if d]
         if on:
-            plates = self._run_detector([images[i] for i in on], self.detect_low, ["plate"],
+            plates = self._run_detector([images[i] for i in on], self.plan.detect_low, ["plate"],
                                         pool=self.detect_pool)
             for i, dets in zip(on, plates):
                 found[i] = Detections.concat([found[i], dets])
@@ -347,14 +335,14 @@ class _VideoJob:
                       pool: ThreadPoolExecutor | None = None) -> list[Detections]:
         """Detections per image, `detector_batch` images a call; calls in `pool` if given."""
         targets = self.profile.targets if targets is None else targets
-        chunks = [images[i : i + self.detector_batch]
-                  for i in range(0, len(images), self.detector_batch)]
+        chunks = [images[i : i + self.plan.detector_batch]
+                  for i in range(0, len(images), self.plan.detector_batch)]
         mapper = pool.map if pool is not None else map
         return [dets for found in mapper(self.engine.detect, chunks, repeat(detect), repeat(targets))
                 for dets in found]
 
     def _confident(self, dets: Detections) -> np.ndarray:
-        high = np.array([self.params.high_score.get(int(c), 0.0) for c in dets.cls], np.float32)
+        high = np.array([self.plan.track.high_score.get(int(c), 0.0) for c in dets.cls], np.float32)
         return dets.score >= high
 
     # -- mask ▶ verify ▶ encode, in order
@@ -495,7 +483,7 @@ class _VideoJob:
                     continue
                 counts.verify_views += len(views)
                 for (k, x0, y0, (sx, sy)), dets in zip(
-                        owners, self._run_detector(views, self.detect_verify, [target])):
+                        owners, self._run_detector(views, self.plan.detect_verify, [target])):
                     if len(dets):
                         dets.xyxy[:, 0::2] = dets.xyxy[:, 0::2] / sx + x0
                         dets.xyxy[:, 1::2] = dets.xyxy[:, 1::2] / sy + y0
@@ -561,9 +549,9 @@ class _VideoJob:
         r.encoder = writer.encoder_name + (f" ({writer.note})" if writer.note else "")
         r.skipped_packets = reader.skipped_packets
         r.parameters.setdefault("video", {
-            "crf": self.vs.crf, "preset": self.vs.preset, "batch_size": self.detector_batch,
-            "detect_stride": self.vs.detect_stride, "plate_detect_stride": self.plate_every,
-            "lookahead_frames": self.lookahead,
+            "crf": self.vs.crf, "preset": self.vs.preset, "batch_size": self.plan.detector_batch,
+            "detect_stride": self.vs.detect_stride, "plate_detect_stride": self.plan.plate_every,
+            "lookahead_frames": self.plan.lookahead,
             "horizon_frames": self.tracker.horizon, "verify_every": self.vs.verify_every,
             "pix_fmt": writer.pix_fmt, "rotation": self.rotation,
             "timestamps": reader.timing, "field_order": vio.FIELD_ORDERS.get(writer.field_order),
