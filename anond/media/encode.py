@@ -184,17 +184,12 @@ class VideoWriter:
         supported = set(out.supported_codecs)
         if fmt == "mpegts":  # the TS muxer answers "unknown" to codec queries; it takes these
             supported |= {"libx264", "libx265", "h264_nvenc", "hevc_nvenc", "mpeg4"}
-        # Interlaced video is encoded interlaced (x264's field coding) in its field order;
-        # neither x265 nor NVENC does that here, so interlaced sources go to x264.
-        self.field_order = reader.field_order
-        if first_frame.interlaced_frame and not reader.interlaced:
-            self.field_order = 2  # flagged per frame only: top field first, the common order
+        self.field_order = _field_order(reader, first_frame)
         interlaced = self.field_order > 1
-        if not interlaced:
-            self.field_order = 1  # written progressive (a source that did not say is read so too)
         family = "h264" if interlaced and "libx264" in supported else src.codec
         if fmt == "asf":  # FFmpeg reads H.264 in ASF back a frame late: Windows Media's own
             supported = {c for c in ASF_ENCODERS if c in supported}
+        # Neither x265 nor NVENC encodes interlaced here: interlaced sources go to x264.
         name, self.note = choose_encoder(family, supported, "cpu" if interlaced else encoder)
         if interlaced and encoder == "nvenc":
             self.note = "interlaced_on_cpu"
@@ -236,14 +231,19 @@ class VideoWriter:
         if matrix is not None:
             vs.set_display_matrix(matrix)
         self.video = vs
+        self._add_copies(reader.copy_streams, keep)
 
+    def _add_copies(self, streams, keep: list[str]) -> None:
+        """Output streams for the packets copied unchanged; one the container refuses (e.g. a
+        data track) is dropped, counted and logged."""
+        av = _av()
         self._copy: dict[int, object] = {}
         self.dropped_streams = 0
-        for s in reader.copy_streams:
+        for s in streams:
             try:
-                o = out.add_stream_from_template(s)
+                o = self.container.add_stream_from_template(s)
             except (ValueError, av.error.FFmpegError):
-                self.dropped_streams += 1  # e.g. a subtitle format this container cannot hold
+                self.dropped_streams += 1
                 _log.info("video.stream_dropped", kind=s.type, reason="container")
                 continue
             o.metadata.update(filter_metadata(dict(s.metadata), keep))
@@ -313,6 +313,15 @@ class VideoWriter:
             self.container.close()
         except Exception:
             pass
+
+
+def _field_order(reader, first_frame) -> int:
+    """The field order written (FFmpeg's AVFieldOrder). Interlaced video is encoded
+    interlaced (x264's field coding) in its order; a source flagged per frame only is taken
+    as top field first (the common order); anything else is written progressive."""
+    if reader.interlaced:
+        return reader.field_order
+    return 2 if first_frame.interlaced_frame else 1
 
 
 def _ticks(seconds: Fraction, time_base) -> int:

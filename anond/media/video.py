@@ -123,18 +123,8 @@ class VideoReader:
                                                                drop_data_tags)
         self.field_order = int(ctx.field_order or 0)
         fmt_names = set(self.container.format.name.split(","))
-        self.timing = "source"
-        if fmt_names & RAW_STREAMS:
-            announced = _valid_rate(ctx.framerate)
-            self.timing = "stream_rate" if announced else "configured_rate"
-            rate = announced or Fraction(raw_fps).limit_denominator(1001000)
-        else:
-            rate = _valid_rate(self.video.average_rate) or _valid_rate(self.video.guessed_rate) \
-                or _valid_rate(self.video.base_rate) or Fraction(25)
-            if fmt_names & INDEXED:
-                self.timing = "index"
-        self.rate = rate
-        fps = float(rate)
+        self.timing, self.rate = self._timing(fmt_names, raw_fps)
+        fps = float(self.rate)
         self.regenerate_pts = self.timing in ("stream_rate", "configured_rate")
         self.time_base = (Fraction(1) / self.rate) if self.regenerate_pts else self.video.time_base
         if self.time_base is None:
@@ -142,15 +132,10 @@ class VideoReader:
             self.regenerate_pts, self.timing = True, "configured_rate"
         self._slots: list[int] = []  # "index": the packets' slots not yet given to a frame
         self._exact_counts = bool(fmt_names & {"mov", "mp4"})
-        duration = 0.0
-        if self.video.duration and self.video.time_base:
-            duration = float(self.video.duration * self.video.time_base)
-        elif self.container.duration:
-            duration = self.container.duration / 1_000_000
         self.info = VideoInfo(
             codec=ctx.name, width=ctx.width, height=ctx.height,
             pix_fmt=ctx.pix_fmt or "yuv420p", fps=fps, time_base=self.time_base,
-            frames_declared=int(self.video.frames or 0), duration_s=duration,
+            frames_declared=int(self.video.frames or 0), duration_s=self._duration(),
             container=self.container.format.name,
         )
         if not self.decoder_name:
@@ -159,6 +144,25 @@ class VideoReader:
         self._first_pts: int | None = None
         self._step = max(1, round(1 / (fps * float(self.time_base)))) if not self.regenerate_pts else 1
         self._closed = False
+
+    def _timing(self, fmt_names: set[str], raw_fps: float) -> tuple[str, Fraction]:
+        """(where frame times come from, the frame rate): see the class docstring."""
+        if fmt_names & RAW_STREAMS:
+            announced = _valid_rate(self.video.codec_context.framerate)
+            if announced:
+                return "stream_rate", announced
+            return "configured_rate", Fraction(raw_fps).limit_denominator(1001000)
+        rate = _valid_rate(self.video.average_rate) or _valid_rate(self.video.guessed_rate) \
+            or _valid_rate(self.video.base_rate) or Fraction(25)
+        return ("index" if fmt_names & INDEXED else "source"), rate
+
+    def _duration(self) -> float:
+        """The duration the file announces, in seconds (0 when it announces none)."""
+        if self.video.duration and self.video.time_base:
+            return float(self.video.duration * self.video.time_base)
+        if self.container.duration:
+            return self.container.duration / 1_000_000
+        return 0.0
 
     def output_container(self) -> "containers.OutputContainer":
         """The container the output is written in (`anond.media.containers`' rule)."""
