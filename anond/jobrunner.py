@@ -133,7 +133,7 @@ class JobRunner:
         if cfg.originals == "keep":
             content_fp = content_fingerprint(inbox.box.salt, rel, content_digest(src))
             if seen_before(self.store, inbox, content_fp) and not claim.committed:
-                self._restore(inbox, claim, rel, src, (content_fp,), job.id)
+                restore_original(self.store, inbox, claim, rel, src, (content_fp,), job.id)
                 self.store.finish(job.id, SKIPPED)
                 claim.remove()
                 self.log.info("job.skipped", job=job.id, inbox=inbox.name, reason="seen_before")
@@ -174,9 +174,9 @@ class JobRunner:
 
         cfg = inbox.cfg
         if cfg.originals == "keep":
-            self._restore(inbox, claim, rel, src, fingerprints, job.id)
+            restore_original(self.store, inbox, claim, rel, src, fingerprints, job.id)
         elif cfg.originals == "archive":
-            self._archive(inbox, claim, rel, src)
+            archive_original(inbox, claim, rel, src)
         else:
             os.unlink(src)
             if claim.sidecar is not None:
@@ -186,7 +186,7 @@ class JobRunner:
         report_dict = report.to_dict() if report is not None else None
         if report_dict is not None and self.settings.service.reports:
             try:
-                self._write_report(job.id, report_dict)
+                write_report(self.settings.service.state_dir, job.id, report_dict)
             except (OSError, AnondError) as exc:
                 self.log.warning("report.not_written", job=job.id, error=errno_name(exc))
         claim.remove()
@@ -246,34 +246,6 @@ class JobRunner:
         unlink_if_exists(staged.with_name(staged.name + ".link"))
         fsync_dir(dst.parent)
         return final
-
-    def _restore(self, inbox, claim, rel, src, fingerprints, job_id) -> None:
-        """originals = keep: remember the fingerprints, then put the file back where it was."""
-        from .fsutil import move_no_clobber
-        from .jobs import quick_fingerprint
-
-        st = os.stat(src)
-        quick = quick_fingerprint(inbox.box.salt, rel, st.st_size, st.st_mtime_ns)
-        remember(self.store, inbox, (*fingerprints, quick), job_id)
-        landed = move_no_clobber(src, inbox.root / rel)
-        new_rel = PurePosixPath(landed.relative_to(inbox.root).as_posix())
-        if new_rel != rel:  # the name was taken meanwhile: remember the new one too
-            remember(self.store, inbox, (quick_fingerprint(inbox.box.salt, new_rel, st.st_size, st.st_mtime_ns),),
-                           job_id)
-        sidecar = claim.sidecar
-        if sidecar is not None:
-            from .regions import sidecar_path
-
-            move_no_clobber(sidecar, sidecar_path(landed))
-
-    def _archive(self, inbox, claim, rel, src) -> None:
-        from .fsutil import move_no_clobber
-        from .regions import sidecar_path
-
-        landed = move_no_clobber(src, inbox.archive / rel)
-        sidecar = claim.sidecar
-        if sidecar is not None:
-            move_no_clobber(sidecar, sidecar_path(landed))
 
     def _failure(self, job, claim, inbox, err, started: float) -> None:
         """Transient: retry with backoff (claim kept). Permanent or out of retries: quarantine."""
@@ -351,13 +323,43 @@ class JobRunner:
 
                 move_no_clobber(sidecar, sidecar_path(landed))
 
-    def _write_report(self, job_id: str, report: dict) -> None:
-        from .fsutil import write_bytes_atomic
 
-        reports = absolute(self.settings.service.state_dir) / "reports"
-        reports.mkdir(mode=0o700, exist_ok=True)
-        write_bytes_atomic(reports / f"{job_id}.json",
-                           (json.dumps(report, indent=2) + "\n").encode(), job_id=job_id)
+def restore_original(store, inbox, claim, rel, src, fingerprints, job_id: str) -> None:
+    """originals = keep: remember the fingerprints, then put the file back where it was."""
+    from .fsutil import move_no_clobber
+    from .jobs import quick_fingerprint
+    from .regions import sidecar_path
+
+    st = os.stat(src)
+    quick = quick_fingerprint(inbox.box.salt, rel, st.st_size, st.st_mtime_ns)
+    remember(store, inbox, (*fingerprints, quick), job_id)
+    landed = move_no_clobber(src, inbox.root / rel)
+    new_rel = PurePosixPath(landed.relative_to(inbox.root).as_posix())
+    if new_rel != rel:  # the name was taken meanwhile: remember the new one too
+        remember(store, inbox, (quick_fingerprint(inbox.box.salt, new_rel, st.st_size, st.st_mtime_ns),),
+                 job_id)
+    if claim.sidecar is not None:
+        move_no_clobber(claim.sidecar, sidecar_path(landed))
+
+
+def archive_original(inbox, claim, rel, src) -> None:
+    """originals = archive: the file (and its sidecar) under the same path in the archive."""
+    from .fsutil import move_no_clobber
+    from .regions import sidecar_path
+
+    landed = move_no_clobber(src, inbox.archive / rel)
+    if claim.sidecar is not None:
+        move_no_clobber(claim.sidecar, sidecar_path(landed))
+
+
+def write_report(state_dir, job_id: str, report: dict) -> None:
+    """The job's report (counts, sizes, durations: nothing personal) in state_dir/reports."""
+    from .fsutil import write_bytes_atomic
+
+    reports = absolute(state_dir) / "reports"
+    reports.mkdir(mode=0o700, exist_ok=True)
+    write_bytes_atomic(reports / f"{job_id}.json",
+                       (json.dumps(report, indent=2) + "\n").encode(), job_id=job_id)
 
 
 def _staged_path(dst: Path, tag: str) -> Path:
