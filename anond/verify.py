@@ -125,6 +125,11 @@ def neighbourhoods(
             costs[r] = _view_cost(boxes, r, object_px)
         return costs[r]
 
+    return _merge_overlapping(rects, cost)
+
+
+def _merge_overlapping(rects: list[tuple[int, int, int, int]], cost) -> list[tuple[int, int, int, int]]:
+    """Merge overlapping rectangles pairwise while the union costs no more than its parts."""
     merged = True
     while merged and len(rects) > 1:
         merged = False
