@@ -24,7 +24,9 @@ def test_two_instances_share_one_inbox_and_survive_one_dying(tmp_path, models_di
     for i in range(N):
         path = inbox / f"d{i % 4}" / f"p{i:02d}.jpg"
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(noise_jpeg(100 + i))
+        # 512 px: a job takes long enough (~0.1 s) that A still holds claims when it is
+        # killed; 96 px jobs (~10 ms) could all be done before the test looked.
+        path.write_bytes(noise_jpeg(100 + i, size=512))
 
     a = Anond(tmp_path, _config(tmp_path, models_dir, "a"), log_level="info").start()
     b = Anond(tmp_path, _config(tmp_path, models_dir, "b"), log_level="info").start()

@@ -71,7 +71,7 @@ class OutputContainer:
 def same_container(fmt: str, suffix: str, head: bytes = b"") -> str | None:
     """The container that writes the input's own format back, or None (DHAV, ASF, PS...)."""
     if fmt == "isobmff":
-        by_name = {".mov": "mov", ".3gp": "3gp", ".3g2": "3g2"}.get(suffix)
+        by_name = {".mov": "mov", ".mp4": "mp4", ".m4v": "mp4", ".3gp": "3gp", ".3g2": "3g2"}.get(suffix)
         if by_name:
             return by_name
         brand = head[8:12] if head[4:8] == b"ftyp" else b""
