@@ -161,7 +161,7 @@ def _single_destination(src: Path, dst: Path, settings) -> Path:
 def _plan_tree(src: Path, dst: Path, settings) -> tuple[list[tuple[Path, Path]], int]:
     """(input, output) pairs in sorted order, and how many files were skipped."""
     from ..errors import ConfigError
-    from ..media import is_supported_name
+    from ..media import is_supported_name, recognised
     from ..media.containers import output_name
     from ..regions import is_sidecar
 
@@ -179,7 +179,7 @@ def _plan_tree(src: Path, dst: Path, settings) -> tuple[list[tuple[Path, Path]],
             path = root_path / name
             if name.startswith(".") or is_sidecar(name) or not path.is_file():
                 continue
-            if not is_supported_name(name) and not _sniffs(path):
+            if not is_supported_name(name) and not recognised(path):
                 skipped += 1
                 continue
             rel = path.relative_to(src_abs)
@@ -187,17 +187,6 @@ def _plan_tree(src: Path, dst: Path, settings) -> tuple[list[tuple[Path, Path]],
                 path, drop_data_tags=settings.video.drop_data_tags)))
     jobs.sort(key=lambda job: job[0].relative_to(src_abs).parts)
     return jobs, skipped
-
-
-def _sniffs(path: Path) -> bool:
-    """Does a file with an unknown extension hold a format anond knows?"""
-    from ..media import SNIFF_BYTES, sniff
-
-    try:
-        with open(path, "rb") as fh:
-            return sniff(fh.read(SNIFF_BYTES)) is not None
-    except OSError:
-        return False
 
 
 def _write_run_report(path: Path, run_id: str, reports, skipped: int) -> None:

@@ -68,6 +68,15 @@ def demuxer(fmt: str | None) -> str | None:
     return DEMUXERS.get(fmt or "")
 
 
+def recognised(path: str | Path) -> bool:
+    """Whether `kind_of` finds a format anond handles in the file (whatever its name says)."""
+    try:
+        kind_of(path)
+    except (UnsupportedMedia, CorruptMedia, OSError):
+        return False
+    return True
+
+
 def is_supported_name(path: str | Path) -> bool:
     """True when the extension is one anond handles (content not checked)."""
     suffix = Path(path).suffix.lower()
