@@ -50,7 +50,7 @@ LAST_RESORT = {"asf": "asf"}  # input format -> its own container, when no fallb
 TS_HOLDS = {"mp2", "mp3", "aac", "aac_latm", "ac3", "eac3", "dts", "truehd", "opus",
             "s302m", "pcm_bluray", "dvb_subtitle", "dvb_teletext", "hdmv_pgs_subtitle",
             "smpte_klv", "timed_id3", "arib_caption"}
-_ISO_BRAND_MUXER = {b"qt  ": "mov", b"3gp": "3gp", b"3g2": "3g2"}
+_ISO_BRAND_MUXER = {"qt  ": "mov", "3gp": "3gp", "3g2": "3g2"}  # ftyp major brand -> muxer
 _RAW = {"h264", "hevc"}
 
 
@@ -68,13 +68,12 @@ class OutputContainer:
         return FFMPEG_MUXER.get(self.container, self.container)
 
 
-def same_container(fmt: str, suffix: str, head: bytes = b"") -> str | None:
+def same_container(fmt: str, suffix: str, brand: str = "") -> str | None:
     """The container that writes the input's own format back, or None (DHAV, ASF, PS...)."""
     if fmt == "isobmff":
         by_name = {".mov": "mov", ".mp4": "mp4", ".m4v": "mp4", ".3gp": "3gp", ".3g2": "3g2"}.get(suffix)
         if by_name:
             return by_name
-        brand = head[8:12] if head[4:8] == b"ftyp" else b""
         return next((m for b, m in _ISO_BRAND_MUXER.items() if brand.startswith(b)), "mp4")
     return {"matroska": "matroska", "webm": "webm", "avi": "avi", "mpegts": "mpegts",
             "m2ts": "m2ts", "h264": "h264", "hevc": "hevc", "flv": "flv"}.get(fmt)
@@ -105,7 +104,7 @@ def holds(container: str, streams) -> bool:
             pass
 
 
-def choose(fmt: str, suffix: str, head: bytes, streams) -> OutputContainer:
+def choose(fmt: str, suffix: str, brand: str, streams) -> OutputContainer:
     """Apply the output rule to an input of content format `fmt` with these copied streams.
 
     Audio and subtitles decide; data streams (timecode, a camera's own records) do not move
@@ -113,7 +112,7 @@ def choose(fmt: str, suffix: str, head: bytes, streams) -> OutputContainer:
     before the rule existed."""
     suffix = suffix.lower()
     streams = [s for s in streams if s.type in ("audio", "subtitle")]
-    same = same_container(fmt, suffix, head)
+    same = same_container(fmt, suffix, brand)
     if same is not None and holds(same, streams):
         return OutputContainer(same, "same", _suffix_for(same, suffix), MUXER_OPTIONS.get(same, {}))
     for container in FALLBACK:

@@ -27,7 +27,7 @@ from pathlib import Path
 
 from .. import log
 from ..errors import CorruptMedia, MediaTooLarge, UnsupportedMedia
-from . import SNIFF_BYTES, containers, demuxer
+from . import containers, demuxer
 from .encode import VideoWriter, choose_encoder, choose_pix_fmt, encoder_options, filter_metadata
 from .frames import (
     FIELD_ORDERS, TOP_FIRST, _av, boxes_to_stored, boxes_to_upright, composite, display_matrix,
@@ -165,10 +165,10 @@ class VideoReader:
         return 0.0
 
     def output_container(self) -> "containers.OutputContainer":
-        """The container the output is written in (`anond.media.containers`' rule)."""
-        with open(self.path, "rb") as fh:
-            head = fh.read(SNIFF_BYTES)
-        return containers.choose(self.format or "", self.path.suffix, head, self.copy_streams)
+        """The container the output is written in (`anond.media.containers`' rule); an ISO
+        file's major brand (QuickTime, 3GP) as its demuxer read it."""
+        brand = str(self.container.metadata.get("major_brand", ""))
+        return containers.choose(self.format or "", self.path.suffix, brand, self.copy_streams)
 
     @property
     def interlaced(self) -> bool:
