@@ -145,43 +145,38 @@ def write_dav_clip(path: Path, astronaut, *, n: int = 16, fps: int = 25,
 
 
 def read_clip(path: Path, *, fmt: str | None = None) -> Clip:
-    """The facts of a file as a player sees them. AVI frame times are its index slots; an
-    elementary stream's come from its announced rate (FFmpeg numbers them so)."""
+    """The facts of a file as a player sees them, in one pass. AVI frame times are its index
+    slots; an elementary stream's come from its announced rate (FFmpeg numbers them so)."""
+    images, interlaced, pts, slots, audio = [], [], [], [], []
     with av.open(str(path), format=fmt) as c:
         container = c.format.name
         v = c.streams.video[0]
-        ctx = v.codec_context
-        raw = container in ("h264", "hevc")
-        slots = None
-        if container == "avi":
-            slots = sorted(p.dts for p in c.demux(v) if p.size)
-    with av.open(str(path), format=fmt) as c:
-        v = c.streams.video[0]
-        images, interlaced, pts = [], [], []
-        for f in c.decode(v):
-            images.append(f.to_ndarray(format="bgr24"))
-            interlaced.append(f.interlaced_frame)
-            pts.append(f.pts)
-        tb = v.time_base
+        a = c.streams.audio[0] if c.streams.audio else None
+        for packet in c.demux(*[s for s in (v, a) if s is not None]):
+            if packet.stream.index != v.index:
+                if packet.size:
+                    audio.append(bytes(packet))
+                continue
+            if packet.size:
+                slots.append(packet.dts)
+            for f in v.decode(packet):  # the last, empty packet drains the decoder
+                images.append(f.to_ndarray(format="bgr24"))
+                interlaced.append(f.interlaced_frame)
+                pts.append(f.pts)
+        ctx, tb = v.codec_context, v.time_base
         rate = ctx.framerate or v.average_rate  # FFmpeg numbers a stream without timing at 25
-        if slots is not None:
-            times = [s * tb for s in slots]
-        elif raw:
+        if container == "avi":
+            times = [s * tb for s in sorted(slots)]
+        elif container in ("h264", "hevc"):
             times = [Fraction(i) / Fraction(rate) for i in range(len(images))]
         else:
             times = [p * tb for p in pts]
-        times = [t - times[0] for t in times] if times else []
-        audio_codec, audio = None, b""
-        if c.streams.audio:
-            a = c.streams.audio[0]
-            audio_codec = a.codec_context.name
-    if audio_codec:
-        with av.open(str(path), format=fmt) as c:
-            audio = b"".join(bytes(p) for p in c.demux(audio=0) if p.size)
+        facts = dict(size=(ctx.width, ctx.height), field_order=FIELD_ORDERS.get(ctx.field_order, "?"),
+                     audio_codec=a.codec_context.name if a is not None else None)
+    times = [t - times[0] for t in times] if times else []
     return Clip(frames=len(images), times=times, indexes=[read_index(i) for i in images],
-                size=(ctx.width, ctx.height), field_order=FIELD_ORDERS.get(ctx.field_order, "?"),
-                interlaced=interlaced, audio_codec=audio_codec, audio=audio, container=container,
-                images=images)
+                interlaced=interlaced, audio=b"".join(audio), container=container, images=images,
+                **facts)
 
 
 def face_changed(src: Clip, out: Clip, margin: int = 4) -> list[float]:

@@ -150,17 +150,21 @@ def cases() -> list[Case]:
     }
     out: list[Case] = []
     for ext, data in bases.items():
-        named = (lambda rel: rel + ".mp4") if ext == "dav" else (lambda rel: None)  # no DHAV muxer
+        renamed = ".mp4" if ext == "dav" else ""  # FFmpeg writes no DHAV: outputs are MP4
+
+        def case(rel: str, data: bytes) -> Case:
+            return Case(rel, data, "either", out=rel + renamed if renamed else None)
+
         for k, frac in enumerate((0.01, 0.05, 0.1, 0.25, 0.5, 0.75, 0.9, 0.99)):
             rel = f"truncated/{ext}/t{k}.{ext}"
-            out.append(Case(rel, data[: max(1, int(len(data) * frac))], "either", out=named(rel)))
+            out.append(case(rel, data[: max(1, int(len(data) * frac))]))
         for seed in range(18):
             count = (1, 2, 4, 8, 16, 64)[seed % 6]
             rel = f"flipped/{ext}/f{seed:02d}.{ext}"
-            out.append(Case(rel, _flip(data, seed, count, start=64), "either", out=named(rel)))
+            out.append(case(rel, _flip(data, seed, count, start=64)))
         for seed in range(4):
             rel = f"flipped/{ext}/h{seed}.{ext}"
-            out.append(Case(rel, _flip(data, 100 + seed, 2, end=64), "either", out=named(rel)))
+            out.append(case(rel, _flip(data, 100 + seed, 2, end=64)))
     too_large = {"too_large"}
     out += [
         Case("bombs/png-50000.png", _png_bomb(50_000, 50_000), "fail", too_large),
