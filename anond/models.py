@@ -130,57 +130,23 @@ def _spec_from_entry(entry: dict[str, Any], base: Path, index: int) -> ModelSpec
         family = str(entry["family"])
     except KeyError as exc:
         raise ConfigError(f"{where}: missing key {exc}") from None
+    where = f"{where} ({name})"
     if task not in TASKS:
-        raise ConfigError(f"{where} ({name}): task must be one of {TASKS}")
+        raise ConfigError(f"{where}: task must be one of {TASKS}")
     if family not in FAMILIES:
-        raise ConfigError(f"{where} ({name}): family must be one of {FAMILIES}")
-    inp = dict(entry.get("input", {}))
-    size = inp.get("size", "dynamic")
-    scale = inp.get("scale", 1.0)
-    scale = tuple(float(s) for s in scale) if isinstance(scale, list) else (float(scale),) * 3
-    input_spec = InputSpec(
-        colour=str(inp.get("colour", "RGB")).upper(),
-        mean=tuple(float(m) for m in inp.get("mean", (0.0, 0.0, 0.0))),
-        scale=scale,
-        size=None if size == "dynamic" else (int(size[0]), int(size[1])),
-        stride=int(inp.get("stride", 32)),
-        dtype=str(inp.get("dtype", "session")),
-    )
-    if input_spec.colour not in ("RGB", "BGR"):
-        raise ConfigError(f"{where} ({name}): input.colour must be RGB or BGR")
-    local = entry.get("path")
-    if local is not None:
-        local_path = Path(local)
-        if not local_path.is_absolute():
-            local_path = base / local_path
-        if "sha256" not in entry:
-            raise ConfigError(f"{where} ({name}): a local model needs its sha256")
-        source_sha = str(entry["sha256"]).lower()
-        file = str(entry.get("file", f"{name}.onnx"))
-    else:
-        for key in ("package", "wheel_path", "source_sha256"):
-            if key not in entry:
-                raise ConfigError(f"{where} ({name}): needs `{key}` (or a local `path` + `sha256`)")
-        local_path = None
-        source_sha = str(entry["source_sha256"]).lower()
-        file = str(entry.get("file", f"{name}.onnx"))
+        raise ConfigError(f"{where}: family must be one of {FAMILIES}")
+    local_path, source_sha = _source_of(entry, base, where)
+    file = str(entry.get("file", f"{name}.onnx"))
     if "/" in file or file.startswith("."):
-        raise ConfigError(f"{where} ({name}): `file` must be a plain file name")
-    check = entry.get("check")
-    if check is not None and not (isinstance(check, dict) and isinstance(check.get("model"), str)
-                                  and isinstance(check.get("threshold"), (int, float))
-                                  and 0 <= check["threshold"] <= 1
-                                  and isinstance(check.get("min_width", 0), (int, float))
-                                  and check.get("min_width", 0) >= 0):
-        raise ConfigError(f"{where} ({name}): `check` must be "
-                          f"{{ model = \"name\", threshold = 0..1, min_width = pixels >= 0 (optional) }}")
+        raise ConfigError(f"{where}: `file` must be a plain file name")
+    check = _check_of(entry, where)
     return ModelSpec(
         name=name,
         task=task,
         family=family,
         licence=str(entry.get("licence", "unknown")),
         file=file,
-        input=input_spec,
+        input=_input_of(entry, where),
         package=entry.get("package"),
         wheel_path=entry.get("wheel_path"),
         source_sha256=source_sha,
@@ -193,6 +159,54 @@ def _spec_from_entry(entry: dict[str, Any], base: Path, index: int) -> ModelSpec
         check_threshold=float(check["threshold"]) if check else 0.5,
         check_min_width=float(check.get("min_width", 0)) if check else 0.0,
     )
+
+
+def _input_of(entry: dict[str, Any], where: str) -> InputSpec:
+    """[model.input]: the conventions the network was trained with."""
+    inp = dict(entry.get("input", {}))
+    size = inp.get("size", "dynamic")
+    scale = inp.get("scale", 1.0)
+    scale = tuple(float(s) for s in scale) if isinstance(scale, list) else (float(scale),) * 3
+    spec = InputSpec(
+        colour=str(inp.get("colour", "RGB")).upper(),
+        mean=tuple(float(m) for m in inp.get("mean", (0.0, 0.0, 0.0))),
+        scale=scale,
+        size=None if size == "dynamic" else (int(size[0]), int(size[1])),
+        stride=int(inp.get("stride", 32)),
+        dtype=str(inp.get("dtype", "session")),
+    )
+    if spec.colour not in ("RGB", "BGR"):
+        raise ConfigError(f"{where}: input.colour must be RGB or BGR")
+    return spec
+
+
+def _source_of(entry: dict[str, Any], base: Path, where: str) -> tuple[Path | None, str]:
+    """(local file or None for a wheel, the sha256 the source must have)."""
+    local = entry.get("path")
+    if local is not None:
+        local_path = Path(local)
+        if not local_path.is_absolute():
+            local_path = base / local_path
+        if "sha256" not in entry:
+            raise ConfigError(f"{where}: a local model needs its sha256")
+        return local_path, str(entry["sha256"]).lower()
+    for key in ("package", "wheel_path", "source_sha256"):
+        if key not in entry:
+            raise ConfigError(f"{where}: needs `{key}` (or a local `path` + `sha256`)")
+    return None, str(entry["source_sha256"]).lower()
+
+
+def _check_of(entry: dict[str, Any], where: str) -> dict[str, Any] | None:
+    """`check = { model, threshold, min_width }`, validated; None when the entry has none."""
+    check = entry.get("check")
+    if check is not None and not (isinstance(check, dict) and isinstance(check.get("model"), str)
+                                  and isinstance(check.get("threshold"), (int, float))
+                                  and 0 <= check["threshold"] <= 1
+                                  and isinstance(check.get("min_width", 0), (int, float))
+                                  and check.get("min_width", 0) >= 0):
+        raise ConfigError(f"{where}: `check` must be "
+                          f"{{ model = \"name\", threshold = 0..1, min_width = pixels >= 0 (optional) }}")
+    return check
 
 
 # ---------------------------------------------------------------- checks

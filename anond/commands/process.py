@@ -48,7 +48,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     from ..config import load_settings
-    from ..errors import AnondError, ConfigError
+    from ..errors import ConfigError
 
     settings = load_settings(args.config)
     profile = settings.profiles.get(args.profile)
@@ -64,13 +64,10 @@ def main(args: argparse.Namespace) -> int:
             raise ConfigError("--regions needs a single SRC file")
         jobs, skipped = _plan_tree(args.src, args.dst, settings)
 
-    from ..pipeline import process_file
-    from ..report import JobReport
-
     from tqdm import tqdm
 
     run_id = uuid.uuid4().hex[:8]
-    reports: list[JobReport] = []
+    reports = []
     failed = 0
     engine = _load_engine(settings, profile) if jobs else None
     # On a terminal, progress bars on stderr (files of a tree, frames of a video; no names);
@@ -80,24 +77,12 @@ def main(args: argparse.Namespace) -> int:
     say = bar.write if not bar.disable else (lambda line, file=None: print(line, file=file))
     for index, (src, dst) in enumerate(jobs, 1):
         job_id = f"{run_id}-{index}"
-        label = job_id if single else f"#{index} {job_id}"
-        try:
-            dst.parent.mkdir(parents=True, exist_ok=True)
-            with _FrameBar(tty, position=0 if single else 1) as frames:
-                report = process_file(src, dst, settings=settings, engine=engine, profile=profile,
-                                      job_id=job_id, regions_path=args.regions,
-                                      regions_policy=args.regions_policy,
-                                      on_exists=args.on_exists, progress=frames.update)
-        except AnondError as exc:
+        with _FrameBar(tty, position=0 if single else 1) as frames:
+            report, error = _process_one(args, settings, engine, profile, src, dst, job_id, frames)
+        if error is not None:
             failed += 1
-            report = getattr(exc, "report", None) or JobReport(job_id=job_id, kind="unknown")
-            report.failed(exc.code)
-            say(f"anond process: error: {label}: {exc}", file=sys.stderr)
-        except OSError as exc:  # creating DST folders
-            failed += 1
-            report = JobReport(job_id=job_id, kind="unknown")
-            report.failed("io_error")
-            say(f"anond process: error: {label}: {exc.strerror or type(exc).__name__}", file=sys.stderr)
+            say(f"anond process: error: {job_id if single else f'#{index} {job_id}'}: {error}",
+                file=sys.stderr)
         reports.append(report)
         bar.update(1)
     bar.close()
@@ -108,6 +93,28 @@ def main(args: argparse.Namespace) -> int:
         print(f"anond process: {len(jobs)} files: {len(jobs) - failed} anonymized, {failed} failed, "
               f"{skipped} skipped")
     return 2 if failed else 0
+
+
+def _process_one(args, settings, engine, profile, src: Path, dst: Path, job_id: str, frames):
+    """(report, None) for a processed file; (failed report, one-line reason) otherwise."""
+    from ..errors import AnondError
+    from ..pipeline import process_file
+    from ..report import JobReport
+
+    try:
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        return process_file(src, dst, settings=settings, engine=engine, profile=profile,
+                            job_id=job_id, regions_path=args.regions,
+                            regions_policy=args.regions_policy,
+                            on_exists=args.on_exists, progress=frames.update), None
+    except AnondError as exc:
+        report = getattr(exc, "report", None) or JobReport(job_id=job_id, kind="unknown")
+        report.failed(exc.code)
+        return report, str(exc)
+    except OSError as exc:  # creating DST folders
+        report = JobReport(job_id=job_id, kind="unknown")
+        report.failed("io_error")
+        return report, exc.strerror or type(exc).__name__
 
 
 class _FrameBar:

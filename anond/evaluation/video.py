@@ -192,60 +192,21 @@ def evaluate_video(path, settings, profile: str = "default", *, negative: bool =
                    mask_cover: float = 0.8, max_frames: int | None = None,
                    show_progress: bool | None = None, engine=None) -> dict:
     """Temporal metrics of anond's masking on one clip (see the module docstring)."""
-    import tempfile
     from pathlib import Path
 
-    from .. import mask
     from ..detect.engine import Engine
-    from ..pipeline.video import process_video
-    from ..report import JobReport
 
     prof = settings.profiles[profile]
     engine = engine or Engine.load(settings, targets=prof.targets)
     started = time.monotonic()
-    with tempfile.TemporaryDirectory(prefix="anond-eval-") as tmp:
-        src = Path(path)
-        if max_frames is not None:
-            trimmed = Path(tmp) / "first.mp4"
-            _first_frames(src, trimmed, max_frames)
-            src = trimmed
-        report = JobReport.start("eval", "video", engine=engine, profile=prof)
-        seen = _Recorder()
-        out = Path(tmp) / output_name(src, "out" + src.suffix,
-                                      drop_data_tags=settings.video.drop_data_tags)
-        process_video(src, out, settings=settings, engine=engine, profile=prof, report=report,
-                      observer=seen)
+    report, seen = _run_pipeline(Path(path), settings, prof, engine, max_frames)
     seconds = time.monotonic() - started
     n = seen.encoded
     fps = report.media.fps or 25.0
-    thresholds = prof.detect.thresholds_by_class()
 
-    # Per-frame (no tracking) masking: the confident detections of each detected frame.
-    raw: list[Detections] = []
-    for i in range(n):
-        dets = seen.raw.get(i, Detections())
-        high = np.array([thresholds.get(int(c), 0.0) for c in dets.cls], np.float32)
-        raw.append(dets.select(dets.score >= high))
-
-    refs = link_reference_tracks(raw, max_gap=max(1, int(round(LINK_GAP_S * fps))))
-    alive: dict[int, list[int]] = {}
-    for k, t in enumerate(refs):
-        for f in t.life:
-            alive.setdefault(f, []).append(k)
-    masked_raw = [np.zeros(len(t.life), bool) for t in refs]
-    masked_anond = [np.zeros(len(t.life), bool) for t in refs]
-    shape = seen.shape or (report.media.height, report.media.width)
-    for i, ks in alive.items():
-        cov_anond = seen.covered(i)
-        if cov_anond is None:
-            cov_anond = np.zeros(shape, bool)
-        cov_raw = mask.coverage_mask(shape, raw[i], prof.mask)
-        for k in ks:
-            box = refs[k].box_at(i)[None, :]
-            j = i - refs[k].frames[0]
-            masked_anond[k][j] = coverage_fractions(box, cov_anond)[0] >= mask_cover
-            masked_raw[k][j] = coverage_fractions(box, cov_raw)[0] >= mask_cover
-
+    raw = _confident_per_frame(seen, n, prof.detect.thresholds_by_class())
+    masked_raw, masked_anond = _reference_coverage(
+        raw, seen, seen.shape or (report.media.height, report.media.width), prof.mask, fps, mask_cover)
     duration_h = n / fps / 3600
     raw_counts: dict[str, int] = {}
     for d in raw:
@@ -267,11 +228,7 @@ def evaluate_video(path, settings, profile: str = "default", *, negative: bool =
             "per_frame": summarize_tracks(masked_raw),
             "anond": summarize_tracks(masked_anond),
         },
-        "settings": {"mask_cover": mask_cover, "link_iou": LINK_IOU, "link_gap_s": LINK_GAP_S,
-                     "min_hits": MIN_HITS, "profile": profile,
-                     "detect_stride": settings.video.detect_stride, "verify": prof.verify,
-                     "video_tiling": settings.video.tiling,
-                     "frames": "all" if max_frames is None else f"first {max_frames}, re-encoded"},
+        "settings": _run_settings(settings, profile, mask_cover, max_frames),
         "negative_clip": negative,
         "durations": {k: round(v, 2) for k, v in report.durations.items()},
         "seconds": round(seconds, 1),
@@ -284,6 +241,74 @@ def evaluate_video(path, settings, profile: str = "default", *, negative: bool =
     model_names = {m.task: m.name for m in engine.models}
     out["models"] = {t: model_names.get(t) for t in labels}
     return out
+
+
+def _run_pipeline(src, settings, prof, engine, max_frames: int | None):
+    """anond's video pipeline on the clip (its first `max_frames` re-encoded, if given), output
+    discarded: (report, what the observer saw)."""
+    import tempfile
+    from pathlib import Path
+
+    from ..pipeline.video import process_video
+    from ..report import JobReport
+
+    with tempfile.TemporaryDirectory(prefix="anond-eval-") as tmp:
+        if max_frames is not None:
+            trimmed = Path(tmp) / "first.mp4"
+            _first_frames(src, trimmed, max_frames)
+            src = trimmed
+        report = JobReport.start("eval", "video", engine=engine, profile=prof)
+        seen = _Recorder()
+        out = Path(tmp) / output_name(src, "out" + src.suffix,
+                                      drop_data_tags=settings.video.drop_data_tags)
+        process_video(src, out, settings=settings, engine=engine, profile=prof, report=report,
+                      observer=seen)
+    return report, seen
+
+
+def _run_settings(settings, profile: str, mask_cover: float, max_frames: int | None) -> dict:
+    prof = settings.profiles[profile]
+    return {"mask_cover": mask_cover, "link_iou": LINK_IOU, "link_gap_s": LINK_GAP_S,
+            "min_hits": MIN_HITS, "profile": profile,
+            "detect_stride": settings.video.detect_stride, "verify": prof.verify,
+            "video_tiling": settings.video.tiling,
+            "frames": "all" if max_frames is None else f"first {max_frames}, re-encoded"}
+
+
+def _confident_per_frame(seen: "_Recorder", n: int, thresholds: dict[int, float]) -> list[Detections]:
+    """Per-frame (no tracking) masking: the confident detections of each detected frame."""
+    raw: list[Detections] = []
+    for i in range(n):
+        dets = seen.raw.get(i, Detections())
+        high = np.array([thresholds.get(int(c), 0.0) for c in dets.cls], np.float32)
+        raw.append(dets.select(dets.score >= high))
+    return raw
+
+
+def _reference_coverage(raw: list[Detections], seen: "_Recorder", shape, mask_settings, fps: float,
+                        mask_cover: float) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Reference tracks linked from the per-frame detections; for each, per frame of its life,
+    whether per-frame masking and whether anond's output covered it."""
+    from .. import mask
+
+    refs = link_reference_tracks(raw, max_gap=max(1, int(round(LINK_GAP_S * fps))))
+    alive: dict[int, list[int]] = {}
+    for k, t in enumerate(refs):
+        for f in t.life:
+            alive.setdefault(f, []).append(k)
+    masked_raw = [np.zeros(len(t.life), bool) for t in refs]
+    masked_anond = [np.zeros(len(t.life), bool) for t in refs]
+    for i, ks in alive.items():
+        cov_anond = seen.covered(i)
+        if cov_anond is None:
+            cov_anond = np.zeros(shape, bool)
+        cov_raw = mask.coverage_mask(shape, raw[i], mask_settings)
+        for k in ks:
+            box = refs[k].box_at(i)[None, :]
+            j = i - refs[k].frames[0]
+            masked_anond[k][j] = coverage_fractions(box, cov_anond)[0] >= mask_cover
+            masked_raw[k][j] = coverage_fractions(box, cov_raw)[0] >= mask_cover
+    return masked_raw, masked_anond
 
 
 def _pct(v) -> str:

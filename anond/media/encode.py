@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 from .. import log
 from ..errors import CorruptMedia, UnsupportedMedia
 from . import containers
-from .frames import TOP_FIRST, _av, display_matrix
+from .frames import TOP_FIRST, display_matrix, pyav
 
 if TYPE_CHECKING:
     from .video import VideoReader
@@ -59,7 +59,7 @@ def choose_pix_fmt(src: str, width: int, height: int, supported: list[str]) -> s
     4:2:0 and 4:2:2 need even sizes: odd-sized video is encoded 4:4:4 (no padding, no
     resizing). Bit depth is kept (10-bit sources stay 10-bit).
     """
-    av = _av()
+    av = pyav()
     try:
         fmt = av.VideoFormat(src, width, height)
         depth = max(c.bits for c in fmt.components)
@@ -100,7 +100,7 @@ def choose_pix_fmt(src: str, width: int, height: int, supported: list[str]) -> s
 
 def _encoder_works(name: str) -> bool:
     """Open a tiny encoder to find out whether the hardware behind it is really there."""
-    av = _av()
+    av = pyav()
     try:
         ctx = av.CodecContext.create(name, "w")
         ctx.width, ctx.height = 256, 256
@@ -115,7 +115,7 @@ def _encoder_works(name: str) -> bool:
 
 def choose_encoder(src_codec: str, supported: set[str], hardware: str = "cpu") -> tuple[str, str]:
     """(encoder name, note) for a source codec and a muxer's supported codecs."""
-    av = _av()
+    av = pyav()
     available = av.codecs_available
     note = ""
     if hardware == "nvenc":
@@ -157,7 +157,7 @@ class VideoWriter:
                  container: "containers.OutputContainer", crf: int = 18,
                  preset: str = "veryfast", encoder: str = "cpu", threads: int = 0,
                  keep_metadata: Iterable[str] = ()) -> None:
-        av = _av()
+        av = pyav()
         containers.check_video_name(Path(path), container)
         fmt = container.muxer
         self.container = av.open(str(path), "w", format=fmt,
@@ -178,7 +178,7 @@ class VideoWriter:
             raise
 
     def _setup(self, reader, first_frame, crf, preset, encoder, threads, keep, fmt) -> None:
-        av = _av()
+        av = pyav()
         out = self.container
         src = reader.info
         supported = set(out.supported_codecs)
@@ -236,7 +236,7 @@ class VideoWriter:
     def _add_copies(self, streams, keep: list[str]) -> None:
         """Output streams for the packets copied unchanged; one the container refuses (e.g. a
         data track) is dropped, counted and logged."""
-        av = _av()
+        av = pyav()
         self._copy: dict[int, object] = {}
         self.dropped_streams = 0
         for s in streams:
@@ -279,12 +279,12 @@ class VideoWriter:
     def _mux(self, packet) -> None:
         try:
             self.container.mux(packet)
-        except _av().error.FFmpegError as exc:  # e.g. a time gap the container cannot hold
+        except pyav().error.FFmpegError as exc:  # e.g. a time gap the container cannot hold
             raise CorruptMedia(f"the video's timing cannot be written ({type(exc).__name__})") from None
 
     def copy(self, packet) -> None:
         """Remux one packet of an audio/subtitle/data stream unchanged."""
-        av = _av()
+        av = pyav()
         out = self._copy.get(packet.stream.index)
         if out is None:
             return

@@ -21,7 +21,7 @@ FIELD_ORDERS = {0: "unknown", 1: "progressive", 2: "tt", 3: "bb", 4: "tb", 5: "b
 TOP_FIRST = {2, 4}
 
 
-def _av():
+def pyav():
     import av  # heavy: imported when a video is really opened
 
     return av
@@ -59,7 +59,7 @@ def _reformat(frame, **kwargs):
     if reformatter is None:
         if len(cache) >= _MAX_CONVERTERS:
             cache.clear()
-        reformatter = cache[key] = _av().video.reformatter.VideoReformatter()
+        reformatter = cache[key] = pyav().video.reformatter.VideoReformatter()
     return reformatter.reformat(frame, threads=1, **kwargs)
 
 
@@ -126,7 +126,7 @@ def composite(original, masked_bgr: np.ndarray, coverage: np.ndarray):
     10-bit); masked ones are converted back with the frame's colour matrix and range. Only
     the bounding box of the coverage is converted.
     """
-    av = _av()
+    av = pyav()
     fmt = original.format
     layout = _plane_layout(original)
     bx, by, bw, bh = cv2.boundingRect(np.ascontiguousarray(coverage).view(np.uint8))
@@ -170,7 +170,7 @@ def _grid_span(lo: int, hi: int, size: int, align: int) -> tuple[int, int]:
 
 def _from_bgr(bgr: np.ndarray, like):
     """A BGR image as a frame in `like`'s pixel format, colour matrix and range."""
-    av = _av()
+    av = pyav()
     cs = like.colorspace if like.colorspace not in (0, 2) else None
     return _reformat(av.VideoFrame.from_ndarray(bgr, format="bgr24"), format=like.format.name,
                      dst_colorspace=cs, dst_color_range=like.color_range or None)

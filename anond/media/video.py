@@ -30,7 +30,7 @@ from ..errors import CorruptMedia, MediaTooLarge, UnsupportedMedia
 from . import containers, demuxer
 from .encode import VideoWriter, choose_encoder, choose_pix_fmt, encoder_options, filter_metadata
 from .frames import (
-    FIELD_ORDERS, TOP_FIRST, _av, boxes_to_stored, boxes_to_upright, composite, display_matrix,
+    FIELD_ORDERS, TOP_FIRST, pyav, boxes_to_stored, boxes_to_upright, composite, display_matrix,
     frame_rotation, points_to_stored, rotation_dims, to_bgr, upright,
 )
 from .threads import Background, Prefetch
@@ -175,7 +175,7 @@ class VideoReader:
         return self.field_order in FIELD_ORDERS and self.field_order > 1
 
     def _open(self, path, decoder: str, demuxer: str | None):
-        av = _av()
+        av = pyav()
         if decoder == "nvdec":
             try:
                 from av.codec.hwaccel import HWAccel
@@ -204,7 +204,7 @@ class VideoReader:
 
     def items(self) -> Iterator:
         """Decoded video frames (av.VideoFrame) and packets of copied streams (av.Packet)."""
-        av = _av()
+        av = pyav()
         streams = [self.video, *self.copy_streams]
         demux = self.container.demux(*streams)
         errors_in_row = 0

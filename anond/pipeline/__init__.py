@@ -62,18 +62,8 @@ def process_file(
         report.media.bytes_in = src.stat().st_size
         output = atomic_output(dst, temp_tag or job_id, on_exists=on_exists, mode=file_mode, group=group)
         with output as tmp:
-            if kind.kind == "image":
-                from .image import process_image
-
-                process_image(src, tmp, settings=settings, engine=engine, profile=profile,
-                              report=report, regions_path=regions_path,
-                              regions_policy=regions_policy)
-            else:
-                from .video import process_video
-
-                process_video(src, tmp, settings=settings, engine=engine, profile=profile,
-                              report=report, regions=regions_path,
-                              regions_policy=regions_policy, progress=progress, fmt=kind.format)
+            _run_stages(kind.kind, kind.format, src, tmp, settings, engine, profile, report,
+                        regions_path, regions_policy, progress)
         report.output_path = output.final
         report.media.bytes_out = output.final.stat().st_size if output.final else None
     except AnondError as exc:
@@ -88,6 +78,21 @@ def process_file(
                    verify_fixes=report.verify_fixes,
                    **{f"masked_{k}": v for k, v in report.masked.items()})
     return report
+
+
+def _run_stages(kind: str, fmt: str, src: Path, out: Path, settings: Settings, engine: DetectorEngine,
+                profile: Profile, report: JobReport, regions_path, regions_policy: str, progress) -> None:
+    """The photo or the video pipeline, writing `out`."""
+    if kind == "image":
+        from .image import process_image
+
+        process_image(src, out, settings=settings, engine=engine, profile=profile, report=report,
+                      regions_path=regions_path, regions_policy=regions_policy)
+    else:
+        from .video import process_video
+
+        process_video(src, out, settings=settings, engine=engine, profile=profile, report=report,
+                      regions=regions_path, regions_policy=regions_policy, progress=progress, fmt=fmt)
 
 
 def _fail(report: JobReport, exc: AnondError, started: float) -> None:
