@@ -126,3 +126,26 @@ def _label(value: str) -> str:
     if len(value) <= 64 and value.replace("_", "").replace("-", "").replace(".", "").isalnum():
         return value
     return "other"
+
+
+def start_metrics(svc, inboxes, log) -> "Metrics | None":
+    """The service's /metrics endpoint per `[service]` (svc), one label set per inbox; None when
+    metrics are off. A port that cannot be bound is a ConfigError (exit status 2)."""
+    if not svc.metrics:
+        return None
+    metrics = Metrics()
+    for name in inboxes:
+        metrics.add_inbox(name)
+    address = str(svc.metrics_address)
+    try:
+        port = metrics.serve(svc.metrics_port, address)
+    except OSError as exc:
+        from .errors import ConfigError
+
+        raise ConfigError(f"service.metrics_port: cannot listen on {address}:{svc.metrics_port} "
+                          f"({exc.strerror or type(exc).__name__})") from None
+    log.info("metrics.listening", address=address, port=port)
+    if not svc.metrics_address.is_loopback:
+        # Counts only, but visible to the network: the admin should know it is.
+        log.warning("metrics.not_loopback", address=address, port=port)
+    return metrics

@@ -17,8 +17,11 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import time
 from dataclasses import dataclass
 from pathlib import Path
+
+from .config import absolute
 
 DAY_S = 86400.0
 _JOB_ENTRY = re.compile(r"^(\d{8}T\d{6}-[0-9a-f]{8})(\.reason\.json)?$")
@@ -97,3 +100,50 @@ def prune_archive(folder: Path, max_age_s: float, now: float) -> int:
             except OSError:
                 pass
     return deleted
+
+
+# -- the service's hourly pass
+
+def housekeeping_every(service_settings, hourly_s: float) -> float:
+    """Hourly; more often when a retention is shorter than a few hours."""
+    ages = [d * 86400 for d in (service_settings.failed_retention_days,
+                                service_settings.archive_retention_days) if d > 0]
+    return min([hourly_s, *(age / 4 for age in ages)])
+
+
+def housekeeping(svc) -> None:
+    """Retention of unmasked originals (anond.retention), then the job table's and the
+    reports' history beyond `history_days`."""
+    svc.guard(_retention, svc)
+    keep_s = svc.settings.service.history_days * 86400
+    pruned = svc.store.prune(keep_s)
+    reports = absolute(svc.settings.service.state_dir) / "reports"
+    if reports.is_dir():
+        cutoff = time.time() - keep_s
+        for entry in os.scandir(reports):
+            try:
+                if entry.stat().st_mtime < cutoff:
+                    os.unlink(entry.path)
+            except OSError:
+                pass
+    if pruned:
+        svc.log.info("state.pruned", jobs=pruned)
+
+
+def _retention(svc) -> None:
+    """Unmasked originals past their retention age are deleted (anond.retention)."""
+    conf, now, done = svc.settings.service, time.time(), Pruned()
+    failed = {inbox.failed for inbox in svc.inboxes.values()}
+    archives = {inbox.archive for inbox in svc.inboxes.values() if inbox.archive is not None}
+    if conf.failed_retention_days > 0:
+        for folder in failed:
+            done += Pruned(failed_jobs=prune_failed(folder, conf.failed_retention_days * DAY_S, now))
+    if conf.archive_retention_days > 0:
+        for folder in archives:
+            done += Pruned(archived_files=prune_archive(folder, conf.archive_retention_days * DAY_S, now))
+    if svc.metrics:
+        svc.metrics.retention_deleted.labels(what="failed").inc(done.failed_jobs)
+        svc.metrics.retention_deleted.labels(what="archive").inc(done.archived_files)
+    if done.failed_jobs or done.archived_files:
+        svc.log.info("retention.deleted", failed_jobs=done.failed_jobs,
+                     archived_files=done.archived_files)
