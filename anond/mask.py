@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 import zlib
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 
 import cv2
 import numpy as np
@@ -231,3 +232,28 @@ def margined_boxes(dets: Detections, settings: MaskSettings) -> np.ndarray:
     """(N, 4) boxes that masking `dets` changes (margins included), in their coordinates."""
     return np.array([margined_box(b, margin_for(int(c), settings))
                      for b, c in zip(dets.xyxy, dets.cls)], np.float32).reshape(-1, 4)
+
+
+@dataclass
+class FrameMasks:
+    """What masking one frame did: every changed pixel, and boxes around what changed."""
+
+    coverage: np.ndarray  # bool (H, W)
+    changed: np.ndarray  # (N, 4): margined detection boxes, then each polygon's bounds
+
+
+def mask_frame(image: np.ndarray, dets: Detections, manual, settings: MaskSettings) -> FrameMasks:
+    """The frame-level step photos and video frames share: mask `dets` (the detections kept
+    after the operator's excludes) and then the manual `(polygon, mode)` regions in `image`
+    (BGR uint8, in place, in the polygons' coordinate frame); mode None = the profile's."""
+    coverage = np.zeros(image.shape[:2], bool)
+    changed = [margined_boxes(dets, settings)]
+    if len(dets):
+        apply(image, dets, settings)
+        coverage |= coverage_mask(image.shape[:2], dets, settings)
+    for polygon, mode in manual:
+        polygon = np.asarray(polygon)
+        apply_polygons(image, [polygon], mode or settings.mode, solid_color=settings.solid_color)
+        coverage |= polygons_mask(image.shape[:2], [polygon])
+        changed.append(np.concatenate([polygon.min(axis=0), polygon.max(axis=0)])[None])
+    return FrameMasks(coverage, np.concatenate(changed))

@@ -42,13 +42,8 @@ def process_image(
     found, _ = regions.filter_detections(found)  # the operator's exclude regions
 
     with report.stage("mask"):
-        mask.apply(image, found, profile.mask)
         manual = regions.masks_at()
-        for polygon, mode in manual:
-            mask.apply_polygons(image, [polygon], mode or profile.mask.mode,
-                                solid_color=profile.mask.solid_color)
-        covered = mask.coverage_mask(image.shape[:2], found, profile.mask)
-        covered |= mask.polygons_mask(image.shape[:2], [p for p, _ in manual])
+        covered = mask.mask_frame(image, found, manual, profile.mask).coverage
     report.masked = found.counts()
     if manual:
         report.masked[Target.MANUAL.label] = len(manual)

@@ -394,19 +394,11 @@ class _VideoJob:
                     jobs.append((slot, None, None, [], None))
                     continue
                 bgr = vio.to_bgr(slot.frame)
-                coverage = np.zeros(bgr.shape[:2], bool)
-                changed = [mask.margined_boxes(dets, self.profile.mask)]
-                if len(dets):
-                    mask.apply(bgr, dets, self.profile.mask)
-                    coverage |= mask.coverage_mask(bgr.shape[:2], dets, self.profile.mask)
-                    JobReport.add_counts(counts.masked, dets.counts())
-                for polygon, mode in manual:
-                    stored = vio.points_to_stored(polygon, self.rotation, self.stored_hw)
-                    mask.apply_polygons(bgr, [stored], mode or self.profile.mask.mode,
-                                        solid_color=self.profile.mask.solid_color)
-                    coverage |= mask.polygons_mask(bgr.shape[:2], [stored])
-                    changed.append(np.concatenate([stored.min(axis=0), stored.max(axis=0)])[None])
-                jobs.append((slot, bgr, coverage, targets, np.concatenate(changed)))
+                stored = [(vio.points_to_stored(polygon, self.rotation, self.stored_hw), mode)
+                          for polygon, mode in manual]
+                done = mask.mask_frame(bgr, dets, stored, self.profile.mask)
+                JobReport.add_counts(counts.masked, dets.counts())
+                jobs.append((slot, bgr, done.coverage, targets, done.changed))
         to_verify = [j for j in jobs if j[3]]
         if to_verify:
             with self.report.stage("verify"):
