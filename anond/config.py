@@ -60,7 +60,7 @@ class ModelSettings(_Section):
     # platedet's ONNX metadata says Ultralytics, AGPL-3.0 (models/README.md). The project's own
     # MIT model, anond-plate-mnet025, is installed beside it but is not the default yet: it
     # finds the plates (masked recall 99.5 % on openalpr) but masks far too much else
-    # (docs/BENCHMARKS.md); use it with plate_threshold = 0.3.
+    # (docs/BENCHMARKS.md). Each model brings its own threshold (Settings below).
     plate: str = "platedet-yolov8s-seg"
     # Faces in videos: a model of its own, "" = the same as `face`. RetinaFace-MobileNet0.25
     # runs in ~60 % of CenterFace's time per frame, and on the hamilton clip an independent
@@ -97,6 +97,7 @@ class DetectSettings(_Section):
     # Low on purpose (recall first, measured on face_mask / openalpr: docs/BENCHMARKS.md);
     # most extra boxes at these levels are real but unlabelled background faces.
     face_threshold: float = Field(0.2, gt=0, le=1)
+    # Unset, each target uses its model's own threshold (manifest `threshold`), else this.
     plate_threshold: float = Field(0.1, gt=0, le=1)
     # Boxes of one object (whole image, tiles, enlarged pass) overlapping more than this are
     # merged into their union.
@@ -355,6 +356,26 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _default_profile_named(self) -> "Settings":
         self.profiles.setdefault("default", self.profile)
+        return self
+
+    @model_validator(mode="after")
+    def _thresholds_of_the_models(self) -> "Settings":
+        """A profile that does not set `detect.<target>_threshold` gets the threshold the
+        target's model states in the manifest (each model is calibrated for its own: a plate
+        model's score is not another's), else the field's default."""
+        from .models import load_manifest
+
+        try:
+            specs = load_manifest(self.models.manifest)
+        except ConfigError:
+            return self  # reported where the models are loaded
+        for profile in {id(p): p for p in self.profiles.values()}.values():
+            for target in get_args(TargetName):
+                spec = specs.get(getattr(self.models, target))
+                field_name = f"{target}_threshold"
+                if spec is not None and spec.threshold is not None \
+                        and field_name not in profile.detect.model_fields_set:
+                    setattr(profile.detect, field_name, spec.threshold)
         return self
 
     # The daemon. Without [[inboxes]] it watches ./var/inbox and writes ./var/outbox.

@@ -70,6 +70,9 @@ class ModelSpec:
     check: str | None = None
     check_threshold: float = 0.5
     check_min_width: float = 0.0  # boxes narrower than this (pixels) are kept unchecked
+    # The detection threshold the model was calibrated for (manifest `threshold`): a profile
+    # that does not set `detect.<task>_threshold` itself uses it (config.Settings).
+    threshold: float | None = None
 
     @property
     def source(self) -> str:
@@ -140,6 +143,9 @@ def _spec_from_entry(entry: dict[str, Any], base: Path, index: int) -> ModelSpec
     if "/" in file or file.startswith("."):
         raise ConfigError(f"{where}: `file` must be a plain file name")
     check = _check_of(entry, where)
+    threshold = entry.get("threshold")
+    if threshold is not None and not (isinstance(threshold, (int, float)) and 0 < threshold <= 1):
+        raise ConfigError(f"{where}: `threshold` must be a number in (0, 1]")
     return ModelSpec(
         name=name,
         task=task,
@@ -158,6 +164,7 @@ def _spec_from_entry(entry: dict[str, Any], base: Path, index: int) -> ModelSpec
         check=check["model"] if check else None,
         check_threshold=float(check["threshold"]) if check else 0.5,
         check_min_width=float(check.get("min_width", 0)) if check else 0.0,
+        threshold=None if threshold is None else float(threshold),
     )
 
 

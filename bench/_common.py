@@ -109,20 +109,23 @@ def models(settings) -> list[dict]:
     return rows
 
 
-# Each plate model was calibrated at its own threshold; the benches use it whenever they run
-# that model (the profile's plate_threshold is the default model's).
-PLATE_THRESHOLDS = {"anond-plate-mnet025": 0.3,  # from its validation sweep (models/README.md)
-                    "platedet-yolov8s-seg": 0.1}
+def plate_threshold(settings_obj, name: str) -> float:
+    """The threshold plate model `name` was calibrated for (manifest `threshold`), else the
+    profile's: what anond itself uses when that model is configured (config.Settings)."""
+    from anond.models import load_manifest
+
+    spec = load_manifest(settings_obj.models.manifest).get(name)
+    return spec.threshold if spec is not None and spec.threshold is not None \
+        else settings_obj.profile.detect.plate_threshold
 
 
 def with_plate_model(settings_obj, name: str):
     """`settings_obj` with `name` as the plate model, at that model's calibrated threshold."""
     s = settings_obj.model_copy(update={"models": settings_obj.models.model_copy(update={"plate": name})})
-    if name in PLATE_THRESHOLDS:
-        profiles = {k: p.model_copy(update={"detect": p.detect.model_copy(
-            update={"plate_threshold": PLATE_THRESHOLDS[name]})}) for k, p in s.profiles.items()}
-        s = s.model_copy(update={"profiles": profiles, "profile": profiles["default"]})
-    return s
+    t = plate_threshold(settings_obj, name)
+    profiles = {k: p.model_copy(update={"detect": p.detect.model_copy(update={"plate_threshold": t})})
+                for k, p in s.profiles.items()}
+    return s.model_copy(update={"profiles": profiles, "profile": profiles["default"]})
 
 
 def settings():

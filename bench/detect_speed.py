@@ -96,7 +96,7 @@ def main() -> int:
         if check is not None:
             timed = Checked(det, check)
         threshold = (settings.profile.detect.face_threshold if model.spec.task == "face"
-                     else c.PLATE_THRESHOLDS.get(name, settings.profile.detect.plate_threshold))
+                     else c.plate_threshold(settings, name))
         sizes = [(360, 640), (720, 1280)] + ([] if det.fixed_size else [(640, 640)])
         for size in sizes:
             views = _views(photos, size, 16)

@@ -83,9 +83,7 @@ def main() -> int:
     masker = args.plate_model or settings.models.plate
     env = dict(os.environ)
     if args.plate_model:
-        env["ANOND_MODELS__PLATE"] = args.plate_model
-        if args.plate_model in c.PLATE_THRESHOLDS:
-            env["ANOND_PROFILE__DETECT__PLATE_THRESHOLD"] = str(c.PLATE_THRESHOLDS[args.plate_model])
+        env["ANOND_MODELS__PLATE"] = args.plate_model  # at its own threshold (manifest)
     out_dir = c.WORK / "plate-leaks"
     shutil.rmtree(out_dir, ignore_errors=True)
     out_dir.mkdir(parents=True)

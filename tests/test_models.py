@@ -193,6 +193,28 @@ def test_a_check_that_is_not_a_crop_check_model_is_refused(models_copy, tmp_path
         Engine.load(settings, ["plate"])
 
 
+def test_a_profile_takes_its_plate_models_own_threshold_unless_it_sets_one(tmp_path):
+    """Each plate model is calibrated at its own threshold (manifest `threshold`): naming a
+    model is enough; a threshold the profile sets itself wins; a nonsense one is refused."""
+    from anond.config import load_settings
+
+    for name, spec in models.load_manifest().items():
+        if spec.task == "plate" and spec.threshold is not None:
+            s = load_settings(None, models={"plate": name},
+                              profiles={"strict": {"detect": {"face_threshold": 0.5}}})
+            assert s.profiles["default"].detect.plate_threshold == spec.threshold
+            assert s.profiles["strict"].detect.plate_threshold == spec.threshold
+            assert s.profiles["strict"].detect.face_threshold == 0.5
+    own = load_settings(None, models={"plate": "platedet-yolov8s-seg"},
+                        profile={"detect": {"plate_threshold": 0.42}})
+    assert own.profiles["default"].detect.plate_threshold == 0.42
+    assert load_settings(None, models={"plate": "platedet-yolov8s-seg"}).profile.detect.plate_threshold == 0.1
+    bad = _write_manifest(tmp_path / "m.toml", _checked_plate_entry(
+        "p", "p.onnx", "00", '{ model = "x", threshold = 0.5 }') + "threshold = 2\n")
+    with pytest.raises(ConfigError, match="threshold"):
+        models.load_manifest(bad)
+
+
 # ---------------------------------------------------------------- operator model
 
 
