@@ -22,7 +22,7 @@ as `on_mask` and left alone, and only detections reaching into unmasked pixels a
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
@@ -34,6 +34,8 @@ from .types import Detections
 
 # Detector runs on the masked result; the last one only confirms that nothing is left.
 MAX_ROUNDS = 8
+# Video frames: round one around what masking changed, round two around round one's masks.
+MAX_VIDEO_ROUNDS = 2
 # A residual with at least this fraction of its box on already-masked pixels is the mask itself.
 ON_MASK_FRACTION = 0.9
 # Video verification looks again only around what masking changed: each changed box grown by
@@ -239,3 +241,103 @@ def verify(
         # Everything found was masked, but the last masks were not checked again.
         log.get().warning("verify.unsettled", rounds=result.rounds, fixes=result.fixes)
     return result.fixes
+
+
+# -- video frames
+
+
+@dataclass
+class FrameToVerify:
+    """One masked video frame (stored orientation): its pixels and coverage are updated in place."""
+
+    index: int
+    t: float
+    bgr: np.ndarray
+    coverage: np.ndarray  # bool (H, W): pixels masked so far
+    targets: list[str]  # targets to search for again (see the video job's `_verify_targets`)
+    changed: np.ndarray  # (N, 4) stored-frame boxes around what masking changed
+
+
+@dataclass
+class FramesVerified:
+    """What verifying a batch of video frames found and masked (counts only)."""
+
+    fixes: int = 0
+    on_mask: int = 0
+    views: int = 0  # crops around masks given to the detector
+    masked: dict[str, int] = field(default_factory=dict)  # fixes per target label
+
+
+def verify_frames(frames: list[FrameToVerify], profile: Profile, detect, run_detector,
+                  fixed_input: Callable[[str], tuple[int, int] | None], orient,
+                  keep: Callable[[Detections, int, float], Detections]) -> FramesVerified:
+    """Re-detect around the masks of masked video frames (batched per target); mask and count
+    what is found, as `verify` does for a photo.
+
+    Only the neighbourhood of what masking changed is searched again (`neighbourhoods`):
+    elsewhere the pixels are the decoded ones, already searched at a lower threshold. Round
+    two looks around the masks that round one added. `run_detector(views, detect, [target])`
+    runs the detector on crops; `orient` maps between stored frames and upright pictures
+    (`media.frames.Orientation`); `keep(dets, index, t)` drops what the operator excluded.
+    """
+    result = FramesVerified()
+    active = list(frames)
+    for _ in range(MAX_VIDEO_ROUNDS):
+        found = _found_around_masks(active, profile, detect, run_detector, fixed_input, orient, result)
+        still = []
+        for frame, parts in zip(active, found):
+            dets = dedupe(Detections.concat(parts), profile.detect.nms_iou)
+            if not len(dets):
+                continue
+            dets = keep(dets, frame.index, frame.t)
+            if not len(dets):
+                continue
+            dets.xyxy = orient.to_stored(dets.xyxy)
+            # The detector seeing the mask itself (a blurred head is still a head-shaped
+            # blob) changes nothing when masked again: counted, left alone.
+            seen_on_mask = on_mask(dets, frame.coverage)
+            result.on_mask += int(seen_on_mask.sum())
+            dets = dets.select(~seen_on_mask)
+            if not len(dets):
+                continue
+            mask.apply(frame.bgr, dets, profile.mask)
+            frame.coverage |= mask.coverage_mask(frame.bgr.shape[:2], dets, profile.mask)
+            result.fixes += len(dets)
+            for label, n in dets.counts().items():
+                result.masked[label] = result.masked.get(label, 0) + n
+            still.append(FrameToVerify(frame.index, frame.t, frame.bgr, frame.coverage,
+                                       [t for t in profile.targets if t in dets.counts()],
+                                       mask.margined_boxes(dets, profile.mask)))
+        if not still:
+            break
+        active = still
+    return result
+
+
+def _found_around_masks(active: list[FrameToVerify], profile: Profile, detect, run_detector,
+                        fixed_input, orient, result: FramesVerified) -> list[list[Detections]]:
+    """Per frame, the detections (upright pixels) in the neighbourhoods of its changed boxes,
+    one batched detector run per target."""
+    found: list[list[Detections]] = [[] for _ in active]
+    for target in profile.targets:
+        views, owners = [], []
+        fixed = fixed_input(target)
+        for k, frame in enumerate(active):
+            if target not in frame.targets:
+                continue
+            image = orient.upright(frame.bgr, contiguous=False)  # crops copy
+            boxes = orient.to_upright(frame.changed)
+            for rect in neighbourhoods(boxes, image.shape[:2], min_hw=fixed or (64, 64),
+                                       object_px=None if fixed else NEAR_OBJECT_PX):
+                view, scale = verify_view(image, rect, boxes, fixed is None)
+                views.append(view)
+                owners.append((k, rect[0], rect[1], scale))
+        if not views:
+            continue
+        result.views += len(views)
+        for (k, x0, y0, (sx, sy)), dets in zip(owners, run_detector(views, detect, [target])):
+            if len(dets):
+                dets.xyxy[:, 0::2] = dets.xyxy[:, 0::2] / sx + x0
+                dets.xyxy[:, 1::2] = dets.xyxy[:, 1::2] / sy + y0
+                found[k].append(dets)
+    return found

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import threading
+from dataclasses import dataclass
 
 import cv2
 import numpy as np
@@ -260,3 +261,20 @@ def frame_rotation(frame) -> int:
     if r is None or not math.isfinite(r):
         return 0
     return int(round(r / 90.0)) * 90 % 360
+
+
+@dataclass(frozen=True)
+class Orientation:
+    """A video's stored frames and the upright pictures detectors and regions see."""
+
+    rotation: int  # degrees counter-clockwise, a multiple of 90
+    stored_hw: tuple[int, int]
+
+    def upright(self, image: np.ndarray, *, contiguous: bool = True) -> np.ndarray:
+        return upright(image, self.rotation, contiguous=contiguous)
+
+    def to_upright(self, xyxy: np.ndarray) -> np.ndarray:
+        return boxes_to_upright(xyxy, self.rotation, self.stored_hw)
+
+    def to_stored(self, xyxy: np.ndarray) -> np.ndarray:
+        return boxes_to_stored(xyxy, self.rotation, self.stored_hw)

@@ -30,8 +30,8 @@ from ..errors import CorruptMedia, MediaTooLarge, UnsupportedMedia
 from . import containers, demuxer
 from .encode import VideoWriter, choose_encoder, choose_pix_fmt, encoder_options, filter_metadata
 from .frames import (
-    FIELD_ORDERS, TOP_FIRST, pyav, boxes_to_stored, boxes_to_upright, composite, display_matrix,
-    frame_rotation, points_to_stored, rotation_dims, to_bgr, upright,
+    FIELD_ORDERS, TOP_FIRST, Orientation, boxes_to_stored, boxes_to_upright, composite,
+    display_matrix, frame_rotation, points_to_stored, pyav, rotation_dims, to_bgr, upright,
 )
 from .threads import Background, Prefetch
 
@@ -40,6 +40,7 @@ __all__ = [  # this module's own, and the names the pipeline reaches through it
     "VideoWriter", "choose_encoder", "choose_pix_fmt", "encoder_options", "filter_metadata",
     "FIELD_ORDERS", "TOP_FIRST", "boxes_to_stored", "boxes_to_upright", "composite",
     "display_matrix", "frame_rotation", "points_to_stored", "rotation_dims", "to_bgr", "upright",
+    "Orientation",
     "Background", "Prefetch",
 ]
 

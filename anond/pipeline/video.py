@@ -53,10 +53,9 @@ from ..report import JobReport
 from ..track import Tracker
 from .plan import VideoPlan
 from ..types import Detections, DetectorEngine, Target
-from ..verify import NEAR_OBJECT_PX, dedupe, neighbourhoods, on_mask, verify_view
+from ..verify import FrameToVerify, verify_frames
 
-MAX_VERIFY_ROUNDS = 2
-PACKET_BATCH = 256  # copied packets handed on at once, at most (see _VideoJob._send_packets)
+PACKET_BATCH = 256  # copied packets handed on at once, at most (see _PacketRelay)
 
 _log = log.get("anond.pipeline.video")
 
@@ -150,6 +149,45 @@ class VideoObserver(Protocol):
         boxes, manual regions and verification residuals together), None when none."""
 
 
+class _PacketRelay:
+    """Packets of copied streams (audio, subtitles, data) to the muxer, in the order they came
+    between the frames: held until the output is open, then handed to the output thread in
+    batches queued with the frame batches (the same file for the same input, whatever the
+    threads' timing), not one thread hand-over per packet (each can wait a GIL switch
+    interval: hamilton's 470 audio packets one by one cost ~2 s of a 12 s job)."""
+
+    def __init__(self) -> None:
+        self.writer: vio.VideoWriter | None = None
+        self.output: vio.Background | None = None
+        self.held: list = []  # before the output is open
+        self.outgoing: list = []  # on their way to the output thread
+
+    def add(self, packet) -> None:
+        if self.writer is None:
+            if len(self.held) >= vio.MAX_PENDING_PACKETS:
+                raise CorruptMedia("no video frame could be decoded")
+            self.held.append(packet)
+            return
+        self.outgoing.append(packet)
+        if len(self.outgoing) >= PACKET_BATCH:
+            self.send()
+
+    def open(self, writer: vio.VideoWriter, output: vio.Background) -> None:
+        self.writer, self.output = writer, output
+        if self.held:
+            self.output.submit(self._write, self.held)
+            self.held = []
+
+    def send(self) -> None:
+        if self.outgoing:
+            packets, self.outgoing = self.outgoing, []
+            self.output.submit(self._write, packets)
+
+    def _write(self, packets: list) -> None:
+        for packet in packets:
+            self.writer.copy(packet)
+
+
 class _VideoJob:
     def __init__(self, src, out, reader, settings, engine, profile, report, regions, regions_policy):
         self.src, self.out = Path(src), Path(out)
@@ -167,8 +205,7 @@ class _VideoJob:
         self.output: vio.Background | None = None  # the writer's calls, in order, off-thread
         self.window: deque[_Slot] = deque()
         self.pending: list[_Slot] = []
-        self.held_packets: list = []  # copied-stream packets before the output is open
-        self.outgoing: list = []  # copied-stream packets on their way to the output thread
+        self.packets = _PacketRelay()  # copied-stream packets, in order, to the muxer
         self.next_index = 0
         self.last_detected = -1
         self.verify_candidates = 0
@@ -189,7 +226,7 @@ class _VideoJob:
         try:
             for item in source:
                 if not hasattr(item, "planes"):  # a packet of a copied stream
-                    self._copy(item)
+                    self.packets.add(item)
                     continue
                 self._enter(item)
                 if len(self.pending) >= self.vs.batch_size:
@@ -202,7 +239,7 @@ class _VideoJob:
                 self.pending.append(self.window[-1])
             self._detect()
             self._leave(final=True)
-            self._send_packets()
+            self.packets.send()
             self.output.drain()
             with self.report.stage("encode"):
                 self.writer.close()
@@ -219,30 +256,7 @@ class _VideoJob:
             for pool in (self.detect_pool, self.mask_pool):
                 if pool is not None:
                     pool.shutdown()
-        self._fill_report()
-
-    def _copy(self, packet) -> None:
-        if self.writer is None:
-            if len(self.held_packets) >= vio.MAX_PENDING_PACKETS:
-                raise CorruptMedia("no video frame could be decoded")
-            self.held_packets.append(packet)
-            return
-        self.outgoing.append(packet)
-        if len(self.outgoing) >= PACKET_BATCH:
-            self._send_packets()
-
-    def _send_packets(self) -> None:
-        """Copied packets go to the muxer in batches, queued with the frame batches in the order
-        they came between the frames (the same file for the same input, whatever the threads'
-        timing), and not one thread hand-over per packet (each can wait a GIL switch
-        interval: hamilton's 470 audio packets one by one cost ~2 s of a 12 s job)."""
-        if self.outgoing:
-            packets, self.outgoing = self.outgoing, []
-            self.output.submit(self._write_packets, packets)
-
-    def _write_packets(self, packets: list) -> None:
-        for packet in packets:
-            self.writer.copy(packet)
+        _fill_report(self)
 
     def _enter(self, frame) -> None:
         if self.writer is None:
@@ -273,9 +287,7 @@ class _VideoJob:
         # it holds), so memory stays flat.
         self.mask_pool = ThreadPoolExecutor(vs.mask_threads, "anond-mask")
         self.output = vio.Background(size=vs.mask_threads + 1)
-        if self.held_packets:
-            self.output.submit(self._write_packets, self.held_packets)
-            self.held_packets = []
+        self.packets.open(self.writer, self.output)
 
     def _load_regions(self):
         from ..regions import Regions, resolve
@@ -378,7 +390,7 @@ class _VideoJob:
                 if (self.verify_candidates - 1) % self.vs.verify_every:
                     targets = []
             plans.append((slot, dets, manual, targets))
-        self._send_packets()
+        self.packets.send()
         masked = self.mask_pool.submit(self._finish, plans)
         self.output.submit(self._emit_batch, masked)
 
@@ -399,10 +411,19 @@ class _VideoJob:
                 done = mask.mask_frame(bgr, dets, stored, self.profile.mask)
                 JobReport.add_counts(counts.masked, dets.counts())
                 jobs.append((slot, bgr, done.coverage, targets, done.changed))
-        to_verify = [j for j in jobs if j[3]]
+        to_verify = [FrameToVerify(slot.index, slot.t, bgr, coverage, targets, changed)
+                     for slot, bgr, coverage, targets, changed in jobs if targets]
         if to_verify:
+            counts.frames_verified += len(to_verify)
             with self.report.stage("verify"):
-                self._verify(to_verify, counts)
+                checked = verify_frames(
+                    to_verify, self.profile, self.plan.detect_verify, self._run_detector,
+                    self.engine.fixed_input, vio.Orientation(self.rotation, self.stored_hw),
+                    lambda d, index, t: self.regions.filter_detections(d, index, t)[0])
+            counts.verify_views += checked.views
+            counts.verify_on_mask += checked.on_mask
+            counts.verify_fixes += checked.fixes
+            JobReport.add_counts(counts.masked, checked.masked)
         # Composited here, not in the output thread: a finished batch then holds frames in
         # their own pixel format, not BGR copies and coverage maps, while it waits its turn.
         frames, seen = [], []
@@ -447,117 +468,57 @@ class _VideoJob:
         present = {Target(int(c)).label for c in set(dets.cls.tolist())}
         return [t for t in self.profile.targets if t in present]
 
-    def _verify(self, jobs, counts: _Counts) -> None:
-        """Re-detect around the masks of masked frames (batched); mask and count what is found.
 
-        Only the neighbourhood of what masking changed is searched again (`neighbourhoods`):
-        elsewhere the pixels are the decoded ones, already searched at a lower threshold.
-        Round two looks around the masks that round one added.
-        """
-        active = list(jobs)
-        counts.frames_verified += len(active)
-        for _ in range(MAX_VERIFY_ROUNDS):
-            found: list[list[Detections]] = [[] for _ in active]
-            for target in self.profile.targets:
-                views, owners = [], []
-                fixed = self.engine.fixed_input(target)
-                for k, (_, bgr, _, targets, changed) in enumerate(active):
-                    if target not in targets:
-                        continue
-                    image = vio.upright(bgr, self.rotation, contiguous=False)  # crops copy
-                    boxes = vio.boxes_to_upright(changed, self.rotation, self.stored_hw)
-                    for rect in neighbourhoods(boxes, image.shape[:2], min_hw=fixed or (64, 64),
-                                               object_px=None if fixed else NEAR_OBJECT_PX):
-                        view, scale = verify_view(image, rect, boxes, fixed is None)
-                        views.append(view)
-                        owners.append((k, rect[0], rect[1], scale))
-                if not views:
-                    continue
-                counts.verify_views += len(views)
-                for (k, x0, y0, (sx, sy)), dets in zip(
-                        owners, self._run_detector(views, self.plan.detect_verify, [target])):
-                    if len(dets):
-                        dets.xyxy[:, 0::2] = dets.xyxy[:, 0::2] / sx + x0
-                        dets.xyxy[:, 1::2] = dets.xyxy[:, 1::2] / sy + y0
-                        found[k].append(dets)
-            still = []
-            for (slot, bgr, coverage, _, _), parts in zip(active, found):
-                dets = dedupe(Detections.concat(parts), self.profile.detect.nms_iou)
-                if not len(dets):
-                    continue
-                dets, _ = self.regions.filter_detections(dets, slot.index, slot.t)
-                if not len(dets):
-                    continue
-                dets.xyxy = vio.boxes_to_stored(dets.xyxy, self.rotation, self.stored_hw)
-                # The detector seeing the mask itself (a blurred head is still a head-shaped
-                # blob) changes nothing when masked again: counted, left alone.
-                seen_on_mask = on_mask(dets, coverage)
-                counts.verify_on_mask += int(seen_on_mask.sum())
-                dets = dets.select(~seen_on_mask)
-                if not len(dets):
-                    continue
-                mask.apply(bgr, dets, self.profile.mask)
-                coverage |= mask.coverage_mask(bgr.shape[:2], dets, self.profile.mask)
-                counts.verify_fixes += len(dets)
-                JobReport.add_counts(counts.masked, dets.counts())
-                still.append((slot, bgr, coverage, [t for t in self.profile.targets
-                                                    if t in dets.counts()],
-                              mask.margined_boxes(dets, self.profile.mask)))
-            if not still:
-                break
-            active = still
-
-    # -- report
-
-    def _fill_report(self) -> None:
-        r, reader, info = self.report, self.reader, self.reader.info
-        writer = self.writer
-        m = r.media
-        m.width, m.height = self.stored_hw[1], self.stored_hw[0]
-        m.frames = writer.frames_written
-        m.fps = round(info.fps, 3)
-        m.codec = info.codec
-        m.duration_s = round(writer.frames_written / info.fps, 3) if not info.duration_s else \
-            round(info.duration_s, 3)
-        m.bit_depth = _bit_depth(writer.pix_fmt)
-        audio = [s for s in reader.container.streams.audio]
-        if not audio:
-            m.audio = "none"
-        elif writer.dropped_streams or any(s not in reader.copy_streams for s in audio):
-            m.audio = "dropped"
-        else:
-            m.audio = "copied"
-        r.detections = dict(self.counts.detections)
-        r.masked = dict(self.counts.masked)
-        if self.regions is not None and self.regions.applied_count:
-            r.masked[Target.MANUAL.label] = self.regions.applied_count
-            r.manual_regions.applied = self.regions.applied_count
-        if self.regions is not None:
-            r.manual_regions.excluded = self.regions.excluded
-        r.tracks = {Target(c).label: n for c, n in sorted(self.tracker.tracks_per_class.items())}
-        r.verify_fixes = self.counts.verify_fixes
-        r.verify_on_mask = self.counts.verify_on_mask
-        r.decoder = reader.decoder_name
-        r.encoder = writer.encoder_name + (f" ({writer.note})" if writer.note else "")
-        r.skipped_packets = reader.skipped_packets
-        r.parameters.setdefault("video", {
-            "crf": self.vs.crf, "preset": self.vs.preset, "batch_size": self.plan.detector_batch,
-            "detect_stride": self.vs.detect_stride, "plate_detect_stride": self.plan.plate_every,
-            "lookahead_frames": self.plan.lookahead,
-            "horizon_frames": self.tracker.horizon, "verify_every": self.vs.verify_every,
-            "pix_fmt": writer.pix_fmt, "rotation": self.rotation,
-            "timestamps": reader.timing, "field_order": vio.FIELD_ORDERS.get(writer.field_order),
-            "container": writer.output.container, "container_rule": writer.output.rule,
-            "timestamp_fixes": reader.timestamp_fixes, "corrupt_frames": reader.corrupt_frames,
-            "frames_masked": self.counts.frames_masked,
-            "frames_verified": self.counts.frames_verified,
-            "verify_views": self.counts.verify_views,
-            "dropped_streams": reader.dropped_streams + writer.dropped_streams,
-            "dropped_packets": writer.dropped_packets,
-        })
-        _log.info("video.done", job=r.job_id, frames=m.frames, skipped_packets=r.skipped_packets,
-                  verify_fixes=r.verify_fixes, decoder=r.decoder, encoder=writer.encoder_name,
-                  **{f"tracks_{k}": v for k, v in r.tracks.items()})
+def _fill_report(job: _VideoJob) -> None:
+    """What the finished job tells its report: media facts, counts, the settings it ran with."""
+    r, reader, info = job.report, job.reader, job.reader.info
+    writer = job.writer
+    m = r.media
+    m.width, m.height = job.stored_hw[1], job.stored_hw[0]
+    m.frames = writer.frames_written
+    m.fps = round(info.fps, 3)
+    m.codec = info.codec
+    m.duration_s = round(writer.frames_written / info.fps, 3) if not info.duration_s else \
+        round(info.duration_s, 3)
+    m.bit_depth = _bit_depth(writer.pix_fmt)
+    audio = [s for s in reader.container.streams.audio]
+    if not audio:
+        m.audio = "none"
+    elif writer.dropped_streams or any(s not in reader.copy_streams for s in audio):
+        m.audio = "dropped"
+    else:
+        m.audio = "copied"
+    r.detections = dict(job.counts.detections)
+    r.masked = dict(job.counts.masked)
+    if job.regions is not None and job.regions.applied_count:
+        r.masked[Target.MANUAL.label] = job.regions.applied_count
+        r.manual_regions.applied = job.regions.applied_count
+    if job.regions is not None:
+        r.manual_regions.excluded = job.regions.excluded
+    r.tracks = {Target(c).label: n for c, n in sorted(job.tracker.tracks_per_class.items())}
+    r.verify_fixes = job.counts.verify_fixes
+    r.verify_on_mask = job.counts.verify_on_mask
+    r.decoder = reader.decoder_name
+    r.encoder = writer.encoder_name + (f" ({writer.note})" if writer.note else "")
+    r.skipped_packets = reader.skipped_packets
+    r.parameters.setdefault("video", {
+        "crf": job.vs.crf, "preset": job.vs.preset, "batch_size": job.plan.detector_batch,
+        "detect_stride": job.vs.detect_stride, "plate_detect_stride": job.plan.plate_every,
+        "lookahead_frames": job.plan.lookahead,
+        "horizon_frames": job.tracker.horizon, "verify_every": job.vs.verify_every,
+        "pix_fmt": writer.pix_fmt, "rotation": job.rotation,
+        "timestamps": reader.timing, "field_order": vio.FIELD_ORDERS.get(writer.field_order),
+        "container": writer.output.container, "container_rule": writer.output.rule,
+        "timestamp_fixes": reader.timestamp_fixes, "corrupt_frames": reader.corrupt_frames,
+        "frames_masked": job.counts.frames_masked,
+        "frames_verified": job.counts.frames_verified,
+        "verify_views": job.counts.verify_views,
+        "dropped_streams": reader.dropped_streams + writer.dropped_streams,
+        "dropped_packets": writer.dropped_packets,
+    })
+    _log.info("video.done", job=r.job_id, frames=m.frames, skipped_packets=r.skipped_packets,
+              verify_fixes=r.verify_fixes, decoder=r.decoder, encoder=writer.encoder_name,
+              **{f"tracks_{k}": v for k, v in r.tracks.items()})
 
 
 def _bit_depth(pix_fmt: str) -> int:
