@@ -58,9 +58,10 @@ class ModelSettings(_Section):
     manifest: Path | None = None  # default: the manifest shipped with anond
     face: str = "centerface"
     # platedet's ONNX metadata says Ultralytics, AGPL-3.0 (models/README.md). The project's own
-    # MIT model, anond-plate-mnet025, is installed beside it but is not the default yet: it
-    # finds the plates (masked recall 99.5 % on openalpr) but masks far too much else
-    # (docs/BENCHMARKS.md). Each model brings its own threshold (Settings below).
+    # MIT models are installed beside it but are not the default yet (docs/BENCHMARKS.md):
+    # anond-plate-db masks every openalpr plate but 12x platedet's area elsewhere and misses
+    # small plates in video; anond-plate-mnet025 finds those but masks far more. Each model
+    # brings its own threshold (Settings below).
     plate: str = "platedet-yolov8s-seg"
     # Faces in videos: a model of its own, "" = the same as `face`. RetinaFace-MobileNet0.25
     # runs in ~60 % of CenterFace's time per frame, and on the hamilton clip an independent

@@ -168,3 +168,25 @@ def test_the_video_face_model_runs_one_thread_per_call(settings, engine):
     assert engine.for_video() is not engine  # models.video_face is a model of its own
     assert video.intra_op_num_threads == settings.video.intra_op_threads == 1
     assert photo.intra_op_num_threads == settings.runtime.intra_op_threads
+
+
+def test_segmentation_regions_become_boxes_scored_by_their_mean_probability():
+    """The DB-family decoder (anond-plate-db): each connected region above the binarisation
+    level is one box (pixel edges), scored by the mean probability over it; the threshold
+    applies to that score, regions in the padding past the view are cut, specks are dropped."""
+    from anond.detect.dbnet import BINARY, regions
+
+    prob = np.zeros((64, 96), np.float32)
+    prob[10:20, 5:45] = 0.9            # a confident plate: 40 x 10
+    prob[12, 30] = BINARY              # on the binarisation level: a hole, not part of the region
+    prob[30:34, 60:80] = 0.4           # a doubtful one
+    prob[50, 50] = 0.99                # one pixel: noise
+    prob[40:48, 90:96] = 0.95          # in the padding right of an 88-pixel-wide view
+    xyxy, score = regions(prob, 0.3, height=64, width=88)
+    order = np.argsort(xyxy[:, 0])
+    assert xyxy[order].tolist() == [[5, 10, 45, 20], [60, 30, 80, 34]]
+    assert np.allclose(score[order], [0.9, 0.4])
+    confident, s = regions(prob, 0.5, height=64, width=88)
+    assert confident.tolist() == [[5, 10, 45, 20]] and np.allclose(s, [0.9])
+    empty, _ = regions(np.zeros((32, 32), np.float32), 0.1)
+    assert empty.shape == (0, 4)

@@ -45,6 +45,8 @@ def build_detector(installed: InstalledModel, runtime) -> Detector:
         from .retinaface import RetinaFace as cls
     elif family == "yolov8":
         from .yolov8 import YoloV8 as cls
+    elif family == "ppocr":
+        from .dbnet import DBNet as cls
     else:
         raise ConfigError(f"model {installed.spec.name!r}: family {family!r} cannot serve detection")
     return cls(installed, runtime)
