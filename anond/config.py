@@ -370,7 +370,7 @@ class Settings(BaseSettings):
             specs = load_manifest(self.models.manifest)
         except ConfigError:
             return self  # reported where the models are loaded
-        for profile in {id(p): p for p in self.profiles.values()}.values():
+        for profile in {id(p): p for p in (self.profile, *self.profiles.values())}.values():
             for target in get_args(TargetName):
                 spec = specs.get(getattr(self.models, target))
                 field_name = f"{target}_threshold"

@@ -57,9 +57,6 @@ class Intake:
 
     # -- inboxes
 
-    def open_all(self, settings) -> dict[str, InboxRuntime]:
-        return {cfg.name: self.open(cfg, settings) for cfg in settings.inboxes}
-
     def open(self, cfg, settings) -> InboxRuntime:
         from .jobs import ClaimBox
         from .watch import InboxWatcher

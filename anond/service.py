@@ -108,7 +108,8 @@ class Service:
         self.store = JobStore(absolute(svc.state_dir))
         self.session = new_session()
         try:
-            self.inboxes = self.intake.open_all(self.settings)
+            for cfg in self.settings.inboxes:  # one by one: a failure closes those opened
+                self.inboxes[cfg.name] = self.intake.open(cfg, self.settings)
             self.metrics = start_metrics(self.settings.service, self.inboxes, self.log)
             self._start_workers()
             if self.stop_event.is_set():
