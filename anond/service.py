@@ -38,6 +38,7 @@ from .retention import housekeeping, housekeeping_every
 TICK_S = 0.2
 SPACE_CHECK_S = 5.0
 HOUSEKEEPING_S = 3600.0
+STOP_GRACE_S = 20.0  # beyond stop_timeout_s, for requeueing and closing (see _arm_stop_deadline)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -129,6 +130,8 @@ class Service:
 
     def _install_signals(self) -> None:
         def stop(signum, _frame):
+            if not self.stop_event.is_set():
+                self._arm_stop_deadline()
             self.stop_event.set()
             self.wake.set()
 
@@ -166,6 +169,22 @@ class Service:
             self.metrics.set_provider(self.provider)
         self.log.info("models.loaded", targets=",".join(targets), provider=self.provider,
                       workers=len(self.workers))
+
+    def _arm_stop_deadline(self) -> None:
+        """A stop must end: if shutting down takes STOP_GRACE_S longer than stop_timeout_s (a
+        step blocked in a library, a file system that stopped answering), the process leaves
+        as after a crash — the job table and the claims are crash-safe, unfinished jobs are
+        recovered on the next start — before systemd's TimeoutStopSec kills it mid-write."""
+        def overdue() -> None:
+            self.log.error("service.stop_overdue", seconds=round(limit, 1))
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(0)
+
+        limit = self.settings.service.stop_timeout_s + STOP_GRACE_S
+        timer = threading.Timer(limit, overdue)
+        timer.daemon = True
+        timer.start()
 
     # -- the main loop
 
