@@ -30,6 +30,7 @@ import numpy as np
 from . import log, mask
 from .config import Profile
 from .detect.nms import merge
+from .report import JobReport
 from .types import Detections
 
 # Detector runs on the masked result; the last one only confirms that nothing is left.
@@ -303,10 +304,10 @@ def verify_frames(frames: list[FrameToVerify], profile: Profile, detect, run_det
             mask.apply(frame.bgr, dets, profile.mask)
             frame.coverage |= mask.coverage_mask(frame.bgr.shape[:2], dets, profile.mask)
             result.fixes += len(dets)
-            for label, n in dets.counts().items():
-                result.masked[label] = result.masked.get(label, 0) + n
+            fixed = dets.counts()
+            JobReport.add_counts(result.masked, fixed)
             still.append(FrameToVerify(frame.index, frame.t, frame.bgr, frame.coverage,
-                                       [t for t in profile.targets if t in dets.counts()],
+                                       [t for t in profile.targets if t in fixed],
                                        mask.margined_boxes(dets, profile.mask)))
         if not still:
             break

@@ -278,3 +278,10 @@ class Orientation:
 
     def to_stored(self, xyxy: np.ndarray) -> np.ndarray:
         return boxes_to_stored(xyxy, self.rotation, self.stored_hw)
+
+    def points_to_stored(self, points: np.ndarray) -> np.ndarray:
+        return points_to_stored(points, self.rotation, self.stored_hw)
+
+    @property
+    def upright_hw(self) -> tuple[int, int]:
+        return rotation_dims(self.stored_hw, self.rotation)

@@ -213,8 +213,7 @@ class _VideoJob:
         info = reader.info
         self.plan = VideoPlan.build(self.vs, profile, info.fps, engine)
         self.tracker = Tracker(self.plan.track)
-        self.rotation = 0
-        self.stored_hw = (info.height, info.width)
+        self.orient = vio.Orientation(0, (info.height, info.width))  # set by the first frame
         self.regions = None
         threads = self.plan.detect_threads
         self.detect_pool = ThreadPoolExecutor(threads, "anond-detect") if threads > 1 else None
@@ -273,8 +272,8 @@ class _VideoJob:
     def _start(self, first_frame) -> None:
         """Open the output once the first frame shows the real format and rotation."""
         vs = self.vs
-        self.rotation = vio.frame_rotation(first_frame)
-        self.stored_hw = (first_frame.height, first_frame.width)
+        self.orient = vio.Orientation(vio.frame_rotation(first_frame),
+                                      (first_frame.height, first_frame.width))
         self.regions = self._load_regions()  # a required sidecar that is bad stops us here
         with self.report.stage("encode"):
             self.writer = vio.VideoWriter(self.out, self.reader, first_frame,
@@ -295,7 +294,7 @@ class _VideoJob:
         if isinstance(self.regions_arg, Regions):
             self.report.manual_regions.sidecar = "applied"
             return self.regions_arg
-        up_h, up_w = vio.rotation_dims(self.stored_hw, self.rotation)
+        up_h, up_w = self.orient.upright_hw
         info = self.reader.info
         regions, status = resolve(
             self.src, regions_path=self.regions_arg, policy=self.regions_policy,
@@ -311,14 +310,14 @@ class _VideoJob:
             return
         batch, self.pending = self.pending, []
         with self.report.stage("detect"):
-            images = [vio.upright(vio.to_bgr(s.frame), self.rotation) for s in batch]
+            images = [self.orient.upright(vio.to_bgr(s.frame)) for s in batch]
             found = self._detect_targets(batch, images)
         with self.report.stage("track"):
             for slot, dets in zip(batch, found):
                 dets, _ = self.regions.filter_detections(dets, slot.index, slot.t)
                 confident = dets.select(self._confident(dets))
                 JobReport.add_counts(self.counts.detections, confident.counts())
-                dets.xyxy = vio.boxes_to_stored(dets.xyxy, self.rotation, self.stored_hw)
+                dets.xyxy = self.orient.to_stored(dets.xyxy)
                 if self.observer is not None:
                     self.observer.tracker_input(slot.index, dets)
                 self.tracker.update(slot.index, dets)
@@ -399,26 +398,25 @@ class _VideoJob:
         to encode, in order, the batch's counts, and (index, coverage) per frame for the
         observer (empty without one)."""
         counts = _Counts()
-        jobs = []
+        jobs: list[tuple[_Slot, FrameToVerify | None]] = []  # None: nothing to mask
         with self.report.stage("mask"):
             for slot, dets, manual, targets in plans:
                 if not len(dets) and not manual and not targets:
-                    jobs.append((slot, None, None, [], None))
+                    jobs.append((slot, None))
                     continue
                 bgr = vio.to_bgr(slot.frame)
-                stored = [(vio.points_to_stored(polygon, self.rotation, self.stored_hw), mode)
-                          for polygon, mode in manual]
+                stored = [(self.orient.points_to_stored(polygon), mode) for polygon, mode in manual]
                 done = mask.mask_frame(bgr, dets, stored, self.profile.mask)
                 JobReport.add_counts(counts.masked, dets.counts())
-                jobs.append((slot, bgr, done.coverage, targets, done.changed))
-        to_verify = [FrameToVerify(slot.index, slot.t, bgr, coverage, targets, changed)
-                     for slot, bgr, coverage, targets, changed in jobs if targets]
+                jobs.append((slot, FrameToVerify(slot.index, slot.t, bgr, done.coverage, targets,
+                                                 done.changed)))
+        to_verify = [f for _, f in jobs if f is not None and f.targets]
         if to_verify:
             counts.frames_verified += len(to_verify)
             with self.report.stage("verify"):
                 checked = verify_frames(
                     to_verify, self.profile, self.plan.detect_verify, self._run_detector,
-                    self.engine.fixed_input, vio.Orientation(self.rotation, self.stored_hw),
+                    self.engine.fixed_input, self.orient,
                     lambda d, index, t: self.regions.filter_detections(d, index, t)[0])
             counts.verify_views += checked.views
             counts.verify_on_mask += checked.on_mask
@@ -428,15 +426,15 @@ class _VideoJob:
         # their own pixel format, not BGR copies and coverage maps, while it waits its turn.
         frames, seen = [], []
         with self.report.stage("encode"):
-            for slot, bgr, coverage, _, _ in jobs:
+            for slot, done in jobs:
                 frame, slot.frame = slot.frame, None
-                masked = bgr is not None and coverage.any()
+                masked = done is not None and done.coverage.any()
                 if masked:
-                    frame = vio.composite(frame, bgr, coverage)
+                    frame = vio.composite(frame, done.bgr, done.coverage)
                     counts.frames_masked += 1
                 frames.append(frame)
                 if self.observer is not None:
-                    seen.append((slot.index, coverage if masked else None))
+                    seen.append((slot.index, done.coverage if masked else None))
         return frames, counts, seen
 
     def _emit_batch(self, masked) -> None:
@@ -474,7 +472,7 @@ def _fill_report(job: _VideoJob) -> None:
     r, reader, info = job.report, job.reader, job.reader.info
     writer = job.writer
     m = r.media
-    m.width, m.height = job.stored_hw[1], job.stored_hw[0]
+    m.width, m.height = job.orient.stored_hw[1], job.orient.stored_hw[0]
     m.frames = writer.frames_written
     m.fps = round(info.fps, 3)
     m.codec = info.codec
@@ -506,7 +504,7 @@ def _fill_report(job: _VideoJob) -> None:
         "detect_stride": job.vs.detect_stride, "plate_detect_stride": job.plan.plate_every,
         "lookahead_frames": job.plan.lookahead,
         "horizon_frames": job.tracker.horizon, "verify_every": job.vs.verify_every,
-        "pix_fmt": writer.pix_fmt, "rotation": job.rotation,
+        "pix_fmt": writer.pix_fmt, "rotation": job.orient.rotation,
         "timestamps": reader.timing, "field_order": vio.FIELD_ORDERS.get(writer.field_order),
         "container": writer.output.container, "container_rule": writer.output.rule,
         "timestamp_fixes": reader.timestamp_fixes, "corrupt_frames": reader.corrupt_frames,
