@@ -38,14 +38,16 @@ class InboxRuntime:
     def name(self) -> str:
         return self.cfg.name
 
-    def resolve_folders(self, cfg, settings) -> None:
-        """Outbox, failed and archive folders of `cfg` (config.Inbox), created if missing."""
-        self.outbox = absolute(cfg.outbox)
-        self.failed = absolute(cfg.failed or settings.service.failed_dir)
-        self.archive = absolute(cfg.archive) if cfg.archive else None
-        for d in (self.outbox, self.failed, self.archive):
-            if d is not None:
-                d.mkdir(parents=True, exist_ok=True)
+
+def _folders(cfg, settings) -> tuple[Path, Path, Path | None]:
+    """Outbox, failed and archive folders of `cfg` (config.Inbox), created if missing."""
+    outbox = absolute(cfg.outbox)
+    failed = absolute(cfg.failed or settings.service.failed_dir)
+    archive = absolute(cfg.archive) if cfg.archive else None
+    for d in (outbox, failed, archive):
+        if d is not None:
+            d.mkdir(parents=True, exist_ok=True)
+    return outbox, failed, archive
 
 
 class Intake:
@@ -63,15 +65,14 @@ class Intake:
 
         root = absolute(cfg.path)
         root.mkdir(parents=True, exist_ok=True)
+        folders = _folders(cfg, settings)
         box = ClaimBox(root, self.svc.store.instance, self.svc.session)
-        inbox = InboxRuntime(cfg, root, root, root, None, None, box)
-        inbox.resolve_folders(cfg, settings)
         box.open()
-        inbox.watcher = InboxWatcher(root, recursive=cfg.recursive,
-                                     stable_after_s=settings.service.stable_after_s,
-                                     use_events=settings.service.inotify, ignore=cfg.ignore)
-        inbox.watcher.start()
-        return inbox
+        watcher = InboxWatcher(root, recursive=cfg.recursive,
+                               stable_after_s=settings.service.stable_after_s,
+                               use_events=settings.service.inotify, ignore=cfg.ignore)
+        watcher.start()
+        return InboxRuntime(cfg, root, *folders, watcher, box)
 
     def close(self, inbox: InboxRuntime) -> None:
         inbox.watcher.stop()
@@ -89,7 +90,7 @@ class Intake:
                     and new.service.stable_after_s == svc.settings.service.stable_after_s
                     and new.service.inotify == svc.settings.service.inotify):
                 prev.cfg = cfg
-                prev.resolve_folders(cfg, new)
+                prev.outbox, prev.failed, prev.archive = _folders(cfg, new)
                 fresh[cfg.name] = prev
             else:
                 if prev is not None:

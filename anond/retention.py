@@ -106,16 +106,16 @@ def prune_archive(folder: Path, max_age_s: float, now: float) -> int:
 
 def housekeeping_every(service_settings, hourly_s: float) -> float:
     """Hourly; more often when a retention is shorter than a few hours."""
-    ages = [d * 86400 for d in (service_settings.failed_retention_days,
+    ages = [d * DAY_S for d in (service_settings.failed_retention_days,
                                 service_settings.archive_retention_days) if d > 0]
     return min([hourly_s, *(age / 4 for age in ages)])
 
 
 def housekeeping(svc) -> None:
-    """Retention of unmasked originals (anond.retention), then the job table's and the
-    reports' history beyond `history_days`."""
+    """Retention of unmasked originals (`_retention`), then the job table's and the reports'
+    history beyond `history_days`."""
     svc.guard(_retention, svc)
-    keep_s = svc.settings.service.history_days * 86400
+    keep_s = svc.settings.service.history_days * DAY_S
     pruned = svc.store.prune(keep_s)
     reports = absolute(svc.settings.service.state_dir) / "reports"
     if reports.is_dir():
@@ -131,7 +131,7 @@ def housekeeping(svc) -> None:
 
 
 def _retention(svc) -> None:
-    """Unmasked originals past their retention age are deleted (anond.retention)."""
+    """Unmasked originals past their retention age are deleted (prune_failed, prune_archive)."""
     conf, now, done = svc.settings.service, time.time(), Pruned()
     failed = {inbox.failed for inbox in svc.inboxes.values()}
     archives = {inbox.archive for inbox in svc.inboxes.values() if inbox.archive is not None}

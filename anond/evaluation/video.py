@@ -28,8 +28,10 @@ object counts as masked when the mask covers >= `mask_cover` (0.8) of its box.
 
 from __future__ import annotations
 
+import tempfile
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -192,8 +194,6 @@ def evaluate_video(path, settings, profile: str = "default", *, negative: bool =
                    mask_cover: float = 0.8, max_frames: int | None = None,
                    show_progress: bool | None = None, engine=None) -> dict:
     """Temporal metrics of anond's masking on one clip (see the module docstring)."""
-    from pathlib import Path
-
     from ..detect.engine import Engine
 
     prof = settings.profiles[profile]
@@ -246,9 +246,6 @@ def evaluate_video(path, settings, profile: str = "default", *, negative: bool =
 def _run_pipeline(src, settings, prof, engine, max_frames: int | None):
     """anond's video pipeline on the clip (its first `max_frames` re-encoded, if given), output
     discarded: (report, what the observer saw)."""
-    import tempfile
-    from pathlib import Path
-
     from ..pipeline.video import process_video
     from ..report import JobReport
 
