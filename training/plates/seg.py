@@ -68,14 +68,16 @@ from anond.config import DEFAULT_MODELS_DIR, MaskSettings  # noqa: E402
 from anond.detect.dbnet import regions  # noqa: E402
 from anond.evaluation.metrics import coverage_fractions  # noqa: E402
 from anond.mask import coverage_mask  # noqa: E402
+from anond.models import load_manifest  # noqa: E402
 from anond.types import Detections, Target, iou_matrix  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
-MEAN = np.array([123.675, 116.28, 103.53], np.float32)  # PP-OCR's convention, BGR input order
-SCALE = np.array([0.017125, 0.017507, 0.017429], np.float32)
+# The input convention is the manifest's (PP-OCR's, BGR order): what is trained is what anond feeds.
+_INPUT = load_manifest()["anond-plate-db"].input
+MEAN = np.asarray(_INPUT.mean, np.float32)
+SCALE = np.asarray(_INPUT.scale, np.float32)
 THRESHOLD = 0.5  # region score the export is measured (and shipped) at
 MASK = MaskSettings()
-BN_PREFIX = "p2o/BatchNormalization/"
 
 
 # ------------------------------------------------------------------ the network
@@ -132,7 +134,7 @@ def weight_map(graph: onnx.ModelProto) -> dict[str, str]:
 
 
 def freeze_batch_norm(net: torch.nn.Module) -> None:
-    for name, mod in net.named_modules():
+    for mod in net.modules():
         if isinstance(mod, torch.nn.modules.batchnorm._BatchNorm):
             mod.eval()
 
@@ -212,8 +214,8 @@ def seg_loss(logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor) -
 # ------------------------------------------------------------------ validation
 
 @torch.no_grad()
-def predict(net, img: np.ndarray, max_side: int) -> np.ndarray:
-    """Probability map for one photo (longer side shrunk to max_side), at the photo's size."""
+def predict(net, img: np.ndarray, max_side: int) -> tuple[np.ndarray, float]:
+    """(probability map of the photo with its longer side shrunk to max_side, that scale)."""
     h, w = img.shape[:2]
     s = min(1.0, max_side / max(h, w))
     view = img if s == 1.0 else cv2.resize(img, (round(w * s), round(h * s)), interpolation=cv2.INTER_AREA)
