@@ -1,4 +1,4 @@
-"""Command line: anond process | models | run | check | eval | status | retry.
+"""Command line: anond process | models | run | check | eval | status | retry | web.
 
 Each sub-command lives in the module that owns it (`add_arguments(parser)` and `main(args)`);
 this file only wires them. Expected errors print one line and exit non-zero, no traceback.
@@ -23,6 +23,7 @@ COMMANDS = {
     "eval": ("anond.eval", "measure detection and masking quality on a labelled data set"),
     "status": ("anond.commands.status", "queue, running and failed jobs per inbox (counts only)"),
     "retry": ("anond.commands.retry", "move failed inputs back to their inbox for another try"),
+    "web": ("anond.web", "serve the review UI (results of review inboxes wait for approval)"),
 }
 # Exit status of an expected error (bad configuration, missing model, bad input): the unit's
 # RestartPreventExitStatus=, so a configuration error does not restart the service forever.

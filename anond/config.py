@@ -300,6 +300,9 @@ class Inbox(_Section):
     # With regions = "required": a file still without its sidecar this long after it stopped
     # changing goes to the failed folder (reason code regions_missing), not left waiting forever.
     regions_wait_s: float = Field(3600.0, gt=0)
+    # Results wait in the review area (state_dir/review/<job id>) until an operator approves
+    # them in the web UI ([web]); rejected ones go to the failed folder (reason code rejected).
+    review: bool = False
     # Globs (case-insensitive, matched against every folder and file name below the inbox) that
     # are never inputs and never touched, only counted; this list replaces the default one
     # (NAS thumbnail/recycle folders, desktop junk, partial downloads: anond.watch.DEFAULT_IGNORE).
@@ -331,6 +334,29 @@ class Inbox(_Section):
             other = absolute(other)
             if other == inbox or inbox in other.parents or other in inbox.parents:
                 raise ValueError(f"{key} must not be the inbox, inside it, or contain it")
+        return self
+
+
+class WebSettings(_Section):
+    """The review UI (`anond web`, or inside `anond run` when enabled)."""
+
+    enabled: bool = False  # serve the UI from the service process itself
+    address: IPvAnyAddress = IPv4Address("127.0.0.1")
+    port: int = Field(8750, ge=0, le=65535)  # 0 = any free port (logged as web.listening)
+    # Login: a password hash (`anond web --hash-password`) or a file holding a token, readable
+    # by the service user. Without either a random token is written to state_dir/web.token
+    # (0600), and the UI is served on a loopback address only.
+    password_hash: str = ""
+    token_file: Path | None = None
+    session_hours: float = Field(12.0, gt=0, le=24 * 30)  # a login lasts this long
+
+    @model_validator(mode="after")
+    def _login_beyond_loopback(self) -> "WebSettings":
+        if self.password_hash and not self.password_hash.startswith("scrypt$"):
+            raise ValueError("password_hash is not a hash from `anond web --hash-password`")
+        if not self.address.is_loopback and not (self.password_hash or self.token_file):
+            raise ValueError(f"address {self.address} is beyond this host: set password_hash "
+                             "or token_file first (the generated token is for loopback only)")
         return self
 
 
@@ -381,6 +407,7 @@ class Settings(BaseSettings):
 
     # The daemon. Without [[inboxes]] it watches ./var/inbox and writes ./var/outbox.
     service: ServiceSettings = ServiceSettings()
+    web: WebSettings = WebSettings()
     inboxes: list[Inbox] = [Inbox(path=Path("var/inbox"), outbox=Path("var/outbox"))]
 
     @model_validator(mode="after")

@@ -57,3 +57,9 @@ class TransientIOError(AnondError):
 
     permanent = False
     code = "transient_io"
+
+
+class Rejected(AnondError):
+    """An operator rejected the result in the review UI: the input goes to the failed folder."""
+
+    code = "rejected"

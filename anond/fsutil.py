@@ -232,6 +232,16 @@ def write_bytes_atomic(dst: str | os.PathLike, data: bytes, job_id: str = "write
     return out.final
 
 
+def write_copy(src: Path, dst: Path, tag: str) -> Path:
+    """Copy `src` to `dst` (replacing it) through a fsynced temporary beside `dst`."""
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    out = atomic_output(dst, tag, on_exists="replace")
+    with out as tmp:
+        shutil.copyfile(src, tmp)
+    assert out.final is not None
+    return out.final
+
+
 def reached_without_links(root: Path, rel_dir: PurePath) -> bool:
     """True when the folder `root/rel_dir` is reached from `root` through real folders only: no
     symbolic link on the way (`root` itself may be one, as configured). Moving a file through a

@@ -140,6 +140,8 @@ class Intake:
             for claim in inbox.box.take_over(owner):
                 attempts = (unfinished or {}).get(claim.job_id, (None, 0))[1]
                 known = svc.store.get(claim.job_id)
+                if known is not None and known[0] == "review":
+                    continue  # its result waits for an operator: the claim is ours again
                 if known is not None and known[0] in ("pending", "running"):
                     attempts = max(attempts, known[1])
                 svc.store.add(claim.job_id, inbox.name, attempts)

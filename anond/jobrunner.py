@@ -6,6 +6,11 @@
       ──finalize──▶ original deleted / archived / restored (kept); report; claim removed
     or ──failure──▶ retry later (transient) / failed/<job>/<path> + <job>.reason.json
 
+A review inbox (`review = true`) stops on the way: process_file writes into the review area
+(state_dir/review/<job>/, `anond.review`) and the job waits (state review, claim kept) for the
+operator: apply runs it again with the editor's regions, approve stages that result like any
+other output and the steps above go on, reject quarantines the input (reason rejected).
+
 The service (`anond.service`) claims files, queues job ids and hands each to a worker thread,
 which calls `JobRunner.execute`. Every step is safe to repeat: a process killed anywhere in
 it finds the job in its claim on restart and carries on from there.
@@ -155,8 +160,12 @@ class JobRunner:
             if swept:
                 clean_job_temps(dst, job.id, keep=tag)  # other attempts: void, we hold the claim
             staged = _staged_path(dst, tag)
-            if not staged.exists():
-                report = self._process(job, claim, inbox, engine, rel, src, dst, staged, tag)
+            if not staged.exists() and cfg.review:
+                report = self._reviewed(job, claim, inbox, engine, rel, src, dst, staged, tag, started)
+                if report is None:
+                    return  # waits for the operator in the review area
+            elif not staged.exists():
+                report = self._process(job, claim, inbox, engine, rel, src, staged).to_dict()
             if not claim.dir.is_dir():
                 unlink_if_exists(staged)
                 raise _LostClaim()
@@ -183,7 +192,11 @@ class JobRunner:
                 os.unlink(claim.sidecar)
         seconds = round(time.monotonic() - started, 3)
         self.store.finish(job.id, "done", seconds=seconds)
-        report_dict = report.to_dict() if report is not None else None
+        if cfg.review:
+            from .review import ReviewArea
+
+            ReviewArea(self.settings.service.state_dir).remove(job.id)
+        report_dict = report
         if report_dict is not None and self.settings.service.reports:
             try:
                 write_report(self.settings.service.state_dir, job.id, report_dict)
@@ -196,26 +209,65 @@ class JobRunner:
         self.log.info("job.completed", job=job.id, inbox=inbox.name, seconds=seconds,
                       **{f"masked_{k}": v for k, v in masked.items() if isinstance(v, int)})
 
-    def _process(self, job, claim, inbox, engine, rel, src, dst, staged, tag):
+    def _process(self, job, claim, inbox, engine, rel, src, staged, observer=None):
+        """Run the pipeline on the claimed input into `staged`; the report."""
         from .pipeline import process_file
 
         cfg = inbox.cfg
-        dst.parent.mkdir(parents=True, exist_ok=True)
+        staged.parent.mkdir(parents=True, exist_ok=True)
         sidecar = claim.sidecar
         if sidecar is None and cfg.regions != "off":
             # A crash between claiming the file and its sidecar leaves the sidecar behind.
             if inbox.box.claim_sidecar(claim, rel):
                 sidecar = claim.sidecar
+        # A review inbox always reads the regions its operator drew in the editor.
+        policy = "optional" if cfg.review and cfg.regions == "off" else cfg.regions
         report = process_file(
             src, staged, settings=self.settings, engine=engine,
             profile=self.settings.profiles[cfg.profile], job_id=job.id,
-            regions_path=sidecar if cfg.regions != "off" else None, regions_policy=cfg.regions,
-            on_exists="replace", file_mode=cfg.output_mode, group=cfg.output_group, temp_tag=tag,
+            regions_path=sidecar if policy != "off" else None, regions_policy=policy,
+            on_exists="replace", file_mode=cfg.output_mode, group=cfg.output_group,
+            temp_tag=f"{job.id}.{inbox.box.instance}", observer=observer,
         )
         landed = getattr(report, "output_path", None)
         if landed is not None and Path(landed) != staged:
             os.replace(landed, staged)
         return report
+
+    def _reviewed(self, job, claim, inbox, engine, rel, src, dst, staged, tag, started):
+        """A review inbox's job: its result goes to the review area and waits there (None);
+        once approved it is staged for the outbox like any output (its report dict)."""
+        from .errors import Rejected
+        from .fsutil import write_copy
+        from .review import BoxRecorder, ReviewArea
+
+        area = ReviewArea(self.settings.service.state_dir)
+        if area.marked(job.id, "rejected"):
+            raise Rejected("rejected by the operator")
+        output = area.output(job.id)
+        if output is not None and area.marked(job.id, "approved"):
+            write_copy(output, staged, tag)
+            return area.report(job.id) or {}
+        boxes = BoxRecorder()
+        area.dir(job.id).mkdir(parents=True, exist_ok=True, mode=0o700)
+        produced = area.dir(job.id) / f".{tag}.anond-run{dst.suffix}"
+        report = self._process(job, claim, inbox, engine, rel, src, produced, observer=boxes)
+        facts = report.media
+        meta = {"job": job.id, "inbox": inbox.name, "name": rel.as_posix(), "kind": report.kind,
+                "width": facts.width, "height": facts.height, "frames": facts.frames,
+                "fps": facts.fps, "duration_s": facts.duration_s, "masked": report.masked,
+                "verify_fixes": report.verify_fixes,
+                "seconds": round(time.monotonic() - started, 3)}
+        out = area.stage(job.id, Path(report.output_path or produced), meta, report.to_dict(),
+                         boxes.to_dict())
+        if report.kind == "video":  # the editor works in upright pixels; the report has stored
+            from .web.media import FrameSource
+
+            meta["height"], meta["width"] = FrameSource().frame(out, 0).shape[:2]
+            area.update_meta(job.id, meta)
+        self.store.wait_review(job.id, meta["seconds"])
+        self.log.info("job.review_waiting", job=job.id, inbox=inbox.name, seconds=meta["seconds"])
+        return None
 
     def _commit(self, staged: Path, dst: Path, claim, on_exists: str) -> Path:
         """Give the staged output its final name, exactly once, never overwriting (unless
@@ -310,6 +362,10 @@ class JobRunner:
         reason_path = write_bytes_atomic(inbox.failed / f"{job.id}.reason.json",
                                          (json.dumps(reason, indent=2) + "\n").encode(), job_id=job.id)
         os.chmod(reason_path, 0o600)
+        if inbox.cfg.review:
+            from .review import ReviewArea
+
+            ReviewArea(self.settings.service.state_dir).remove(job.id)
         if found is not None:
             rel, src = found
             clean_job_temps(inbox.outbox / rel, job.id)

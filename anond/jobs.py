@@ -174,6 +174,11 @@ class JobStore:
                 self.db.execute("ROLLBACK")
                 raise
 
+    def wait_review(self, job_id: str, seconds: float) -> None:
+        """The job's result waits for an operator (`anond.review`): out of the queue, not done."""
+        with self._mutex:
+            self.db.execute("UPDATE jobs SET state=?, seconds=? WHERE id=?", ("review", seconds, job_id))
+
     def remember(self, fingerprints: tuple[str, ...], job_id: str) -> None:
         with self._mutex:
             for fp in fingerprints:
@@ -199,7 +204,7 @@ class JobStore:
     def counts(self) -> dict[str, int]:
         with self._mutex:
             rows = self.db.execute("SELECT state, COUNT(*) FROM jobs GROUP BY state").fetchall()
-        out = {PENDING: 0, RUNNING: 0, DONE: 0, FAILED: 0, SKIPPED: 0}
+        out = {PENDING: 0, RUNNING: 0, DONE: 0, FAILED: 0, SKIPPED: 0, "review": 0}
         out.update({state: int(n) for state, n in rows})
         return out
 

@@ -54,8 +54,9 @@ class Metrics:
         self.ready = Gauge("anond_ready", "1 once models are loaded and warmed up", registry=r)
         self.retention_deleted = Counter(
             "anond_retention_deleted", "Unmasked originals deleted by retention: failed jobs "
-            "(what=failed) and archived files (what=archive)", ["what"], registry=r)
-        for what in ("failed", "archive"):
+            "(what=failed), archived files (what=archive), results never reviewed (what=review)",
+            ["what"], registry=r)
+        for what in ("failed", "archive", "review"):
             self.retention_deleted.labels(what=what)
         for cls in MASK_CLASSES:
             self.masked.labels(cls=cls)

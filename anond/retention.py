@@ -1,10 +1,12 @@
-"""Retention: unmasked inputs anond keeps (failed folders, archives) are deleted after an age.
+"""Retention: unmasked inputs anond keeps (failed folders, archives, results waiting for review)
+are deleted after an age.
 
 A failed job leaves the **unmasked original** in `failed/<job id>/` beside
 `failed/<job id>.reason.json`; an inbox with `originals = "archive"` keeps every original in its
 archive. Both are personal data, so both are deleted once older than
 `[service] failed_retention_days` / `archive_retention_days` (0 = kept for ever; `anond check`
-warns). The age is the time anond put the entry there (the inode's change time, which a link or
+warns). A result of a review inbox left unreviewed past failed_retention_days is deleted with
+its original like a failed job (`anond.review.expire`; the job ends failed, review_expired). The age is the time anond put the entry there (the inode's change time, which a link or
 rename sets; the file's own mtime is the camera's and says nothing about that).
 
 Only what anond itself writes is touched: in a failed folder, entries named like a job id;
@@ -33,9 +35,11 @@ class Pruned:
 
     failed_jobs: int = 0
     archived_files: int = 0
+    review_jobs: int = 0  # results never reviewed, deleted with their originals
 
     def __add__(self, other: "Pruned") -> "Pruned":
-        return Pruned(self.failed_jobs + other.failed_jobs, self.archived_files + other.archived_files)
+        return Pruned(self.failed_jobs + other.failed_jobs, self.archived_files + other.archived_files,
+                      self.review_jobs + other.review_jobs)
 
 
 def _changed(path: str) -> float | None:
@@ -138,12 +142,17 @@ def _retention(svc) -> None:
     if conf.failed_retention_days > 0:
         for folder in failed:
             done += Pruned(failed_jobs=prune_failed(folder, conf.failed_retention_days * DAY_S, now))
+        if any(inbox.cfg.review for inbox in svc.inboxes.values()):
+            from .review import expire
+
+            done += Pruned(review_jobs=expire(svc, conf.failed_retention_days * DAY_S, now))
     if conf.archive_retention_days > 0:
         for folder in archives:
             done += Pruned(archived_files=prune_archive(folder, conf.archive_retention_days * DAY_S, now))
     if svc.metrics:
         svc.metrics.retention_deleted.labels(what="failed").inc(done.failed_jobs)
         svc.metrics.retention_deleted.labels(what="archive").inc(done.archived_files)
-    if done.failed_jobs or done.archived_files:
+        svc.metrics.retention_deleted.labels(what="review").inc(done.review_jobs)
+    if done.failed_jobs or done.archived_files or done.review_jobs:
         svc.log.info("retention.deleted", failed_jobs=done.failed_jobs,
-                     archived_files=done.archived_files)
+                     archived_files=done.archived_files, review_jobs=done.review_jobs)

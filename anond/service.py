@@ -34,6 +34,7 @@ from .intake import InboxRuntime, Intake
 from .jobrunner import JobRunner
 from .metrics import start_metrics
 from .retention import housekeeping, housekeeping_every
+from .review import act_on_decisions
 
 TICK_S = 0.2
 SPACE_CHECK_S = 5.0
@@ -95,6 +96,7 @@ class Service:
         self.intake = Intake(self)  # inboxes, claims, low-space pause
         self.provider = "none"
         self.counts: dict[str, int] = {}  # job table counts, refreshed by refresh_status
+        self.web = None  # the review UI, when [web] enabled
 
     # -- lifecycle
 
@@ -112,6 +114,11 @@ class Service:
             for cfg in self.settings.inboxes:  # one by one: a failure closes those opened
                 self.inboxes[cfg.name] = self.intake.open(cfg, self.settings)
             self.metrics = start_metrics(self.settings.service, self.inboxes, self.log)
+            if self.settings.web.enabled:
+                from .web import WebServer
+
+                self.web = WebServer(self.settings, log.get("anond.web"), self.wake)
+                self.web.start()
             self._start_workers()
             if self.stop_event.is_set():
                 return self._shutdown()
@@ -225,6 +232,8 @@ class Service:
                 next_poll = now + max(min(1.0, svc.stable_after_s / 4), 5 * (time.monotonic() - began))
             for inbox in list(self.inboxes.values()):
                 self.guard(self.intake.take, inbox)
+            if any(i.cfg.review for i in self.inboxes.values()):
+                self.guard(act_on_decisions, self)
             if not self.intake.paused:
                 self._dispatch()
             self.refresh_status()
@@ -355,6 +364,8 @@ class Service:
                 inbox.box.close()
         if self.metrics:
             self.metrics.stop()
+        if self.web is not None:
+            self.web.stop()
         self.store.close()
         self.log.info("service.stopped", requeued=len(left))
         if left:
@@ -376,6 +387,8 @@ class Service:
                 pass
         if self.metrics:
             self.metrics.stop()
+        if self.web is not None:
+            self.web.stop()
         if self.store is not None:
             try:
                 self.store.close()

@@ -57,7 +57,7 @@ def _toml_value(value) -> str:
 
 
 def write_config(path: Path, *, models_dir: Path, service: dict, inboxes: list[dict],
-                 detect: dict | None = None) -> Path:
+                 detect: dict | None = None, sections: dict[str, dict] | None = None) -> Path:
     """A config for fast tests: face detector only, on CPU, small images, short timings."""
     lines = [
         "[models]", f"dir = {_toml_value(models_dir)}", "",
@@ -72,6 +72,8 @@ def write_config(path: Path, *, models_dir: Path, service: dict, inboxes: list[d
             "stop_timeout_s": 20, "metrics": False, "min_free_mb": 1}
     base.update(service)
     lines += [f"{k} = {_toml_value(v)}" for k, v in base.items()]
+    for name, values in (sections or {}).items():  # e.g. {"web": {...}}
+        lines += ["", f"[{name}]"] + [f"{k} = {_toml_value(v)}" for k, v in values.items()]
     for inbox in inboxes:
         lines += ["", "[[inboxes]]"] + [f"{k} = {_toml_value(v)}" for k, v in inbox.items()]
     path.write_text("\n".join(lines) + "\n")

@@ -378,7 +378,8 @@ def test_unmasked_originals_are_deleted_after_their_retention(tmp_path, models_d
         assert b'anond_retention_deleted_total{what="failed"} 1.0' in metrics
         assert b'anond_retention_deleted_total{what="archive"} 1.0' in metrics
         (event,) = [e for e in svc.events("retention.deleted") if e["failed_jobs"]]
-        assert set(event) <= {"event", "level", "timestamp", "logger", "failed_jobs", "archived_files"}
+        assert set(event) <= {"event", "level", "timestamp", "logger", "failed_jobs", "archived_files",
+                              "review_jobs"}
         assert svc.stop() == 0
     finally:
         svc.kill()
@@ -435,7 +436,7 @@ def test_status_counts_and_retry_puts_a_failed_input_back_where_it_was(tmp_path,
         status = cli("status", "--json")
         assert status.returncode == 0, status.stderr
         (row,) = json.loads(status.stdout)["inboxes"]
-        assert row == {"inbox": "cctv", "waiting": 0, "queued": 0, "running": 0, "done_24h": 0,
+        assert row == {"inbox": "cctv", "waiting": 0, "queued": 0, "running": 0, "in_review": 0, "done_24h": 0,
                        "failed_24h": 1, "in_failed": 1}
         assert "Jane_Doe" not in status.stdout + status.stderr
         assert cli("retry", "20260101T000000-00000000").returncode == 2  # unknown: one clear line

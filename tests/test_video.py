@@ -608,7 +608,10 @@ def test_an_observer_sees_every_frame_in_order_and_the_tracker_input(tmp_path, a
                                                                      face_settings, face_engine):
     class Seen:
         def __init__(self):
-            self.tracked, self.masked = [], []
+            self.tracked, self.masked, self.boxes = [], [], {}
+
+        def frame_boxes(self, frame, xyxy, dets):
+            self.boxes[frame] = xyxy.copy()
 
         def tracker_input(self, frame, dets):
             self.tracked.append((frame, len(dets)))
@@ -627,3 +630,9 @@ def test_an_observer_sees_every_frame_in_order_and_the_tracker_input(tmp_path, a
     assert [f for f, _ in seen.tracked] == list(range(12))  # detect_stride 1: every frame
     x0, y0, x1, y1 = made["boxes"][5]
     assert seen.masked[5][1] >= 0.5 * (x1 - x0) * (y1 - y0)  # the face's pixels were masked
+    # The boxes masked on each frame, in upright pixels (what the review editor draws).
+    from anond.types import iou_matrix
+
+    assert sorted(seen.boxes) == list(range(12))
+    assert all(iou_matrix(seen.boxes[i], np.array([made["boxes"][i]], np.float32)).max() > 0.3
+               for i in range(12))

@@ -38,6 +38,7 @@ def main(args: argparse.Namespace) -> int:
             "waiting": _waiting(inbox),
             "queued": counts.get("pending", 0),
             "running": counts.get("running", 0),
+            "in_review": counts.get("review", 0),
             "done_24h": counts.get("done_24h", 0),
             "failed_24h": counts.get("failed_24h", 0),
             "in_failed": sum(1 for r in reasons[failed_dir].values() if r.get("inbox") == inbox.name),
@@ -45,7 +46,8 @@ def main(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps({"inboxes": rows}, indent=2))
         return 0
-    headers = ["INBOX", "WAITING", "QUEUED", "RUNNING", "DONE 24H", "FAILED 24H", "IN FAILED/"]
+    headers = ["INBOX", "WAITING", "QUEUED", "RUNNING", "IN REVIEW", "DONE 24H", "FAILED 24H",
+               "IN FAILED/"]
     table = [headers] + [[str(v) for v in row.values()] for row in rows]
     widths = [max(len(r[i]) for r in table) for i in range(len(headers))]
     for r in table:
@@ -54,7 +56,8 @@ def main(args: argparse.Namespace) -> int:
 
 
 def _job_counts(db: Path) -> dict[str, dict[str, int]]:
-    """{inbox: {pending, running, done_24h, failed_24h}} from the job table, opened read-only."""
+    """{inbox: {pending, running, review, done_24h, failed_24h}} from the job table, opened
+    read-only."""
     if not db.exists():
         return {}
     from ..errors import ConfigError
@@ -64,7 +67,7 @@ def _job_counts(db: Path) -> dict[str, dict[str, int]]:
         con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10)
         try:
             rows = con.execute(
-                "SELECT inbox, state, COUNT(*) FROM jobs WHERE state IN ('pending', 'running') "
+                "SELECT inbox, state, COUNT(*) FROM jobs WHERE state IN ('pending', 'running', 'review') "
                 "OR finished >= ? GROUP BY inbox, state", (since,)).fetchall()
         finally:
             con.close()
@@ -73,7 +76,7 @@ def _job_counts(db: Path) -> dict[str, dict[str, int]]:
                           "service user") from None
     out: dict[str, dict[str, int]] = {}
     for inbox, state, n in rows:
-        key = state if state in ("pending", "running") else f"{state}_24h"
+        key = state if state in ("pending", "running", "review") else f"{state}_24h"
         out.setdefault(inbox, {})[key] = int(n)
     return out
 

@@ -160,6 +160,9 @@ class _Recorder:
             self.coverage[frame] = np.packbits(coverage)
             self.shape = coverage.shape
 
+    def frame_boxes(self, frame: int, xyxy: np.ndarray, dets: Detections) -> None:
+        pass  # measured from the tracker's input and the coverage
+
     def covered(self, frame: int) -> np.ndarray | None:
         packed = self.coverage.get(frame)
         if packed is None or self.shape is None:

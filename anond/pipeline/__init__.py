@@ -39,6 +39,7 @@ def process_file(
     group: str | int | None = None,
     temp_tag: str | None = None,
     progress: Callable[[int, int], None] | None = None,
+    observer=None,
 ) -> JobReport:
     """Anonymize `src` into `dst` (same format); return the job report.
 
@@ -63,7 +64,7 @@ def process_file(
         output = atomic_output(dst, temp_tag or job_id, on_exists=on_exists, mode=file_mode, group=group)
         with output as tmp:
             _run_stages(kind.kind, kind.format, src, tmp, settings, engine, profile, report,
-                        regions_path, regions_policy, progress)
+                        regions_path, regions_policy, progress, observer)
         report.output_path = output.final
         report.media.bytes_out = output.final.stat().st_size if output.final else None
     except AnondError as exc:
@@ -81,18 +82,20 @@ def process_file(
 
 
 def _run_stages(kind: str, fmt: str, src: Path, out: Path, settings: Settings, engine: DetectorEngine,
-                profile: Profile, report: JobReport, regions_path, regions_policy: str, progress) -> None:
+                profile: Profile, report: JobReport, regions_path, regions_policy: str, progress,
+                observer=None) -> None:
     """The photo or the video pipeline, writing `out`."""
     if kind == "image":
         from .image import process_image
 
         process_image(src, out, settings=settings, engine=engine, profile=profile, report=report,
-                      regions_path=regions_path, regions_policy=regions_policy)
+                      regions_path=regions_path, regions_policy=regions_policy, observer=observer)
     else:
         from .video import process_video
 
         process_video(src, out, settings=settings, engine=engine, profile=profile, report=report,
-                      regions=regions_path, regions_policy=regions_policy, progress=progress, fmt=fmt)
+                      regions=regions_path, regions_policy=regions_policy, progress=progress, fmt=fmt,
+                      observer=observer)
 
 
 def _fail(report: JobReport, exc: AnondError, started: float) -> None:

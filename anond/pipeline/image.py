@@ -23,6 +23,7 @@ def process_image(
     report: JobReport,
     regions_path: Path | None = None,
     regions_policy: str = "optional",
+    observer=None,
 ) -> None:
     """Anonymize one photo from `src` into `out` (a temporary path), filling `report`."""
     with report.stage("decode"):
@@ -40,6 +41,8 @@ def process_image(
         found = engine.detect([image], profile.detect, profile.targets)[0]
     report.detections = found.counts()
     found, _ = regions.filter_detections(found)  # the operator's exclude regions
+    if observer is not None:
+        observer.frame_boxes(0, found.xyxy, found)
 
     with report.stage("mask"):
         manual = regions.masks_at()

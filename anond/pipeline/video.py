@@ -148,6 +148,10 @@ class VideoObserver(Protocol):
         """Each frame as it is encoded, in order: the pixels composited as masked (tracked
         boxes, manual regions and verification residuals together), None when none."""
 
+    def frame_boxes(self, frame: int, xyxy: np.ndarray, dets: Detections) -> None:
+        """The tracked detections masked on a frame, `xyxy` in upright pixels (`dets` holds
+        them in stored ones, with their classes and track ids)."""
+
 
 class _PacketRelay:
     """Packets of copied streams (audio, subtitles, data) to the muxer, in the order they came
@@ -382,6 +386,8 @@ class _VideoJob:
             self.tracker.release(slots[-1].index + 1)
         plans = []
         for slot, dets in zip(slots, boxes):
+            if self.observer is not None:
+                self.observer.frame_boxes(slot.index, self.orient.to_upright(dets.xyxy), dets)
             manual = self.regions.masks_at(slot.index, slot.t) if self.regions else []
             targets = self._verify_targets(slot, dets, manual)
             if targets:
