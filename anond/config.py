@@ -360,6 +360,47 @@ class WebSettings(_Section):
         return self
 
 
+class ClusterSettings(_Section):
+    """Scale-out on NATS JetStream (`anond.cluster`): off = one host, exactly as without it."""
+
+    enabled: bool = False
+    servers: list[str] = ["nats://127.0.0.1:4222"]
+    # all: watch inboxes and run jobs; intake: watch, claim and publish only (no models);
+    # worker: run jobs pulled from the stream only (the inboxes' shares mounted, same names).
+    role: Literal["all", "intake", "worker"] = "all"
+    # Credentials (at most one kind): a token, a user and password, or an NKey seed file.
+    token: str = ""
+    user: str = ""
+    password: str = ""
+    nkey_file: Path | None = None
+    tls_ca: Path | None = None  # TLS: the CA to trust, and a client certificate and key
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    stream: str = Field("ANOND_JOBS", pattern=r"^[A-Za-z0-9_-]{1,64}$")
+    subject: str = Field("anond.jobs", pattern=r"^[A-Za-z0-9_.-]{1,128}$")
+    consumer: str = Field("anond-workers", pattern=r"^[A-Za-z0-9_-]{1,64}$")
+    # A job whose worker sent no progress for this long is delivered to another worker.
+    ack_wait_s: float = Field(60.0, ge=1, le=3600)
+    # Attempts per job (deliveries that ran it); the next delivery puts the input in the
+    # failed folder with reason max_deliveries (a file that kills its workers, say).
+    max_deliver: int = Field(5, ge=1, le=100)
+    # Jobs handed out and not yet acknowledged, all workers together (JetStream MaxAckPending).
+    max_ack_pending: int = Field(1000, ge=1)
+    # Claimed jobs an intake holds before publishing them (a bound while the server is away).
+    intake_window: int = Field(256, ge=1)
+
+    @model_validator(mode="after")
+    def _one_credential(self) -> "ClusterSettings":
+        kinds = [bool(self.token), bool(self.user or self.password), self.nkey_file is not None]
+        if sum(kinds) > 1:
+            raise ValueError("give one kind of credential: token, user/password or nkey_file")
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("tls_cert and tls_key go together")
+        if not self.servers:
+            raise ValueError("servers: at least one NATS server URL")
+        return self
+
+
 def absolute(path) -> Path:
     """A configured path as the service uses it: `~` expanded, made absolute against the
     working directory (the one place paths of the configuration are resolved)."""
@@ -408,6 +449,7 @@ class Settings(BaseSettings):
     # The daemon. Without [[inboxes]] it watches ./var/inbox and writes ./var/outbox.
     service: ServiceSettings = ServiceSettings()
     web: WebSettings = WebSettings()
+    cluster: ClusterSettings = ClusterSettings()
     inboxes: list[Inbox] = [Inbox(path=Path("var/inbox"), outbox=Path("var/outbox"))]
 
     @model_validator(mode="after")
@@ -428,6 +470,9 @@ class Settings(BaseSettings):
             if any(path == p or p in path.parents or path in p.parents for p in paths):
                 raise ValueError(f"inboxes.{i}.path: overlaps another inbox")
             paths.add(path)
+            if self.cluster.enabled and inbox.review:
+                raise ValueError(f"inboxes.{i}.review: review inboxes run on one host "
+                                 "(cluster.enabled = false)")
         return self
 
     @classmethod

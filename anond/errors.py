@@ -63,3 +63,10 @@ class Rejected(AnondError):
     """An operator rejected the result in the review UI: the input goes to the failed folder."""
 
     code = "rejected"
+
+
+class TooManyDeliveries(AnondError):
+    """cluster: the job was delivered cluster.max_deliver times without an end (its workers died
+    or stalled on it): the input goes to the failed folder instead of another worker."""
+
+    code = "max_deliveries"

@@ -71,7 +71,8 @@ class Intake:
         watcher = InboxWatcher(root, recursive=cfg.recursive,
                                stable_after_s=settings.service.stable_after_s,
                                use_events=settings.service.inotify, ignore=cfg.ignore)
-        watcher.start()
+        if not (self.svc.settings.cluster.enabled and self.svc.settings.cluster.role == "worker"):
+            watcher.start()  # a cluster worker runs jobs others claimed: it watches nothing
         return InboxRuntime(cfg, root, *folders, watcher, box)
 
     def close(self, inbox: InboxRuntime) -> None:
@@ -162,7 +163,11 @@ class Intake:
         svc = self.svc
         if self.paused:
             return
-        room = 2 * len(svc.workers) - svc.counts.get("pending", 0)
+        pending = svc.counts.get("pending", 0)
+        # Alone: a short queue per worker. Cluster: the stream is the queue; claim ahead up to
+        # the intake window (what waits unpublished while the server is away).
+        room = (svc.settings.cluster.intake_window if svc.cluster is not None
+                else 2 * len(svc.workers)) - pending
         while inbox.ready and room > 0 and not svc.stop_event.is_set():
             cand = inbox.ready.pop()
             try:

@@ -32,6 +32,11 @@ class _LostClaim(Exception):
     """Another instance took the claim over (our lease had expired): drop the job."""
 
 
+class _CommitBusy(Exception):
+    """cluster: another worker holds the job's commit token (a redelivery raced a stalled
+    worker): try again later; by then the job is committed, or the token stale."""
+
+
 class _AfterCommit(Exception):
     """Finishing a job whose output is already in place failed (moving the original, the job
     table): retried later, never a reason to quarantine the input."""
@@ -87,14 +92,19 @@ class JobRunner:
         if entry is None:
             return
         job, inbox = entry.job, entry.inbox
-        claim = Claim(inbox.box.mine / job.id, job.id)
+        # A cluster worker runs the job in the claim of the intake that published it.
+        claim = Claim(entry.claim_dir or inbox.box.mine / job.id, job.id)
         started = time.monotonic()
         self.log.info("job.started", job=job.id, inbox=inbox.name, attempt=job.attempts + 1)
         try:
-            self._run_job(job, claim, inbox, engine, started)
+            self._run_job(job, claim, inbox, engine, started, entry)
         except _LostClaim:
             self.svc.guard(self.store.forget, job.id)
             self.log.warning("job.lost_claim", job=job.id, inbox=inbox.name)
+        except _CommitBusy:
+            delay = self.settings.service.retry_backoff_s
+            self.svc.guard(self.store.retry_later, job.id, job.attempts, delay, "commit_busy")
+            self.log.warning("job.commit_busy", job=job.id, inbox=inbox.name, retry_in_s=delay)
         except _AfterCommit as exc:
             delay = self.settings.service.retry_backoff_s
             self.svc.guard(self.store.retry_later, job.id, job.attempts, delay, "finalize")
@@ -117,9 +127,11 @@ class JobRunner:
         finally:
             with self.svc.running_lock:
                 self.svc.running.pop(job.id, None)
+            self.svc.job_ended(job.id)
             self.svc.wake.set()
 
-    def _run_job(self, job, claim, inbox, engine, started: float) -> None:
+    def _run_job(self, job, claim, inbox, engine, started: float, entry) -> None:
+        from .errors import TooManyDeliveries
         from .jobs import FAILED, SKIPPED, content_digest, content_fingerprint
 
         if not claim.dir.is_dir():
@@ -133,6 +145,8 @@ class JobRunner:
             self.log.info("job.recovered_finished", job=job.id, state=state)
             return
         rel, src = found
+        if entry.poison and not claim.committed:
+            raise TooManyDeliveries(f"delivered {entry.poison} times without an end")
         cfg = inbox.cfg
         fingerprints: tuple[str, ...] = ()
         if cfg.originals == "keep":
@@ -156,7 +170,8 @@ class JobRunner:
 
             dst = inbox.outbox / rel.parent / output_name(
                 src, rel.name, drop_data_tags=self.settings.video.drop_data_tags)
-            swept = job.id in self.svc.taken_over  # a fresh job's id was never anyone else's
+            # A fresh job's id was never anyone else's; a taken-over or redelivered one's was.
+            swept = job.id in self.svc.taken_over or entry.redelivered
             if swept:
                 clean_job_temps(dst, job.id, keep=tag)  # other attempts: void, we hold the claim
             staged = _staged_path(dst, tag)
@@ -169,6 +184,10 @@ class JobRunner:
             if not claim.dir.is_dir():
                 unlink_if_exists(staged)
                 raise _LostClaim()
+            if self.svc.cluster is not None and not claim.take_commit(
+                    tag, 2 * self.settings.cluster.ack_wait_s):
+                unlink_if_exists(staged)
+                raise _CommitBusy()
             self._commit(staged, dst, claim, cfg.on_exists)
             if swept:  # the old owner, stalled, may have written again since
                 clean_job_temps(dst, job.id)

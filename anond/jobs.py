@@ -43,15 +43,17 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from .errors import ConfigError
-from .fsutil import file_sha256, fsync_dir, move_exact, reached_without_links
+from .fsutil import file_sha256, fsync_dir, move_exact, reached_without_links, unlink_if_exists
 
 CONTROL_DIR = ".anond"
 INPUT_DIR = "in"  # the claimed input, under its own name
 WHERE = "where"  # its folder relative to the inbox (only while in flight)
 SIDECAR = "regions.json"
 COMMITTED = "committed"
+COMMIT_TOKEN = "committing"  # cluster: who may commit (created exclusively, names the committer)
 
 PENDING, RUNNING, DONE, FAILED = "pending", "running", "done", "failed"
+PUBLISHED = "published"  # an intake's job handed to the cluster's stream (anond.cluster)
 SKIPPED = "skipped"  # a kept original seen before: nothing to do
 
 
@@ -111,6 +113,10 @@ class JobStore:
                 """
             )
 
+            columns = {row[1] for row in self.db.execute("PRAGMA table_info(jobs)")}
+            if "remote" not in columns:  # a job pulled from the cluster's stream, not ours to queue
+                self.db.execute("ALTER TABLE jobs ADD COLUMN remote INTEGER NOT NULL DEFAULT 0")
+
     # -- states
 
     def add(self, job_id: str, inbox: str, attempts: int = 0) -> None:
@@ -120,6 +126,27 @@ class JobStore:
                 "INSERT INTO jobs(id, inbox, state, attempts, next_try, created) VALUES (?,?,?,?,0,?) "
                 "ON CONFLICT(id) DO UPDATE SET state=excluded.state, inbox=excluded.inbox, next_try=0",
                 (job_id, inbox, PENDING, attempts, time.time()),
+            )
+
+    def next_try(self, job_id: str) -> float:
+        with self._mutex:
+            row = self.db.execute("SELECT next_try FROM jobs WHERE id=?", (job_id,)).fetchone()
+        return float(row[0]) if row else 0.0
+
+    def error(self, job_id: str) -> str | None:
+        with self._mutex:
+            row = self.db.execute("SELECT error FROM jobs WHERE id=?", (job_id,)).fetchone()
+        return row[0] if row else None
+
+    def start_remote(self, job_id: str, inbox: str, attempts: int) -> None:
+        """A job delivered by the cluster's stream, running here now (never queued by us: the
+        stream redelivers it)."""
+        with self._mutex:
+            self.db.execute(
+                "INSERT INTO jobs(id, inbox, state, attempts, next_try, created, remote) "
+                "VALUES (?,?,?,?,0,?,1) ON CONFLICT(id) DO UPDATE SET state=excluded.state, "
+                "attempts=excluded.attempts, remote=1",
+                (job_id, inbox, RUNNING, attempts, time.time()),
             )
 
     def get(self, job_id: str) -> tuple[str, int] | None:
@@ -136,7 +163,8 @@ class JobStore:
         marks = ",".join("?" * len(inboxes))
         with self._mutex:
             rows = self.db.execute(
-                f"SELECT id, inbox, attempts FROM jobs WHERE state=? AND next_try<=? AND inbox IN ({marks}) "
+                f"SELECT id, inbox, attempts FROM jobs WHERE state=? AND next_try<=? AND remote=0 "
+                f"AND inbox IN ({marks}) "
                 "ORDER BY created, id LIMIT ?",
                 (PENDING, now, *sorted(inboxes), limit),
             ).fetchall()
@@ -190,11 +218,17 @@ class JobStore:
         with self._mutex:
             self.db.execute("DELETE FROM jobs WHERE id=? AND state IN (?,?)", (job_id, PENDING, RUNNING))
 
+    def forget_remote(self) -> int:
+        """Cluster jobs this instance was running when it stopped: the stream redelivers them."""
+        with self._mutex:
+            cur = self.db.execute("DELETE FROM jobs WHERE remote=1 AND state IN (?,?)", (PENDING, RUNNING))
+        return cur.rowcount
+
     def unfinished(self) -> dict[str, tuple[str, int]]:
         """{job id: (inbox, attempts)} of pending and running jobs (used at start-up)."""
         with self._mutex:
-            rows = self.db.execute("SELECT id, inbox, attempts FROM jobs WHERE state IN (?,?)",
-                                   (PENDING, RUNNING)).fetchall()
+            rows = self.db.execute("SELECT id, inbox, attempts FROM jobs WHERE state IN (?,?) "
+                                   "AND remote=0", (PENDING, RUNNING)).fetchall()
         return {r[0]: (r[1], int(r[2])) for r in rows}
 
     def seen(self, fp: str) -> bool:
@@ -211,8 +245,8 @@ class JobStore:
     def prune(self, older_than_s: float) -> int:
         """Forget finished jobs older than the history window (fingerprints stay)."""
         with self._mutex:
-            cur = self.db.execute("DELETE FROM jobs WHERE state IN (?,?,?) AND finished < ?",
-                                  (DONE, FAILED, SKIPPED, time.time() - older_than_s))
+            cur = self.db.execute("DELETE FROM jobs WHERE state IN (?,?,?,?) AND finished < ?",
+                                  (DONE, FAILED, SKIPPED, PUBLISHED, time.time() - older_than_s))
         return cur.rowcount
 
     def checkpoint(self) -> None:
@@ -327,6 +361,37 @@ class Claim:
 
     def remove(self) -> None:
         shutil.rmtree(self.dir, ignore_errors=True)
+
+    def take_commit(self, tag: str, stale_s: float) -> bool:
+        """The right to commit the job's output (cluster: two workers may hold one job when a
+        stalled one comes back after its redelivery). An exclusively created token naming
+        `tag` decides: True when it is ours (new, or left by our own earlier attempt), False
+        while another committer's is fresher than `stale_s`; an older one, never followed by
+        the committed marker, is a dead committer's and is broken."""
+        path = self.dir / COMMIT_TOKEN
+        for _ in range(3):
+            try:
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            except FileExistsError:
+                try:
+                    holder = path.read_text()
+                    age = time.time() - path.stat().st_mtime
+                except FileNotFoundError:
+                    continue
+                if holder == tag:
+                    return True
+                if age <= stale_s or self.committed:
+                    return False
+                unlink_if_exists(path)
+                continue
+            try:
+                os.write(fd, tag.encode())
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            fsync_dir(self.dir)
+            return True
+        return False
 
 
 class ClaimBox:

@@ -52,6 +52,12 @@ class Metrics:
         self.provider = Gauge("anond_provider_info", "Execution provider of the detectors",
                               ["provider"], registry=r)
         self.ready = Gauge("anond_ready", "1 once models are loaded and warmed up", registry=r)
+        # [cluster]: the stream's view, the same on every instance (anond.cluster.Stats).
+        self.cluster = Gauge("anond_cluster_jobs", "Cluster jobs: queued in the stream, in flight "
+                             "(delivered, unacknowledged), redelivered so far", ["state"], registry=r)
+        self.cluster_connected = Gauge("anond_cluster_connected", "1 while NATS answers", registry=r)
+        self.cluster_workers = Gauge("anond_cluster_workers", "Workers heard from in the last minute",
+                                     registry=r)
         self.retention_deleted = Counter(
             "anond_retention_deleted", "Unmasked originals deleted by retention: failed jobs "
             "(what=failed), archived files (what=archive), results never reviewed (what=review)",
@@ -94,6 +100,12 @@ class Metrics:
             self.server.shutdown()
             self.server.server_close()
             self.server = None
+
+    def set_cluster(self, stats) -> None:
+        self.cluster_connected.set(1 if stats.connected else 0)
+        for state in ("queued", "in_flight", "redelivered"):
+            self.cluster.labels(state=state).set(getattr(stats, state))
+        self.cluster_workers.set(len(stats.workers))
 
     def set_provider(self, provider: str) -> None:
         self.provider.clear()

@@ -65,6 +65,12 @@ class Running:
     job: object  # jobs.Job
     inbox: InboxRuntime
     started: float
+    # A job pulled from the cluster's stream: its claim (in the publishing intake's folder),
+    # whether it was delivered before (other attempts' files may lie beside its output), and
+    # the delivery count once past cluster.max_deliver (then it is quarantined, not run).
+    claim_dir: Path | None = None
+    redelivered: bool = False
+    poison: int = 0
 
 
 class Service:
@@ -97,6 +103,7 @@ class Service:
         self.provider = "none"
         self.counts: dict[str, int] = {}  # job table counts, refreshed by refresh_status
         self.web = None  # the review UI, when [web] enabled
+        self.cluster = None  # the NATS JetStream bridge, when [cluster] enabled
 
     # -- lifecycle
 
@@ -119,10 +126,18 @@ class Service:
 
                 self.web = WebServer(self.settings, log.get("anond.web"), self.wake)
                 self.web.start()
-            self._start_workers()
+            if self.settings.cluster.enabled:
+                from .cluster import Cluster
+
+                self.cluster = Cluster(self)
+            if self.cluster is None or self.cluster.worker:
+                self._start_workers()
             if self.stop_event.is_set():
                 return self._shutdown()
             self.intake.recover()
+            if self.cluster is not None:
+                self.store.forget_remote()  # the stream delivers them again
+                self.cluster.start()
             self.refresh_status(force=True)
             self.notifier.ready(self._status_text())
             if self.metrics:
@@ -211,7 +226,8 @@ class Service:
                 self.reload_requested = False
                 self._reload()
                 svc = self.settings.service
-            if now >= next_lease:
+            watching = self.cluster is None or self.cluster.intake
+            if now >= next_lease and watching:
                 next_lease = now + self._lease_every()
                 for inbox in list(self.inboxes.values()):
                     self.guard(self.intake.take_over, inbox)
@@ -221,20 +237,24 @@ class Service:
             # A rescan walks every inbox and a poll stats every file not yet taken: with tens of
             # thousands waiting they are spaced so that they take at most ~1/10 and ~1/5 of the
             # loop's time (claims are served from the last poll's list in between).
-            if now >= next_rescan:
+            if now >= next_rescan and watching:
                 for inbox in self.inboxes.values():
                     self.guard(inbox.watcher.rescan)
                 next_rescan = now + max(svc.rescan_interval_s, 10 * (time.monotonic() - now))
-            if now >= next_poll:
+            if now >= next_poll and watching:
                 began = time.monotonic()
                 for inbox in list(self.inboxes.values()):
                     self.guard(self.intake.poll, inbox)
                 next_poll = now + max(min(1.0, svc.stable_after_s / 4), 5 * (time.monotonic() - began))
-            for inbox in list(self.inboxes.values()):
-                self.guard(self.intake.take, inbox)
+            if watching:
+                for inbox in list(self.inboxes.values()):
+                    self.guard(self.intake.take, inbox)
             if any(i.cfg.review for i in self.inboxes.values()):
                 self.guard(act_on_decisions, self)
-            if not self.intake.paused:
+            if self.cluster is not None:
+                if watching:
+                    self.guard(self.cluster.publish_due)  # workers pull from the stream
+            elif not self.intake.paused:
                 self._dispatch()
             self.refresh_status()
             idle = not self.running and self.counts.get("pending", 0) == 0
@@ -252,6 +272,20 @@ class Service:
 
     def _lease_every(self) -> float:
         return max(0.5, self.settings.service.lease_s / 4)
+
+    def start_cluster_job(self, job, inbox, claim_dir: Path, *, redelivered: bool, poison: int) -> None:
+        """A job delivered by the cluster's stream (the cluster thread calls this when a
+        worker is free): recorded as a remote job and handed to a worker."""
+        self.store.start_remote(job.id, inbox.name, job.attempts)
+        with self.running_lock:
+            self.running[job.id] = Running(job, inbox, time.monotonic(), claim_dir, redelivered, poison)
+        self.work.put(job.id)
+        self.log.info("cluster.delivered", job=job.id, inbox=inbox.name, attempt=job.attempts + 1)
+
+    def job_ended(self, job_id: str) -> None:
+        """A worker is done with a job (whatever the outcome): a cluster job is settled."""
+        if self.cluster is not None:
+            self.cluster.settle(job_id)
 
     def guard(self, fn, *args) -> None:
         """Run one step of the loop; an unexpected error is logged, the service goes on."""
@@ -355,6 +389,9 @@ class Service:
         for job_id in left:
             self.store.requeue(job_id)
             self.log.warning("job.requeued", job=job_id)
+        if self.cluster is not None:
+            self.cluster.release()  # the jobs still running here: to another worker now
+            self.cluster.stop()
         for _ in self.workers:
             self.work.put(None)
         for inbox in self.inboxes.values():
@@ -389,6 +426,8 @@ class Service:
             self.metrics.stop()
         if self.web is not None:
             self.web.stop()
+        if self.cluster is not None:
+            self.cluster.stop(2.0)
         if self.store is not None:
             try:
                 self.store.close()

@@ -228,3 +228,24 @@ def test_move_no_clobber_never_overwrites(tmp_path):
     landed = move_no_clobber(src, tmp_path / "out" / "a.jpg")
     assert landed.name == "a (1).jpg" and landed.read_bytes() == b"new"
     assert (tmp_path / "out" / "a.jpg").read_bytes() == b"existing" and not src.exists()
+
+
+def test_the_commit_token_lets_one_committer_through_and_breaks_a_dead_ones(tmp_path):
+    """cluster: a stalled worker back after its job was redelivered must not commit again."""
+    import os
+    import time
+
+    from anond.jobs import COMMIT_TOKEN, Claim
+
+    claim = Claim(tmp_path / "job", "job")
+    claim.dir.mkdir()
+    assert claim.take_commit("job.worker-a", stale_s=60)
+    assert claim.take_commit("job.worker-a", stale_s=60)  # our own, after a crash: still ours
+    assert not claim.take_commit("job.worker-b", stale_s=60)  # the other waits
+    old = time.time() - 120
+    os.utime(claim.dir / COMMIT_TOKEN, (old, old))  # a's committer died before linking
+    assert claim.take_commit("job.worker-b", stale_s=60)
+    assert (claim.dir / COMMIT_TOKEN).read_text() == "job.worker-b"
+    claim.mark_committed()
+    os.utime(claim.dir / COMMIT_TOKEN, (old, old))
+    assert not claim.take_commit("job.worker-a", stale_s=60)  # committed: never broken

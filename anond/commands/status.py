@@ -43,8 +43,9 @@ def main(args: argparse.Namespace) -> int:
             "failed_24h": counts.get("failed_24h", 0),
             "in_failed": sum(1 for r in reasons[failed_dir].values() if r.get("inbox") == inbox.name),
         })
+    cluster = _cluster(settings)
     if args.json:
-        print(json.dumps({"inboxes": rows}, indent=2))
+        print(json.dumps({"inboxes": rows, **({"cluster": cluster} if cluster else {})}, indent=2))
         return 0
     headers = ["INBOX", "WAITING", "QUEUED", "RUNNING", "IN REVIEW", "DONE 24H", "FAILED 24H",
                "IN FAILED/"]
@@ -52,7 +53,28 @@ def main(args: argparse.Namespace) -> int:
     widths = [max(len(r[i]) for r in table) for i in range(len(headers))]
     for r in table:
         print("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
+    if cluster:
+        if "error" in cluster:
+            print(f"\ncluster: unreachable ({cluster['error']})")
+        else:
+            print(f"\ncluster: {cluster['queued']} queued, {cluster['in_flight']} in flight, "
+                  f"{cluster['redelivered']} redelivered")
+            for name, w in sorted(cluster["workers"].items()):
+                print(f"  worker {name} ({w.get('role')}): {w.get('in_flight', 0)} of "
+                      f"{w.get('slots', 0)} slots busy")
     return 0
+
+
+def _cluster(settings) -> dict | None:
+    """The stream's queue and the workers' heartbeats, with [cluster] enabled."""
+    if not settings.cluster.enabled:
+        return None
+    from ..cluster import status
+
+    try:
+        return status(settings)
+    except Exception as exc:  # noqa: BLE001 - the local part of the status still helps
+        return {"error": type(exc).__name__}
 
 
 def _job_counts(db: Path) -> dict[str, dict[str, int]]:
