@@ -369,7 +369,8 @@ class Cluster:
                         kv = await self._heartbeats()
                         await kv.put(instance, json.dumps({
                             "role": self.cfg.role, "in_flight": len(self.held),
-                            "slots": len(self.svc.workers), "at": round(time.time())}).encode())
+                            "slots": len(self.svc.workers), "max_deliveries": self.stats.quarantined,
+                            "at": round(time.time())}).encode())
                 except Exception as exc:  # noqa: BLE001
                     self.stats.connected = False
                     self.log.debug("cluster.stats_failed", error=type(exc).__name__)

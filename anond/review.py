@@ -75,13 +75,11 @@ class ReviewArea:
         meta = {**meta, "revision": int(previous.get("revision", 0)) + 1,
                 "created": previous.get("created", time.time()), "updated": time.time()}
         for name, value in (("boxes.json", boxes), ("report.json", report), ("meta.json", meta)):
-            os.chmod(write_bytes_atomic(d / name, json.dumps(value).encode(), job_id), 0o600)
+            self._write(job_id, name, value)
         return out
 
     def update_meta(self, job_id: str, changes: dict) -> None:
-        meta = {**(self.meta(job_id) or {}), **changes}
-        path = write_bytes_atomic(self.dir(job_id) / "meta.json", json.dumps(meta).encode(), job_id)
-        os.chmod(path, 0o600)
+        self._write(job_id, "meta.json", {**(self.meta(job_id) or {}), **changes})
 
     def mark(self, job_id: str, what: str) -> None:
         (self.dir(job_id) / what).touch(mode=0o600)
@@ -119,14 +117,21 @@ class ReviewArea:
         action = (found or {}).get("action")
         return action if action in ACTIONS else None
 
+    def _jobs(self) -> list[str]:
+        try:
+            return os.listdir(self.root)
+        except FileNotFoundError:
+            return []
+
+    def _write(self, job_id: str, name: str, value: dict) -> None:
+        """One of the job's JSON files, atomically, the service user's alone."""
+        path = write_bytes_atomic(self.dir(job_id) / name, json.dumps(value).encode(), job_id)
+        os.chmod(path, 0o600)
+
     def waiting(self) -> list[Waiting]:
         """Jobs with a result or a pending decision, newest first."""
         out = []
-        try:
-            names = os.listdir(self.root)
-        except FileNotFoundError:
-            return []
-        for name in names:
+        for name in self._jobs():
             meta = self.meta(name)
             if meta is None:
                 continue
@@ -145,17 +150,12 @@ class ReviewArea:
         if not (d / "meta.json").exists():
             raise FileNotFoundError(job_id)
         if regions is not None:
-            os.chmod(write_bytes_atomic(d / "regions.json", json.dumps(regions).encode(), job_id), 0o600)
-        os.chmod(write_bytes_atomic(d / "decision.json", json.dumps({"action": action}).encode(),
-                                    job_id), 0o600)
+            self._write(job_id, "regions.json", regions)
+        self._write(job_id, "decision.json", {"action": action})
 
     def decisions(self) -> list[tuple[str, str]]:
         out = []
-        try:
-            names = os.listdir(self.root)
-        except FileNotFoundError:
-            return []
-        for name in names:
+        for name in self._jobs():
             action = self.decision(name)
             if action is not None:
                 out.append((name, action))

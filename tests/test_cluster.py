@@ -95,6 +95,19 @@ def test_fifty_files_two_workers_one_intake_each_output_exactly_once(cluster):
     assert len(published) == 50
     logs = "".join(p.stderr() + p.stdout() for p in [intake, *workers])
     assert "Jane_Doe" not in logs
+    # The global view: the stream drained, both workers heard from (heartbeats every 5 s).
+    import subprocess
+    import sys
+
+    def status():
+        out = subprocess.run([sys.executable, "-m", "anond.cli", "status", "--json", "--config",
+                              str(cluster.tmp / "intake.toml")], capture_output=True, text=True,
+                             cwd=cluster.tmp, timeout=60)
+        return json.loads(out.stdout)["cluster"]
+    view = wait_for(lambda: (lambda v: v if len(v.get("workers", {})) == 2 else None)(status()),
+                    30, "both workers in anond status", intake, every=1.0)
+    assert view["queued"] == 0 and view["in_flight"] == 0
+    assert all(w["role"] == "worker" and w["slots"] == 1 for w in view["workers"].values())
 
 
 def test_a_worker_killed_mid_video_is_replaced_one_output_no_partial_file(cluster):

@@ -61,7 +61,8 @@ def main(args: argparse.Namespace) -> int:
                   f"{cluster['redelivered']} redelivered")
             for name, w in sorted(cluster["workers"].items()):
                 print(f"  worker {name} ({w.get('role')}): {w.get('in_flight', 0)} of "
-                      f"{w.get('slots', 0)} slots busy")
+                      f"{w.get('slots', 0)} slots busy, {w.get('max_deliveries', 0)} inputs "
+                      "failed after max_deliver")
     return 0
 
 

@@ -466,6 +466,7 @@ function refreshPanel() {
     $('region-mode').disabled = r.type === 'exclude';
     const [lo, hi] = span(r);
     $('region-span').textContent = S.video ? `frames ${lo}–${hi}, ${r.keys.length} keyframe(s)` : '';
+    $('region-delete').textContent = r.type === 'exclude' ? 'Include again (Del)' : 'Delete (Del)';
   }
   const here = boxesAt(S.frame).length;
   $('det-summary').textContent = `masked: ${counts(S.meta && S.meta.masked)}` + (S.video ? ` · ${here} box(es) on this frame` : '');
