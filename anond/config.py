@@ -71,6 +71,12 @@ class ModelSettings(_Section):
     video_face: str = "retinaface-mnet025"
 
 
+# The weakest mask strengths allowed without `mask.allow_weak` (docs/PRIVACY.md: from the
+# attack measurements of `anond eval --attack`).
+SAFE_BLUR_CELLS = 6.0
+SAFE_PIXEL_BLOCKS = 8.0
+
+
 class MaskSettings(_Section):
     """How a found object is made unrecognisable."""
 
@@ -82,6 +88,27 @@ class MaskSettings(_Section):
     face_margin: float = Field(0.25, ge=0, le=2)
     plate_margin: float = Field(0.15, ge=0, le=2)
     solid_color: tuple[int, int, int] = (0, 0, 0)  # BGR
+    # Strength (docs/PRIVACY.md, `anond eval --attack`): blur averages the masked box down to
+    # this many cells across before smoothing; pixelate shows this many blocks across. More is
+    # weaker; above the safe maximum anond refuses to start unless allow_weak. Fewer is stronger
+    # (4 cells measured at chance for re-identification, see PRIVACY.md for its side effect).
+    blur_cells: float = Field(6.0, ge=1, le=64)
+    pixel_blocks: float = Field(8.0, ge=1, le=64)
+    allow_weak: bool = False
+
+    @model_validator(mode="after")
+    def _strong_enough(self) -> "MaskSettings":
+        if self.allow_weak:
+            return self
+        if self.blur_cells > SAFE_BLUR_CELLS:
+            raise ValueError(f"blur_cells {self.blur_cells:g} is weaker than the safe maximum "
+                             f"{SAFE_BLUR_CELLS:g}: masked faces are re-identified above chance after "
+                             "a deblurring attack (docs/PRIVACY.md); set allow_weak = true to accept that")
+        if self.pixel_blocks > SAFE_PIXEL_BLOCKS:
+            raise ValueError(f"pixel_blocks {self.pixel_blocks:g} is weaker than the safe maximum "
+                             f"{SAFE_PIXEL_BLOCKS:g}: masked faces are re-identified above chance after "
+                             "an unpixelate attack (docs/PRIVACY.md); set allow_weak = true to accept that")
+        return self
 
     def margin(self, target: str) -> float:
         """`<target>_margin` ("face", "plate"); none for manual regions (drawn exactly)."""

@@ -9,7 +9,9 @@ pixels `apply` changes), so "masked recall" measured with `coverage_mask` is wha
   (`face_shape`, `plate_shape`, `manual_shape`);
 - boxes partly outside the image are clipped; nothing is ever written outside its bounds.
 
-Modes: `blur`, `pixelate`, `solid` (see `_blur` for why the blur cannot be undone).
+Modes: `blur`, `pixelate`, `solid` (see `blur_patch` for why the blur cannot be undone); their
+strength is `mask.blur_cells` / `mask.pixel_blocks` (chosen from the attack measurements of
+`anond eval --attack`, docs/PRIVACY.md).
 """
 
 from __future__ import annotations
@@ -26,9 +28,10 @@ from .config import MaskMode, MaskSettings, MaskShape
 from .pixels import copy_where
 from .types import Detections, Target
 
-# Blur: the margined box is reduced to this many cells across before being smoothed back up.
-# The object itself (face or plate) then spans about 4 cells: below what identification or
-# reading needs, whatever is done to the result afterwards.
+# Blur: the margined box is reduced to this many cells across before being smoothed back up
+# (`mask.blur_cells`). The object itself (face or plate) then spans about 4 cells. Attack
+# measurements (docs/PRIVACY.md): no plate read; blurred faces still ranked first above chance
+# at 6 cells, at chance at 4.
 BLUR_CELLS = 6
 # Blur: the smoothing runs at no more than this many pixels per cell, then is scaled up.
 BLUR_CELL_PX = 8
@@ -104,7 +107,7 @@ def coverage_mask(shape_hw: tuple[int, int], detections: Detections, mask: MaskS
 def apply(image: np.ndarray, detections: Detections, mask: MaskSettings) -> np.ndarray:
     """Mask every detection in `image` (BGR uint8, modified in place); return `image`."""
     for roi, inside, size in regions(image.shape[:2], detections, mask):
-        _mask_region(image, roi, inside, size, mask.mode, mask.solid_color)
+        _mask_region(image, roi, inside, size, mask.mode, mask.solid_color, mask)
     return image
 
 
@@ -114,13 +117,14 @@ def apply_polygons(
     mode: MaskMode = "blur",
     *,
     solid_color: tuple[int, int, int] = (0, 0, 0),
+    strength: MaskSettings | None = None,
 ) -> np.ndarray:
     """Mask the inside of each polygon ((N, 2) x, y pixel points) in place; return `image`."""
     for poly in polygons:
         region = polygon_region(image.shape[:2], poly)
         if region is not None:
             roi, inside, size = region
-            _mask_region(image, roi, inside, size, mode, solid_color)
+            _mask_region(image, roi, inside, size, mode, solid_color, strength)
     return image
 
 
@@ -158,35 +162,36 @@ def polygon_region(shape_hw: tuple[int, int], polygon) -> _Region | None:
     return (slice(r0, r1), slice(c0, c1)), inside, float(max(x1 - x0, y1 - y0))
 
 
-def _mask_region(image: np.ndarray, roi, inside: np.ndarray, size: float, mode: str, solid_color) -> None:
+def _mask_region(image: np.ndarray, roi, inside: np.ndarray, size: float, mode: str, solid_color,
+                 strength: MaskSettings | None = None) -> None:
     patch = image[roi]
     if mode == "solid":
         patch[inside] = np.asarray(solid_color, np.uint8)[: patch.shape[-1]] if patch.ndim == 3 else solid_color[0]
         return
     if mode == "pixelate":
-        masked = _pixelate(patch, size)
+        masked = pixelate_patch(patch, size, strength.pixel_blocks if strength else PIXEL_BLOCKS)
     elif mode == "blur":
-        masked = _blur(patch, size)
+        masked = blur_patch(patch, size, strength.blur_cells if strength else BLUR_CELLS)
     else:
         raise ValueError(f"unknown mask mode: {mode}")
     copy_where(patch, masked.reshape(patch.shape), inside)  # cv2 drops a single channel axis
 
 
-def _pixelate(patch: np.ndarray, size: float) -> np.ndarray:
-    """Mean colour per block; the object spans at most PIXEL_BLOCKS blocks across."""
-    block = max(2.0, size / PIXEL_BLOCKS)
+def pixelate_patch(patch: np.ndarray, size: float, blocks: float = PIXEL_BLOCKS) -> np.ndarray:
+    """Mean colour per block; the object spans at most `blocks` blocks across."""
+    block = max(2.0, size / blocks)
     h, w = patch.shape[:2]
     small = cv2.resize(patch, (max(1, math.ceil(w / block)), max(1, math.ceil(h / block))),
                        interpolation=cv2.INTER_AREA)
     return cv2.resize(small, (w, h), interpolation=cv2.INTER_NEAREST)
 
 
-def _blur(patch: np.ndarray, size: float) -> np.ndarray:
+def blur_patch(patch: np.ndarray, size: float, cells: float = BLUR_CELLS) -> np.ndarray:
     """A smooth colour field that keeps no detail of the object.
 
     A plain Gaussian blur is a linear filter: deconvolution or sharpening brings much of the
     detail back, and a weak one leaves faces detectable. Instead the region is first averaged
-    down to about BLUR_CELLS cells across (area average: everything finer is gone, there is
+    down to about `cells` (BLUR_CELLS) cells across (area average: everything finer is gone, there is
     nothing left to invert), then scaled back up and Gaussian-smoothed with a sigma of half a
     cell so it looks like a blur rather than blocks. The smoothing runs on an intermediate of
     at most BLUR_CELL_PX pixels per cell and is then scaled linearly to full size, so its cost
@@ -197,7 +202,7 @@ def _blur(patch: np.ndarray, size: float) -> np.ndarray:
     secret worth keeping, the detail is already gone with the averaging.
     """
     h, w = patch.shape[:2]
-    cell = max(1.0, size / BLUR_CELLS)
+    cell = max(1.0, size / cells)
     small = cv2.resize(patch, (max(1, math.ceil(w / cell)), max(1, math.ceil(h / cell))),
                        interpolation=cv2.INTER_AREA)
     f = min(1.0, BLUR_CELL_PX / cell)  # intermediate pixels per full-resolution pixel
@@ -253,7 +258,8 @@ def mask_frame(image: np.ndarray, dets: Detections, manual, settings: MaskSettin
         coverage |= coverage_mask(image.shape[:2], dets, settings)
     for polygon, mode in manual:
         polygon = np.asarray(polygon)
-        apply_polygons(image, [polygon], mode or settings.mode, solid_color=settings.solid_color)
+        apply_polygons(image, [polygon], mode or settings.mode, solid_color=settings.solid_color,
+                       strength=settings)
         coverage |= polygons_mask(image.shape[:2], [polygon])
         changed.append(np.concatenate([polygon.min(axis=0), polygon.max(axis=0)])[None])
     return FrameMasks(coverage, np.concatenate(changed))

@@ -261,3 +261,22 @@ def read_openalpr(root: Path, labels: list[str] | None = None) -> list[Sample]:
                 raise DatasetError("an OpenALPR annotation names an image that is not there")
             samples.append(_sample(image, boxes, [False] * len(boxes)))
     return samples
+
+
+def read_openalpr_texts(samples: list[Sample]) -> list[list[str | None]]:
+    """The plate texts of OpenALPR samples (the 6th column), in the order of their boxes; None
+    where a row has none. Only `anond eval --attack` reads them, to compare internally."""
+    out = []
+    for sample in samples:
+        texts = []
+        for row in sample.image.with_suffix(".txt").read_text(errors="replace").splitlines():
+            parts = row.split()
+            if len(parts) >= 5:
+                try:
+                    w, h = float(parts[3]), float(parts[4])
+                except ValueError:
+                    continue
+                if w > 0 and h > 0:
+                    texts.append(parts[5] if len(parts) > 5 else None)
+        out.append(texts)
+    return out
