@@ -222,14 +222,15 @@ class Cluster:
             asyncio.run_coroutine_threadsafe(self._publish(job, message), self.loop)
 
     def _message(self, job, inbox) -> bytes | None:
+        from .jobrunner import finish_recovered
         from .jobs import Claim
         from .media import kind_of
 
         claim = Claim(inbox.box.mine / job.id, job.id)
         found = claim.source()
         if found is None:  # finished meanwhile (or a crash between the last steps)
-            self.svc.store.finish(job.id, "done")
-            claim.remove()
+            state = finish_recovered(self.svc.store, inbox, claim)
+            self.log.info("job.recovered_finished", job=job.id, state=state)
             return None
         try:
             kind = kind_of(found[1]).kind

@@ -132,16 +132,14 @@ class JobRunner:
 
     def _run_job(self, job, claim, inbox, engine, started: float, entry) -> None:
         from .errors import TooManyDeliveries
-        from .jobs import FAILED, SKIPPED, content_digest, content_fingerprint
+        from .jobs import SKIPPED, content_digest, content_fingerprint
 
         if not claim.dir.is_dir():
             raise _LostClaim()
         found = claim.source()
         if found is None:
             # Only the last steps were missing when the process died: record how it ended.
-            state = FAILED if (inbox.failed / f"{job.id}.reason.json").exists() else "done"
-            self.store.finish(job.id, state)
-            claim.remove()
+            state = finish_recovered(self.store, inbox, claim)
             self.log.info("job.recovered_finished", job=job.id, state=state)
             return
         rel, src = found
@@ -277,13 +275,12 @@ class JobRunner:
                 "fps": facts.fps, "duration_s": facts.duration_s, "masked": report.masked,
                 "verify_fixes": report.verify_fixes,
                 "seconds": round(time.monotonic() - started, 3)}
-        out = area.stage(job.id, Path(report.output_path or produced), meta, report.to_dict(),
-                         boxes.to_dict())
+        result = Path(report.output_path or produced)
         if report.kind == "video":  # the editor works in upright pixels; the report has stored
             from .web.media import FrameSource
 
-            meta["height"], meta["width"] = FrameSource().frame(out, 0).shape[:2]
-            area.update_meta(job.id, meta)
+            meta["height"], meta["width"] = FrameSource().frame(result, 0).shape[:2]
+        area.stage(job.id, result, meta, report.to_dict(), boxes.to_dict())
         self.store.wait_review(job.id, meta["seconds"])
         self.log.info("job.review_waiting", job=job.id, inbox=inbox.name, seconds=meta["seconds"])
         return None
@@ -397,6 +394,18 @@ class JobRunner:
                 from .regions import sidecar_path
 
                 move_no_clobber(sidecar, sidecar_path(landed))
+
+
+def finish_recovered(store, inbox, claim) -> str:
+    """A job whose claim holds no input any more ended before its bookkeeping did (a crash
+    between the last steps, or another worker finished it): its state from what it left —
+    failed when its reason file is in the failed folder, else done; the claim is removed."""
+    from .jobs import FAILED
+
+    state = FAILED if (inbox.failed / f"{claim.job_id}.reason.json").exists() else "done"
+    store.finish(claim.job_id, state)
+    claim.remove()
+    return state
 
 
 def restore_original(store, inbox, claim, rel, src, fingerprints, job_id: str) -> None:

@@ -78,9 +78,6 @@ class ReviewArea:
             self._write(job_id, name, value)
         return out
 
-    def update_meta(self, job_id: str, changes: dict) -> None:
-        self._write(job_id, "meta.json", {**(self.meta(job_id) or {}), **changes})
-
     def mark(self, job_id: str, what: str) -> None:
         (self.dir(job_id) / what).touch(mode=0o600)
 
@@ -171,7 +168,6 @@ class BoxRecorder:
 
     def __init__(self) -> None:
         self.frames: dict[int, list] = {}
-        self.size: tuple[int, int] | None = None  # upright (width, height)
 
     def frame_boxes(self, frame: int, xyxy: np.ndarray, dets: Detections) -> None:
         if len(dets) and len(self.frames) < MAX_BOX_FRAMES:

@@ -217,9 +217,9 @@ def test_video_box_keyed_at_frames_5_and_20_masks_exactly_that_span(review, page
     assert (region["start_frame"], region["end_frame"]) == (5, 20)
     _apply_and_approve(page, review, "review-video.jpg")
 
-    outs = list(review["outbox"].glob("Holiday_Oslo.*"))
-    wait_for(lambda: outs or list(review["outbox"].glob("Holiday_Oslo.*")), 60, "the video", review["svc"])
-    out = _frames(list(review["outbox"].glob("Holiday_Oslo.*"))[0])
+    (landed,) = wait_for(lambda: list(review["outbox"].glob("Holiday_Oslo.*")), 60, "the video",
+                         review["svc"])
+    out = _frames(landed)
     assert len(out) == FRAMES
     for i in range(FRAMES):
         # the box where it is at frame i (held at its first/last keyframe outside 5..20), inset
