@@ -227,7 +227,10 @@ class JobRunner:
                       **{f"masked_{k}": v for k, v in masked.items() if isinstance(v, int)})
 
     def _process(self, job, claim, inbox, engine, rel, src, staged, observer=None):
-        """Run the pipeline on the claimed input into `staged`; the report."""
+        """Run the pipeline on the claimed input into `staged` (complete or absent: written to a
+        temporary beside it, fsynced, renamed; the owner's tag in the temporary's name keeps two
+        instances that both hold a job, one stalled past its lease, apart); the report."""
+        from .fsutil import atomic_output
         from .pipeline import process_file
 
         cfg = inbox.cfg
@@ -239,16 +242,16 @@ class JobRunner:
                 sidecar = claim.sidecar
         # A review inbox always reads the regions its operator drew in the editor.
         policy = "optional" if cfg.review and cfg.regions == "off" else cfg.regions
-        report = process_file(
-            src, staged, settings=self.settings, engine=engine,
-            profile=self.settings.profiles[cfg.profile], job_id=job.id,
-            regions_path=sidecar if policy != "off" else None, regions_policy=policy,
-            on_exists="replace", file_mode=cfg.output_mode, group=cfg.output_group,
-            temp_tag=f"{job.id}.{inbox.box.instance}", observer=observer,
-        )
-        landed = getattr(report, "output_path", None)
-        if landed is not None and Path(landed) != staged:
-            os.replace(landed, staged)
+        output = atomic_output(staged, f"{job.id}.{inbox.box.instance}", on_exists="replace",
+                               mode=cfg.output_mode, group=cfg.output_group)
+        with output as tmp:
+            report = process_file(
+                src, tmp, settings=self.settings, engine=engine,
+                profile=self.settings.profiles[cfg.profile], job_id=job.id,
+                regions_path=sidecar if policy != "off" else None, regions_policy=policy,
+                observer=observer,
+            )
+        report.output_path = output.final
         return report
 
     def _reviewed(self, job, claim, inbox, engine, rel, src, dst, staged, tag, started):

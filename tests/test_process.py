@@ -239,7 +239,7 @@ def test_sideways_camera_photo_comes_out_upright_without_metadata(tmp_path, fast
         settings = fast_settings.model_copy(update={"image": fast_settings.image.model_copy(
             update={"keep_metadata": keep})})
         report = process_file(src, tmp_path / "out.jpg", settings=settings, engine=engine,
-                              job_id="j2", on_exists="replace")
+                              job_id="j2")
         assert report.masked.get("face", 0) >= 1, "the face must be found in the upright image"
         data = report.output_path.read_bytes()
         out = Image.open(io.BytesIO(data))

@@ -1,11 +1,15 @@
 """The pipeline: one input file in, one anonymized file and a job report out.
 
-    report = process_file(src, dst, settings=settings, engine=engine, job_id=job_id)
+    with atomic_output(dst, job_id) as tmp:   # the caller lands the result, once
+        report = process_file(src, tmp, settings=settings, engine=engine, job_id=job_id)
 
-Read top to bottom: decide the kind (by content), run the photo or the video stages, land
-the output atomically. `dst` is named by `anond.media.containers.output_name` (the format
-written decides the extension). An error leaves no output file; the partly filled report
-travels on the exception as `exc.report` so callers can still count the failure.
+Read top to bottom: decide the kind (by content), run the photo or the video stages into the
+path given. `process_file` writes that path and nothing else: placing the result (a temporary
+renamed into the outbox by `anond process`; staged, then committed by the service's job runner)
+is its caller's. Its name follows `anond.media.containers.output_name` (the format written
+decides the extension). On an error the path may hold a partial file, which the caller's
+`atomic_output` removes; the partly filled report travels on the exception as `exc.report` so
+callers can still count the failure.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from typing import Callable
 from .. import log
 from ..config import Profile, Settings
 from ..errors import AnondError
-from ..fsutil import OnExists, atomic_output, io_error
+from ..fsutil import io_error
 from ..media import kind_of
 from ..media.containers import check_output_name
 from ..report import JobReport
@@ -26,7 +30,7 @@ from ..types import DetectorEngine
 
 def process_file(
     src: str | Path,
-    dst: str | Path,
+    out: str | Path,
     *,
     settings: Settings,
     engine: DetectorEngine,
@@ -34,24 +38,17 @@ def process_file(
     job_id: str,
     regions_path: str | Path | None = None,
     regions_policy: str = "optional",
-    on_exists: OnExists = "suffix",
-    file_mode: int | None = None,
-    group: str | int | None = None,
-    temp_tag: str | None = None,
     progress: Callable[[int, int], None] | None = None,
     observer=None,
 ) -> JobReport:
-    """Anonymize `src` into `dst` (same format); return the job report.
+    """Anonymize `src` into the file `out` (same format; written in place, replaced if it
+    exists); return the job report (`report.output_path` = `out`, until a caller lands it).
 
     Raises AnondError subclasses for expected failures (UnsupportedMedia, CorruptMedia,
-    RegionsError, TransientIOError...); `dst` then does not exist. `report.output_path` says
-    where the output landed (a suffixed name when `dst` existed and on_exists="suffix").
-    `temp_tag` names the temporary file beside `dst` (default: the job id); the service adds
-    its owner so two instances that both hold a job (one stalled past its lease) never share one.
-    `progress(frames written, frames expected or 0)` is called as a video is encoded (a
+    RegionsError, TransientIOError...); `out` may then hold a partial file. `progress(frames written, frames expected or 0)` is called as a video is encoded (a
     command line's progress bar).
     """
-    src, dst = Path(src), Path(dst)
+    src, out = Path(src), Path(out)
     profile = profile or settings.profiles["default"]
     started = time.perf_counter()
     report = JobReport.start(job_id, "unknown", engine=engine, profile=profile)
@@ -59,14 +56,14 @@ def process_file(
         kind = kind_of(src)
         report.kind = kind.kind
         report.media.format = kind.format
-        check_output_name(dst, kind)
+        check_output_name(out, kind)
         report.media.bytes_in = src.stat().st_size
-        output = atomic_output(dst, temp_tag or job_id, on_exists=on_exists, mode=file_mode, group=group)
-        with output as tmp:
-            _run_stages(kind.kind, kind.format, src, tmp, settings, engine, profile, report,
-                        regions_path, regions_policy, progress, observer)
-        report.output_path = output.final
-        report.media.bytes_out = output.final.stat().st_size if output.final else None
+        _run_stages(kind.kind, kind.format, src, out, settings, engine, profile, report,
+                    regions_path, regions_policy, progress, observer)
+        if not out.is_file():
+            raise AnondError("the writer produced no output")
+        report.output_path = out
+        report.media.bytes_out = out.stat().st_size
     except AnondError as exc:
         _fail(report, exc, started)
         raise
