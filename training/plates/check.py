@@ -6,6 +6,7 @@ things a 0.42 M-parameter detector mistakes for them (see anond/detect/check.py)
     python training/plates/check.py train     # classifier, resumes from .train/plates-check/last.pt
     python training/plates/check.py sweep     # end-to-end figures on the validation split
     python training/plates/check.py --export models/anond-plate-check.onnx
+    python training/plates/check.py --detector anond-plate-db --also .train/plates-check   # anond-plate-db-check
 
 Examples are mined the way anond meets them: the shipped detector (`anond-plate-mnet025`, run
 through anond's own Engine with the default tiling) on every training photo at three scales
@@ -44,11 +45,14 @@ from anond.types import Detections, Target  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 SCALES = (None, 1280, 640)  # as photographed; longer side 1280; longer side 640
-MINE_THRESHOLD = 0.1  # below the lowest the pipeline uses (video: 0.3 x low_score_ratio 0.5)
+# Per detector: (mining threshold: below the lowest the pipeline uses, e.g. video's 0.3 x
+# low_score_ratio 0.5 for mnet025; the DB model's regions all score above its binarisation 0.3),
+# default output folder.
+# default output folder, detector thresholds the sweep tries (its operating point among them).
+DETECTORS = {"anond-plate-mnet025": (0.1, ".train/plates-check", (0.1, 0.15, 0.2, 0.25, 0.3, 0.4)),
+             "anond-plate-db": (0.3, ".train/plates-db-check", (0.4, 0.5, 0.6, 0.7))}
 NEG_PER_VIEW = (40, 20)  # background crops kept per view: the highest-scoring, and random others
-DETECTOR = "anond-plate-mnet025"
 NEG_RATIO = 6
-BASELINE = 0.3  # the detector's own operating point (models/README.md)
 MAX_LOSS = 0.01  # masked recall the check may cost on the validation split
 
 
@@ -89,21 +93,28 @@ class Probabilities(nn.Module):
 
 # ------------------------------------------------------------------ mining
 
-def _engine():
+def baseline(detector: str) -> float:
+    """The detector's own operating point (its manifest threshold, models/README.md)."""
+    from anond.models import load_manifest
+
+    return float(load_manifest()[detector].threshold)
+
+
+def _engine(detector: str):
     from anond.config import load_settings
     from anond.detect.engine import Engine
 
     s = load_settings(None)
-    s = s.model_copy(update={"models": s.models.model_copy(update={"plate": DETECTOR})})
+    s = s.model_copy(update={"models": s.models.model_copy(update={"plate": detector})})
     engine = Engine.load(s, ["plate"])
     for d in engine.checks.values():  # mine what the detector alone proposes
         d.threshold = 0.0
-    detect = s.profile.detect.model_copy(update={"plate_threshold": MINE_THRESHOLD})
+    detect = s.profile.detect.model_copy(update={"plate_threshold": DETECTORS[detector][0]})
     return engine, detect
 
 
 def mine(args) -> None:
-    engine, detect = _engine()
+    engine, detect = _engine(args.detector)
     photos = D.load_photos(args.data)
     train, val = D.split(photos, 0.08, 0)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -195,9 +206,12 @@ def predict(net: CheckNet, X: np.ndarray, batch: int = 512) -> np.ndarray:
 
 
 def train(args) -> None:
-    tr = np.load(args.out / "mined_train.npz")
+    """Train on the detector's mined crops (and those of `--also` folders: another detector's
+    candidates on the same training photos); validate on the detector's own validation crops."""
+    sets = [np.load(d / "mined_train.npz") for d in [args.out, *args.also]]
     va = np.load(args.out / "mined_val.npz")
-    X, y = tr["X"], tr["y"].astype(np.int64)
+    X = np.concatenate([t["X"] for t in sets])
+    y = np.concatenate([t["y"] for t in sets]).astype(np.int64)
     # Per epoch: every plate crop twice (two augmentations), NEG_RATIO x as many background crops
     # (a fresh random draw each epoch, so the whole mined background is seen over the run).
     pos, neg = np.nonzero(y == 1)[0], np.nonzero(y == 0)[0]
@@ -243,21 +257,22 @@ def sweep(args) -> None:
     """Masked recall and stray detections per photo on the validation photos, as anond's Engine
     produces them (default tiling, the check applied), for detector x check thresholds; and the
     operating point: the pair with the least stray area whose masked recall is at least the
-    detector's alone at its own operating point (BASELINE, check off).
+    detector's alone at its own operating point (its manifest threshold, check off).
 
-    The operating point keeps the detector's threshold (BASELINE: a lower one multiplies the
+    The operating point keeps the detector's threshold (for mnet025: a lower one multiplies the
     candidates the check must look at in video, where the tracker's low threshold is half of
     it: 110 a 640x360 frame at 0.075 against 19 at 0.15) and takes the highest check threshold
     that loses at most MAX_LOSS of the validation plates' masked recall."""
     from anond.config import MaskSettings
 
-    engine, detect = _engine()
+    engine, detect = _engine(args.detector)
+    base = baseline(args.detector)
     net = CheckNet()
     net.load_state_dict(torch.load(args.out / "last.pt", map_location="cpu", weights_only=False)["model"])
     photos = D.load_photos(args.data)
     _, val = D.split(photos, 0.08, 0)
     mask = MaskSettings()
-    det_ts, chk_ts = (0.1, 0.15, 0.2, 0.25, 0.3, 0.4), (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8)
+    det_ts, chk_ts = DETECTORS[args.detector][2], (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8)
     masked = {(a, b): 0 for a in det_ts for b in chk_ts}
     stray = dict.fromkeys(masked, 0)
     area = dict.fromkeys(masked, 0.0)
@@ -272,7 +287,7 @@ def sweep(args) -> None:
         far = iou.max(axis=1, initial=0.0) < 0.1
         h, w = img.shape[:2]
         for a, b in masked:
-            keep = (dets.score >= a) & (p >= b)
+            keep = (dets.score >= a) & ((p >= b) | (dets.xyxy[:, 2] - dets.xyxy[:, 0] < args.min_width))
             shown = Detections(dets.xyxy[keep], dets.score[keep], np.full(int(keep.sum()), int(Target.PLATE)))
             cover = coverage_mask((h, w), shown, mask)
             masked[a, b] += int((coverage_fractions(gt, cover) >= 0.8).sum())
@@ -286,12 +301,12 @@ def sweep(args) -> None:
     for a, b in masked:
         print(f"| {a} | {b} | {100 * masked[a, b] / n_gt:.1f} % | {stray[a, b] / len(val):.2f} | "
               f"{100 * area[a, b] / len(val):.2f} |")
-    floor = masked[BASELINE, 0.0]
-    b = max(t for t in chk_ts if masked[BASELINE, t] >= floor - MAX_LOSS * n_gt)
-    print(f"operating point: detector {BASELINE}, check {b}: masked recall "
-          f"{100 * masked[BASELINE, b] / n_gt:.1f} % (alone {100 * floor / n_gt:.1f} %), stray "
-          f"{stray[BASELINE, b] / len(val):.2f} / photo (alone {stray[BASELINE, 0.0] / len(val):.2f}), "
-          f"stray area {100 * area[BASELINE, b] / len(val):.2f} % (alone {100 * area[BASELINE, 0.0] / len(val):.2f} %)")
+    floor = masked[base, 0.0]
+    b = max(t for t in chk_ts if masked[base, t] >= floor - MAX_LOSS * n_gt)
+    print(f"operating point: detector {base}, check {b}: masked recall "
+          f"{100 * masked[base, b] / n_gt:.1f} % (alone {100 * floor / n_gt:.1f} %), stray "
+          f"{stray[base, b] / len(val):.2f} / photo (alone {stray[base, 0.0] / len(val):.2f}), "
+          f"stray area {100 * area[base, b] / len(val):.2f} % (alone {100 * area[base, 0.0] / len(val):.2f} %)")
 
 
 def plot_history(history: list[dict], path: Path) -> None:
@@ -316,7 +331,7 @@ def export(args) -> None:
                       dynamic_axes={"crops": {0: "batch"}, "prob": {0: "batch"}}, dynamo=False)
     m = onnx.load(str(args.export))
     del m.metadata_props[:]
-    for k, v in {"name": "anond plate check (crop classifier for anond-plate-mnet025)",
+    for k, v in {"name": f"anond plate check (crop classifier for {args.detector})",
                  "licence": "MIT (weights trained by the anond project; data attributions in models/README.md)",
                  "epoch": str(ck["epoch"]), "val": json.dumps(ck["history"][-1])}.items():
         m.metadata_props.add(key=k, value=v)
@@ -330,12 +345,19 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("step", nargs="?", choices=("mine", "train", "sweep", "all"), default="all")
     ap.add_argument("--data", type=Path, default=ROOT.parent / "shared/data/plates/train")
-    ap.add_argument("--out", type=Path, default=ROOT / ".train/plates-check")
+    ap.add_argument("--detector", choices=sorted(DETECTORS), default="anond-plate-mnet025",
+                    help="the detector whose candidates are mined and checked")
+    ap.add_argument("--out", type=Path, help="working folder (default: per detector, under .train/)")
+    ap.add_argument("--also", type=Path, nargs="*", default=[],
+                    help="other working folders whose mined training crops are trained on too")
     ap.add_argument("--epochs", type=int, default=14)
     ap.add_argument("--batch", type=int, default=128)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--min-width", type=float, default=0.0,
+                    help="sweep: boxes narrower than this are kept unchecked (the manifest's min_width)")
     ap.add_argument("--export", type=Path, help="write the trained classifier as ONNX here and exit")
     args = ap.parse_args(argv)
+    args.out = args.out or ROOT / DETECTORS[args.detector][1]
     if args.export:
         export(args)
         return 0
