@@ -191,9 +191,11 @@ class Regions:
         ]
 
     def filter_detections(
-        self, dets: Detections, frame_index: int = 0, t: float = 0.0
+        self, dets: Detections, frame_index: int = 0, t: float = 0.0, count: bool = True
     ) -> tuple[Detections, int]:
-        """Drop automatic detections lying >= EXCLUDE_MIN_INSIDE inside one exclude region."""
+        """Drop automatic detections lying >= EXCLUDE_MIN_INSIDE inside one exclude region;
+        `count`: add them to `excluded` (the detection pass's confident detections only, the
+        report's rule: not verification's re-detections, not the tracker's low-score ones)."""
         if not len(dets):
             return dets, 0
         polygons = self.exclude_at(frame_index, t)
@@ -205,8 +207,9 @@ class Regions:
                 continue
             drop[i] = any(inside_fraction(box, p) >= EXCLUDE_MIN_INSIDE for p in polygons)
         n = int(drop.sum())
-        with self._lock:  # video: the job's thread and the mask threads filter at once
-            self.excluded += n
+        if count:
+            with self._lock:  # video: the job's thread and the mask threads filter at once
+                self.excluded += n
         return (dets.select(~drop) if n else dets), n
 
 

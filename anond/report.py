@@ -68,8 +68,13 @@ class JobReport:
     error: str | None = None  # error code (AnondError.code) when failed
     anond_version: str = __version__
     media: MediaFacts = field(default_factory=MediaFacts)
-    detections: dict[str, int] = field(default_factory=dict)  # per class, as found
-    masked: dict[str, int] = field(default_factory=dict)  # per class, incl. verify fixes
+    # Counting rule, photos and videos alike (a photo is one frame), summed over frames:
+    # detections = objects the detection pass found at the profile's threshold, after the
+    # operator's exclude regions (`manual_regions.excluded` counts those dropped, once: not
+    # verification's re-detections); masked = boxes masked (video: tracked and gap-filled ones
+    # too) plus verification's fixes, per class, and "manual" = manual regions applied.
+    detections: dict[str, int] = field(default_factory=dict)
+    masked: dict[str, int] = field(default_factory=dict)
     tracks: dict[str, int] = field(default_factory=dict)  # video: tracks per class
     verify_fixes: int = 0  # objects still found by verification and masked then
     verify_on_mask: int = 0  # detections of the mask itself on already-masked pixels (left alone)

@@ -39,8 +39,8 @@ def process_image(
 
     with report.stage("detect"):
         found = engine.detect([image], profile.detect, profile.targets)[0]
-    report.detections = found.counts()
     found, _ = regions.filter_detections(found)  # the operator's exclude regions
+    report.detections = found.counts()
     if observer is not None:
         observer.frame_boxes(0, found.xyxy, found)
 
@@ -52,15 +52,13 @@ def process_image(
         report.masked[Target.MANUAL.label] = len(manual)
 
     if profile.verify:
-        excluded = regions.excluded
-        keep = (lambda d: regions.filter_detections(d)[0]) if regions.has_excludes else None
+        keep = (lambda d: regions.filter_detections(d, count=False)[0]) if regions.has_excludes else None
         residuals: list[Detections] = []
         checked = VerifyResult()
         with report.stage("verify"):
             report.verify_fixes = verify(image, engine, profile, keep=keep, found=residuals,
                                          covered=covered, result=checked)
         report.verify_on_mask = checked.on_mask
-        regions.excluded = excluded  # a face excluded once is not counted again by verify
         for residual in residuals:
             JobReport.add_counts(report.masked, residual.counts())
     report.manual_regions.applied = regions.applied_count

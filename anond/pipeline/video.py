@@ -318,8 +318,10 @@ class _VideoJob:
             found = self._detect_targets(batch, images)
         with self.report.stage("track"):
             for slot, dets in zip(batch, found):
-                dets, _ = self.regions.filter_detections(dets, slot.index, slot.t)
-                confident = dets.select(self._confident(dets))
+                # The report's rule (anond.report): confident detections after the exclusions.
+                confident, _ = self.regions.filter_detections(dets.select(self._confident(dets)),
+                                                              slot.index, slot.t)
+                dets, _ = self.regions.filter_detections(dets, slot.index, slot.t, count=False)
                 JobReport.add_counts(self.counts.detections, confident.counts())
                 dets.xyxy = self.orient.to_stored(dets.xyxy)
                 if self.observer is not None:
@@ -423,7 +425,7 @@ class _VideoJob:
                 checked = verify_frames(
                     to_verify, self.profile, self.plan.detect_verify, self._run_detector,
                     self.engine.fixed_input, self.orient,
-                    lambda d, index, t: self.regions.filter_detections(d, index, t)[0])
+                    lambda d, index, t: self.regions.filter_detections(d, index, t, count=False)[0])
             counts.verify_views += checked.views
             counts.verify_on_mask += checked.on_mask
             counts.verify_fixes += checked.fixes
