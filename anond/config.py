@@ -72,9 +72,8 @@ class ModelSettings(_Section):
 
 
 # The weakest mask strengths allowed without `mask.allow_weak` (docs/PRIVACY.md: from the
-# attack measurements of `anond eval --attack`).
-SAFE_BLUR_CELLS = 6.0
-SAFE_PIXEL_BLOCKS = 8.0
+# attack measurements of `anond eval --attack`: at most 1.5x chance identification).
+SAFE_STRENGTH = {"blur_cells": 4.0, "blur_cells_small": 2.0, "pixel_blocks": 4.0}
 
 
 class MaskSettings(_Section):
@@ -88,26 +87,33 @@ class MaskSettings(_Section):
     face_margin: float = Field(0.25, ge=0, le=2)
     plate_margin: float = Field(0.15, ge=0, le=2)
     solid_color: tuple[int, int, int] = (0, 0, 0)  # BGR
-    # Strength (docs/PRIVACY.md, `anond eval --attack`): blur averages the masked box down to
-    # this many cells across before smoothing; pixelate shows this many blocks across. More is
-    # weaker; above the safe maximum anond refuses to start unless allow_weak. Fewer is stronger
-    # (4 cells measured at chance for re-identification, see PRIVACY.md for its side effect).
-    blur_cells: float = Field(6.0, ge=1, le=64)
-    pixel_blocks: float = Field(8.0, ge=1, le=64)
+    # Strength (docs/PRIVACY.md, `anond eval --attack`), a function of the masked box's size:
+    # blur averages the box down to `blur_cells` cells across (`blur_cells_small` when its longer
+    # side is under `small_object_px`: a 32 px face with the default margin) before smoothing;
+    # pixelate shows `pixel_blocks` blocks across. At these values a face-recognition model ranks
+    # masked faces first among 10 originals 12-13 % of the time (chance 10 %; 3-cell blur on
+    # small faces: 16 %). More cells or blocks are weaker; above the safe maxima (SAFE_STRENGTH)
+    # anond refuses to start unless allow_weak.
+    blur_cells: float = Field(4.0, ge=1, le=64)
+    blur_cells_small: float = Field(2.0, ge=1, le=64)
+    small_object_px: float = Field(48.0, ge=0)
+    pixel_blocks: float = Field(4.0, ge=1, le=64)
     allow_weak: bool = False
+
+    def blur_cells_for(self, size: float) -> float:
+        """Cells across a masked box whose longer side is `size` pixels."""
+        return self.blur_cells_small if size < self.small_object_px else self.blur_cells
 
     @model_validator(mode="after")
     def _strong_enough(self) -> "MaskSettings":
         if self.allow_weak:
             return self
-        if self.blur_cells > SAFE_BLUR_CELLS:
-            raise ValueError(f"blur_cells {self.blur_cells:g} is weaker than the safe maximum "
-                             f"{SAFE_BLUR_CELLS:g}: masked faces are re-identified above chance after "
-                             "a deblurring attack (docs/PRIVACY.md); set allow_weak = true to accept that")
-        if self.pixel_blocks > SAFE_PIXEL_BLOCKS:
-            raise ValueError(f"pixel_blocks {self.pixel_blocks:g} is weaker than the safe maximum "
-                             f"{SAFE_PIXEL_BLOCKS:g}: masked faces are re-identified above chance after "
-                             "an unpixelate attack (docs/PRIVACY.md); set allow_weak = true to accept that")
+        for key, safe in SAFE_STRENGTH.items():
+            if getattr(self, key) > safe:
+                attack = "an unpixelate" if key == "pixel_blocks" else "a deblurring"
+                raise ValueError(f"{key} {getattr(self, key):g} is weaker than the safe maximum {safe:g}: "
+                                 f"masked faces are re-identified above chance after {attack} attack "
+                                 "(docs/PRIVACY.md); set allow_weak = true to accept that")
         return self
 
     def margin(self, target: str) -> float:

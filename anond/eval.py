@@ -45,8 +45,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="--dataset: re-identification (faces) / reading (plates) of masked "
                              "objects, before and after a deblurring attack (the `attack` extra)")
     parser.add_argument("--attack-masks", metavar="LIST", default=None,
-                        help="masks to attack, e.g. blur:6,pixelate:8,gaussian:2,solid (default: "
-                             "the profile's mode and strength, weaker ones, and a sigma 2 Gaussian)")
+                        help="masks to attack, e.g. blur,blur:6,pixelate:8,gaussian:2,solid (blur or "
+                             "pixelate alone: the profile's strength, size rule included; default: "
+                             "the profile's blur and pixelation, weaker ones, a sigma 2 Gaussian, solid)")
     parser.add_argument("--json", action="store_true", help="machine-readable output")
     parser.add_argument("--progress", choices=("auto", "on", "off"), default="auto",
                         help="progress bar on stderr (auto: when it is a terminal)")
@@ -90,19 +91,22 @@ def attack_masks(spec: str | None, profile) -> list:
     """The masks `--attack` measures (anond.evaluation.attack.Mask)."""
     from .evaluation.attack import Mask
 
-    if spec is None:
-        m = profile.mask
-        spec = (f"blur:{m.blur_cells:g},blur:{2 * m.blur_cells:g},pixelate:{m.pixel_blocks:g},"
-                f"pixelate:{2 * m.pixel_blocks:g},gaussian:2,solid")
+    m = profile.mask
+    if spec is None:  # the profile's own blur and pixelation, twice as fine, and the references
+        spec = (f"blur,blur:{2 * m.blur_cells:g},pixelate,pixelate:{2 * m.pixel_blocks:g},"
+                "gaussian:2,solid")
     masks = []
     for item in spec.split(","):
         mode, _, value = item.strip().partition(":")
         if mode not in ("blur", "pixelate", "gaussian", "solid"):
             raise ConfigError(f"--attack-masks: unknown mode {mode!r}")
+        if not value and mode in ("blur", "pixelate"):  # the profile's strength (size rule too)
+            masks.append(Mask.default(mode, m))
+            continue
         try:
             masks.append(Mask(mode, float(value) if value else 0.0))
         except ValueError:
-            raise ConfigError(f"--attack-masks: {item!r} is not MODE:NUMBER") from None
+            raise ConfigError(f"--attack-masks: {item!r} is not MODE[:NUMBER]") from None
     return masks
 
 

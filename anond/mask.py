@@ -28,17 +28,15 @@ from .config import MaskMode, MaskSettings, MaskShape
 from .pixels import copy_where
 from .types import Detections, Target
 
-# Blur: the margined box is reduced to this many cells across before being smoothed back up
-# (`mask.blur_cells`). The object itself (face or plate) then spans about 4 cells. Attack
-# measurements (docs/PRIVACY.md): no plate read; blurred faces still ranked first above chance
-# at 6 cells, at chance at 4.
-BLUR_CELLS = 6
+# Strength when no MaskSettings is given: the settings' defaults (chosen from the attack
+# measurements of `anond eval --attack`, docs/PRIVACY.md).
+DEFAULT_STRENGTH = MaskSettings()
+BLUR_CELLS = DEFAULT_STRENGTH.blur_cells
+PIXEL_BLOCKS = DEFAULT_STRENGTH.pixel_blocks
 # Blur: the smoothing runs at no more than this many pixels per cell, then is scaled up.
 BLUR_CELL_PX = 8
-# Pixelate: the margined box spans at most this many blocks across (block >= object / 8).
-PIXEL_BLOCKS = 8
 # Standard deviation (grey levels) of the noise added over blurred regions.
-BLUR_NOISE_SIGMA = 3.0
+BLUR_NOISE_SIGMA = 5.0
 
 _Region = tuple[tuple[slice, slice], np.ndarray, float]  # (roi, bool mask of the roi, object size)
 
@@ -168,10 +166,11 @@ def _mask_region(image: np.ndarray, roi, inside: np.ndarray, size: float, mode: 
     if mode == "solid":
         patch[inside] = np.asarray(solid_color, np.uint8)[: patch.shape[-1]] if patch.ndim == 3 else solid_color[0]
         return
+    strength = strength or DEFAULT_STRENGTH
     if mode == "pixelate":
-        masked = pixelate_patch(patch, size, strength.pixel_blocks if strength else PIXEL_BLOCKS)
+        masked = pixelate_patch(patch, size, strength.pixel_blocks)
     elif mode == "blur":
-        masked = blur_patch(patch, size, strength.blur_cells if strength else BLUR_CELLS)
+        masked = blur_patch(patch, size, strength.blur_cells_for(size))
     else:
         raise ValueError(f"unknown mask mode: {mode}")
     copy_where(patch, masked.reshape(patch.shape), inside)  # cv2 drops a single channel axis

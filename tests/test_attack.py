@@ -53,9 +53,8 @@ def test_the_default_masks_hold_after_the_attack(embedder, face, mode):
     from anond.config import MaskSettings
 
     defaults = MaskSettings()
-    strength = defaults.blur_cells if mode == "blur" else defaults.pixel_blocks
     image, box = face
-    plain, attacked = _distance_after(embedder, image, box, attack.Mask(mode, strength))
+    plain, attacked = _distance_after(embedder, image, box, attack.Mask.default(mode, defaults))
     assert plain > attack.SAME_PERSON and attacked > attack.SAME_PERSON, (plain, attacked)
 
 
@@ -85,13 +84,13 @@ def test_the_plate_reader_reads_a_rendered_plate_and_not_its_blur(plate_reader):
 
 
 def test_a_weaker_strength_than_the_safe_one_is_refused_unless_allowed():
-    from anond.config import load_settings
+    from anond.config import SAFE_STRENGTH, MaskSettings, load_settings
     from anond.errors import ConfigError
-    from anond.config import SAFE_BLUR_CELLS, SAFE_PIXEL_BLOCKS
 
-    with pytest.raises(ConfigError, match="allow_weak"):
-        load_settings(None, profile={"mask": {"blur_cells": SAFE_BLUR_CELLS + 4}})
-    with pytest.raises(ConfigError, match="allow_weak"):
-        load_settings(None, profile={"mask": {"pixel_blocks": SAFE_PIXEL_BLOCKS + 4}})
-    weak = load_settings(None, profile={"mask": {"blur_cells": SAFE_BLUR_CELLS + 4, "allow_weak": True}})
-    assert weak.profile.mask.blur_cells == SAFE_BLUR_CELLS + 4
+    defaults = MaskSettings()
+    for key, safe in SAFE_STRENGTH.items():
+        assert getattr(defaults, key) <= safe  # the defaults are safe
+        with pytest.raises(ConfigError, match=f"{key} .*allow_weak"):
+            load_settings(None, profile={"mask": {key: safe + 4}})
+    weak = load_settings(None, profile={"mask": {"blur_cells": 8, "allow_weak": True}})
+    assert weak.profile.mask.blur_cells == 8

@@ -289,7 +289,7 @@ def test_sidecar_regions_mask_and_exclude(tmp_path, fast_settings, engine, astro
     assert report.manual_regions.sidecar == "applied"
     assert report.manual_regions.applied == 1 and report.manual_regions.excluded >= 1
     assert report.masked.get("manual") == 1 and "face" not in report.masked
-    assert "face" in report.detections  # found, then excluded by the operator
+    assert "face" not in report.detections  # found, then excluded: counted as excluded only
 
 
 @pytest.mark.parametrize("data,error", [(b"", CorruptMedia), (b"hello", UnsupportedMedia)])

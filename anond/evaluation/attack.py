@@ -5,14 +5,21 @@ and after an attacker who knows the mask (mode and parameters) tries to undo it.
   5-point landmark model, CC0) embeds every labelled face in the original and in the masked
   image. Landmarks come from the original for both (the attacker is given the alignment: the
   conservative choice). Identification: rank-1 of each masked face against the gallery of all
-  original faces of the set (chance = 1 / gallery size); verification: the share whose distance
-  to their own original is below dlib's same-person threshold (0.6).
+  original faces of the set (chance = 1 / gallery size); the same in galleries of GALLERY
+  faces (chance 1 / GALLERY), as the exact mean over every such gallery holding the face's own
+  original — the full gallery expects one hit by chance whatever its size, so a rate near chance
+  there rests on one or two faces, where the small galleries average over all of them;
+  verification: the share whose distance to their own original is below dlib's same-person
+  threshold (0.6).
 - Plates: PP-OCRv4's recogniser (Apache-2.0, `ppocr-v4-rec` from the rapidocr wheel) reads
   each labelled plate crop; exact reads and character error rate against the label.
 - The attacker (`attacks`): for a Gaussian blur, Wiener and Richardson-Lucy deconvolution with
   the exact kernel; for anond's blur (cell averages, smoothed, noised), Wiener with the
   smoothing kernel and smooth re-interpolation of the cell grid; for pixelation, smooth
-  interpolation of the block grid ("unpixelate"). The best result over the attacks counts.
+  interpolation of the block grid ("unpixelate"). Faces: the attacker's best method counts
+  (the masked face as it is, or one restoration applied to every face), not the best try per
+  face, which would need the answer. Plates: a plate counts as read if any try reads it exactly
+  (stricter: every try is a chance for a reader to recognise the text).
 
 Only rates leave this module: no text, no embedding, no crop, no name.
 """
@@ -30,6 +37,7 @@ import numpy as np
 SAME_PERSON = 0.6  # dlib's documented threshold on the descriptor distance
 SIZE_BUCKETS = ((0, 32, "<32 px"), (32, 64, "32-64 px"), (64, 128, "64-128 px"), (128, 1e9, ">=128 px"))
 CHIP = 150  # dlib's aligned face chip size
+GALLERY = 10  # the small galleries' size (chance 10 %)
 
 
 class AttackToolsMissing(RuntimeError):
@@ -164,11 +172,26 @@ class Mask:
 
     mode: str  # blur | pixelate | solid | gaussian
     strength: float  # blur: cells across; pixelate: blocks across; gaussian: sigma in px
+    small: float | None = None  # blur: cells across boxes under small_px (anond's size rule)
+    small_px: float = 0.0
+
+    @classmethod
+    def default(cls, mode: str, settings) -> "Mask":
+        """The mask `mode` at the strength of a profile's MaskSettings (size rule included)."""
+        if mode == "blur":
+            return cls("blur", settings.blur_cells, settings.blur_cells_small, settings.small_object_px)
+        return cls(mode, settings.pixel_blocks if mode == "pixelate" else 0.0)
+
+    def cells(self, size: float) -> float:
+        return self.small if self.small is not None and size < self.small_px else self.strength
 
     @property
     def label(self) -> str:
         unit = {"blur": "cells", "pixelate": "blocks", "gaussian": "sigma px", "solid": ""}[self.mode]
-        return f"{self.mode} {self.strength:g} {unit}".strip() if self.mode != "solid" else "solid"
+        if self.mode == "solid":
+            return "solid"
+        small = f" ({self.small:g} under {self.small_px:g} px)" if self.small is not None else ""
+        return f"{self.mode} {self.strength:g} {unit}{small}"
 
 
 def apply_mask(image: np.ndarray, box, m: Mask, margin: float) -> tuple[np.ndarray, tuple]:
@@ -187,7 +210,7 @@ def apply_mask(image: np.ndarray, box, m: Mask, margin: float) -> tuple[np.ndarr
     elif m.mode == "solid":
         patch[:] = 0
     elif m.mode == "blur":
-        patch[:] = anond_mask.blur_patch(patch, size, cells=m.strength)
+        patch[:] = anond_mask.blur_patch(patch, size, cells=m.cells(size))
     else:
         patch[:] = anond_mask.pixelate_patch(patch, size, blocks=m.strength)
     return out, (c0, r0, c1, r1)
@@ -205,7 +228,7 @@ def attacks(masked: np.ndarray, region, m: Mask) -> list[np.ndarray]:
         k = gaussian_kernel(m.strength)
         candidates = [wiener(patch, k), richardson_lucy(patch, k)]
     elif m.mode == "blur":
-        cell = max(1.0, size / m.strength)
+        cell = max(1.0, size / m.cells(size))
         smooth = cv2.GaussianBlur(patch, (0, 0), 1.0)  # the noise first
         candidates = [wiener(smooth, gaussian_kernel(max(0.8, cell / 2))), unpixelate(smooth, cell)]
     else:
@@ -228,6 +251,17 @@ def bucket(box) -> str:
 
 def _rates(hits: list[bool]) -> float | None:
     return round(100.0 * sum(hits) / len(hits), 1) if hits else None
+
+
+def small_gallery_rank1(closer: int, others: int, size: int = GALLERY) -> float:
+    """P(rank 1) of a face whose own original has `closer` of the `others` other originals
+    nearer to it, in a gallery of its original and size - 1 others drawn at random."""
+    size = min(size, others + 1)
+    return math.comb(others - closer, size - 1) / math.comb(others, size - 1)
+
+
+def _mean(values: list[float]) -> float | None:
+    return round(100.0 * sum(values) / len(values), 1) if values else None
 
 
 def run_faces(samples, masks: list[Mask], margin: float, min_side: float = 20.0,
@@ -258,8 +292,10 @@ def run_faces(samples, masks: list[Mask], margin: float, min_side: float = 20.0,
     g = np.stack(gallery)
 
     def identified(vec, i):
+        """(rank 1 in the full gallery, same person, how many other originals are nearer)."""
         d = np.linalg.norm(g - vec, axis=1)
-        return int(d.argmin()) == i, float(d[i]) < SAME_PERSON
+        closer = int((d < d[i]).sum())
+        return closer == 0, float(d[i]) < SAME_PERSON, closer
 
     rows = []
     for m in masks:
@@ -268,19 +304,25 @@ def run_faces(samples, masks: list[Mask], margin: float, min_side: float = 20.0,
             if not idx:
                 continue
             orig = [identified(g[i], i) for i in idx]
-            masked = [identified(faces[i][1][m.label][0], i) for i in idx]
-            attacked = []
-            for i in idx:  # the attacker's best: the masked face itself or any restoration
-                masked_vec, restored = faces[i][1][m.label]
-                tries = [identified(v, i) for v in (masked_vec, *restored)]
-                attacked.append((any(t[0] for t in tries), any(t[1] for t in tries)))
+            # One list per method: the masked face as it is, then each restoration (`attacks`).
+            methods = list(zip(*[(faces[i][1][m.label][0], *faces[i][1][m.label][1]) for i in idx]))
+            tried = [[identified(v, i) for v, i in zip(vecs, idx)] for vecs in methods]
+            masked = tried[0]
+            small = lambda hits: _mean([small_gallery_rank1(o[2], len(g) - 1) for o in hits])  # noqa: E731
+            # The attacker's best method (one pipeline for every face, chosen with hindsight), not
+            # the best try per face: picking per face needs the answer, and any k random tries
+            # would look k times "better than chance".
+            best = lambda rate: max(rate(t) for t in tried)  # noqa: E731
             rows.append({"mask": m.label, "bucket": label, "faces": len(idx),
                          "rank1_original": _rates([o[0] for o in orig]),
                          "rank1_masked": _rates([o[0] for o in masked]),
-                         "rank1_attacked": _rates([o[0] for o in attacked]),
+                         "rank1_attacked": best(lambda t: _rates([o[0] for o in t])),
+                         f"g{GALLERY}_masked": small(masked),
+                         f"g{GALLERY}_attacked": best(small),
                          "same_person_masked": _rates([o[1] for o in masked]),
-                         "same_person_attacked": _rates([o[1] for o in attacked])})
-    return {"faces": len(faces), "chance": round(100.0 / len(faces), 3), "rows": rows}
+                         "same_person_attacked": best(lambda t: _rates([o[1] for o in t]))})
+    return {"faces": len(faces), "chance": round(100.0 / len(faces), 3),
+            "chance_small": round(100.0 / min(GALLERY, len(faces)), 1), "rows": rows}
 
 
 def run_plates(samples, texts: list[list[str | None]], masks: list[Mask], margin: float,
@@ -336,6 +378,7 @@ def format_rows(result: dict, kind: str) -> str:
     widths = {k: max(len(k), *(len(str(r[k])) for r in rows)) for k in keys}
     lines = ["  ".join(k.ljust(widths[k]) for k in keys)]
     lines += ["  ".join(str(r[k]).ljust(widths[k]) for k in keys) for r in rows]
-    head = (f"{result['faces']} faces, chance {result['chance']} %" if kind == "face"
+    head = (f"{result['faces']} faces, chance {result['chance']} % (galleries of {GALLERY}: "
+            f"{result['chance_small']} %)" if kind == "face"
             else f"{result['plates']} plates with a text")
     return head + "\n" + "\n".join(lines)
