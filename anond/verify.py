@@ -3,7 +3,11 @@
 A mask that leaves a face detectable (a tilted face only half inside its ellipse, a plate
 found at a second scale after the first pass) is caught here. Same targets, same thresholds
 as the first pass; rounds, each on the result of the previous one, go on until one finds
-nothing left outside the masks (at most `max_rounds` detector runs).
+nothing left outside the masks (at most `max_rounds` detector runs). One algorithm,
+`verify_frames`, for photos and video frames; they differ in where it looks (a photo: the
+whole picture, every target, up to MAX_ROUNDS; a video frame: around what masking changed,
+the targets it fixed, up to MAX_VIDEO_ROUNDS — the rest of a decoded frame was searched at a
+lower threshold already) and `verify` is the photo's entry.
 
 Rounds go on because masking changes what the detector sees: at low thresholds a blurred,
 skin-toned oval on a plain background is itself face-like, and a detection on its edge (partly
@@ -30,6 +34,7 @@ import numpy as np
 from . import log, mask
 from .config import Profile
 from .detect.nms import merge
+from .media.frames import Orientation
 from .report import JobReport
 from .types import Detections
 
@@ -52,14 +57,6 @@ NEAR_OBJECT_PX = 48
 # dynamic-input model: RetinaFace-MobileNet0.25 on one CPU thread takes ~1.3 ms for a 96 x 128
 # view and ~16 ms for 384 x 640 (about 0.06 us per pixel plus ~0.6 ms a call).
 VIEW_CALL_PX = 10_000
-
-
-@dataclass
-class VerifyResult:
-    fixes: int = 0  # residual objects masked now
-    on_mask: int = 0  # detections of the mask itself (already masked), last round
-    rounds: int = 0  # detector runs on the masked result
-    settled: bool = True  # False: the last run still fixed something (max_rounds reached)
 
 
 def on_mask(detections: Detections, covered: np.ndarray, fraction: float = ON_MASK_FRACTION) -> np.ndarray:
@@ -205,92 +202,84 @@ def verify(
     *,
     max_rounds: int = MAX_ROUNDS,
     keep: Callable[[Detections], Detections] | None = None,
-    found: list[Detections] | None = None,
     covered: np.ndarray | None = None,
-    result: VerifyResult | None = None,
+    result: "Verified | None" = None,
 ) -> int:
-    """Re-detect on `image` (masked in place); mask residuals; return how many were fixed.
+    """Verify a photo (masked in place): `verify_frames` on it as one frame searched whole, all
+    targets every round, up to `max_rounds` detector runs; return how many residuals it fixed.
 
-    `keep` filters residuals before masking (e.g. the operator's exclude regions); `found`,
-    when given, receives the residual detections masked in each round; `covered` (bool H x W,
-    updated in place) marks the pixels already masked, see the module docstring; `result`
-    receives the counts.
+    `keep` filters residuals before masking (e.g. the operator's exclude regions); `covered`
+    (bool H x W, updated in place) marks the pixels already masked, see the module docstring;
+    `result` receives the counts.
     """
-    result = result if result is not None else VerifyResult()
-    result.settled = False
-    for round_no in range(1, max_rounds + 1):
-        residual = engine.detect([image], profile.detect, profile.targets)[0]
-        result.rounds += 1
-        if keep is not None and len(residual):
-            residual = keep(residual)
-        result.on_mask = 0
-        if covered is not None and len(residual):
-            seen_on_mask = on_mask(residual, covered)
-            result.on_mask = int(seen_on_mask.sum())
-            residual = residual.select(~seen_on_mask)
-        if not len(residual):
-            result.settled = True
-            break
-        mask.apply(image, residual, profile.mask)
-        if covered is not None:
-            covered |= mask.coverage_mask(image.shape[:2], residual, profile.mask)
-        result.fixes += len(residual)
-        if found is not None:
-            found.append(residual)
-        log.get().debug("verify.residual", round=round_no, **residual.counts())
-    if not result.settled:
+    h, w = image.shape[:2]
+    frame = FrameToVerify(0, 0.0, image, covered if covered is not None else np.zeros((h, w), bool),
+                          list(profile.targets), None)
+    checked = verify_frames(
+        [frame], profile, profile.detect, engine.detect, engine.fixed_input, Orientation(0, (h, w)),
+        (lambda dets, index, t: keep(dets)) if keep is not None else None, max_rounds)
+    if not checked.settled:
         # Everything found was masked, but the last masks were not checked again.
-        log.get().warning("verify.unsettled", rounds=result.rounds, fixes=result.fixes)
-    return result.fixes
-
-
-# -- video frames
+        log.get().warning("verify.unsettled", rounds=checked.rounds, fixes=checked.fixes)
+    if result is not None:
+        result.__dict__.update(checked.__dict__)
+    return checked.fixes
 
 
 @dataclass
 class FrameToVerify:
-    """One masked video frame (stored orientation): its pixels and coverage are updated in place."""
+    """One masked frame (stored orientation): its pixels and coverage are updated in place."""
 
     index: int
     t: float
     bgr: np.ndarray
     coverage: np.ndarray  # bool (H, W): pixels masked so far
     targets: list[str]  # targets to search for again (see the video job's `_verify_targets`)
-    changed: np.ndarray  # (N, 4) stored-frame boxes around what masking changed
+    # (N, 4) stored-frame boxes around what masking changed: only their neighbourhoods are
+    # searched; None: the whole picture (a photo), every round, with every target.
+    changed: np.ndarray | None
 
 
 @dataclass
-class FramesVerified:
-    """What verifying a batch of video frames found and masked (counts only)."""
+class Verified:
+    """What verifying found and masked (counts only)."""
 
-    fixes: int = 0
-    on_mask: int = 0
-    views: int = 0  # crops around masks given to the detector
+    fixes: int = 0  # residual objects masked
+    on_mask: int = 0  # detections of the mask itself (already masked), left alone, every round
+    views: int = 0  # pictures or crops given to the detector
+    rounds: int = 0  # detector rounds run
+    settled: bool = False  # the last round found nothing to fix (so no mask is left unchecked)
     masked: dict[str, int] = field(default_factory=dict)  # fixes per target label
 
 
 def verify_frames(frames: list[FrameToVerify], profile: Profile, detect, run_detector,
                   fixed_input: Callable[[str], tuple[int, int] | None], orient,
-                  keep: Callable[[Detections, int, float], Detections]) -> FramesVerified:
-    """Re-detect around the masks of masked video frames (batched per target); mask and count
-    what is found, as `verify` does for a photo.
+                  keep: Callable[[Detections, int, float], Detections] | None,
+                  max_rounds: int = MAX_VIDEO_ROUNDS) -> Verified:
+    """Re-detect on masked frames (batched per target); mask and count what is found, in
+    rounds, each on the result of the previous one, until a round fixes nothing or
+    `max_rounds` ran. The one verification of photos (`verify`) and video frames.
 
-    Only the neighbourhood of what masking changed is searched again (`neighbourhoods`):
-    elsewhere the pixels are the decoded ones, already searched at a lower threshold. Round
-    two looks around the masks that round one added. `run_detector(views, detect, [target])`
-    runs the detector on crops; `orient` maps between stored frames and upright pictures
-    (`media.frames.Orientation`); `keep(dets, index, t)` drops what the operator excluded.
+    A video frame is searched only in the neighbourhood of what masking changed
+    (`neighbourhoods`): elsewhere its pixels are the decoded ones, already searched at a lower
+    threshold; round two looks around the masks round one added, for the targets it fixed. A
+    photo (`changed` None) is searched whole every round. `run_detector(views, detect,
+    [target])` runs the detector on pictures or crops; `orient` maps between stored frames and
+    upright pictures (`media.frames.Orientation`); `keep(dets, index, t)` drops what the
+    operator excluded.
     """
-    result = FramesVerified()
+    result = Verified()
     active = list(frames)
-    for _ in range(MAX_VIDEO_ROUNDS):
+    for _ in range(max_rounds):
+        result.rounds += 1
         found = _found_around_masks(active, profile, detect, run_detector, fixed_input, orient, result)
         still = []
         for frame, parts in zip(active, found):
-            dets = dedupe(Detections.concat(parts), profile.detect.nms_iou)
-            if not len(dets):
-                continue
-            dets = keep(dets, frame.index, frame.t)
+            dets = Detections.concat(parts)
+            if frame.changed is not None:  # overlapping neighbourhoods see an object twice
+                dets = dedupe(dets, profile.detect.nms_iou)
+            if len(dets) and keep is not None:
+                dets = keep(dets, frame.index, frame.t)
             if not len(dets):
                 continue
             dets.xyxy = orient.to_stored(dets.xyxy)
@@ -306,19 +295,24 @@ def verify_frames(frames: list[FrameToVerify], profile: Profile, detect, run_det
             result.fixes += len(dets)
             fixed = dets.counts()
             JobReport.add_counts(result.masked, fixed)
-            still.append(FrameToVerify(frame.index, frame.t, frame.bgr, frame.coverage,
-                                       [t for t in profile.targets if t in fixed],
-                                       mask.margined_boxes(dets, profile.mask)))
+            log.get().debug("verify.residual", round=result.rounds, **fixed)
+            if frame.changed is None:
+                still.append(frame)
+            else:
+                still.append(FrameToVerify(frame.index, frame.t, frame.bgr, frame.coverage,
+                                           [t for t in profile.targets if t in fixed],
+                                           mask.margined_boxes(dets, profile.mask)))
         if not still:
+            result.settled = True
             break
         active = still
     return result
 
 
 def _found_around_masks(active: list[FrameToVerify], profile: Profile, detect, run_detector,
-                        fixed_input, orient, result: FramesVerified) -> list[list[Detections]]:
-    """Per frame, the detections (upright pixels) in the neighbourhoods of its changed boxes,
-    one batched detector run per target."""
+                        fixed_input, orient, result: Verified) -> list[list[Detections]]:
+    """Per frame, the detections (upright pixels) in the picture (`changed` None) or in the
+    neighbourhoods of its changed boxes, one batched detector run per target."""
     found: list[list[Detections]] = [[] for _ in active]
     for target in profile.targets:
         views, owners = [], []
@@ -327,6 +321,10 @@ def _found_around_masks(active: list[FrameToVerify], profile: Profile, detect, r
             if target not in frame.targets:
                 continue
             image = orient.upright(frame.bgr, contiguous=False)  # crops copy
+            if frame.changed is None:
+                views.append(image)
+                owners.append((k, 0, 0, (1.0, 1.0)))
+                continue
             boxes = orient.to_upright(frame.changed)
             for rect in neighbourhoods(boxes, image.shape[:2], min_hw=fixed or (64, 64),
                                        object_px=None if fixed else NEAR_OBJECT_PX):

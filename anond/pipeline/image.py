@@ -9,8 +9,8 @@ from ..config import Profile, Settings
 from ..media import image as image_io
 from ..regions import resolve as resolve_regions
 from ..report import JobReport
-from ..types import Detections, DetectorEngine, Target
-from ..verify import VerifyResult, verify
+from ..types import DetectorEngine, Target
+from ..verify import Verified, verify
 
 
 def process_image(
@@ -53,14 +53,11 @@ def process_image(
 
     if profile.verify:
         keep = (lambda d: regions.filter_detections(d, count=False)[0]) if regions.has_excludes else None
-        residuals: list[Detections] = []
-        checked = VerifyResult()
+        checked = Verified()
         with report.stage("verify"):
-            report.verify_fixes = verify(image, engine, profile, keep=keep, found=residuals,
-                                         covered=covered, result=checked)
+            report.verify_fixes = verify(image, engine, profile, keep=keep, covered=covered, result=checked)
         report.verify_on_mask = checked.on_mask
-        for residual in residuals:
-            JobReport.add_counts(report.masked, residual.counts())
+        JobReport.add_counts(report.masked, checked.masked)
     report.manual_regions.applied = regions.applied_count
     report.manual_regions.excluded = regions.excluded
 
