@@ -44,7 +44,7 @@ def main(args: argparse.Namespace) -> int:
         report.fail("config", str(exc))
         return _summary(report)
     report.ok("config", args.config or os.environ.get("ANOND_CONFIG") or "embedded defaults")
-    targets = _targets(settings)
+    targets = settings.inbox_targets()
     _check_models(report, settings, targets)
     if not args.no_inference:
         _check_provider(report, settings, targets)
@@ -60,13 +60,6 @@ def _summary(report: Report) -> int:
         return 1
     print("all checks passed")
     return 0
-
-
-def _targets(settings) -> list[str]:
-    wanted: set[str] = set()
-    for inbox in settings.inboxes:
-        wanted.update(settings.profiles[inbox.profile].targets)
-    return sorted(wanted)
 
 
 def _check_models(report: Report, settings, targets: list[str]) -> None:

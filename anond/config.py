@@ -508,6 +508,10 @@ class Settings(BaseSettings):
                                  "(cluster.enabled = false)")
         return self
 
+    def inbox_targets(self) -> list[str]:
+        """The targets (detectors) the inboxes' profiles need, sorted."""
+        return sorted({t for inbox in self.inboxes for t in self.profiles[inbox.profile].targets})
+
     @classmethod
     def settings_customise_sources(
         cls,

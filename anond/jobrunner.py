@@ -130,9 +130,24 @@ class JobRunner:
             self.svc.job_ended(job.id)
             self.svc.wake.set()
 
+    def _fingerprints(self, job, claim, inbox, rel, src) -> tuple[str, ...] | None:
+        """originals = "keep": the content's fingerprint (recorded when the job ends); None when
+        that content was anonymized before: the original goes back, the job is skipped."""
+        from .jobs import SKIPPED, content_digest, content_fingerprint
+
+        if inbox.cfg.originals != "keep":
+            return ()
+        content_fp = content_fingerprint(inbox.box.salt, rel, content_digest(src))
+        if seen_before(self.store, inbox, content_fp) and not claim.committed:
+            restore_original(self.store, inbox, claim, rel, src, (content_fp,), job.id)
+            self.store.finish(job.id, SKIPPED)
+            claim.remove()
+            self.log.info("job.skipped", job=job.id, inbox=inbox.name, reason="seen_before")
+            return None
+        return (content_fp,)
+
     def _run_job(self, job, claim, inbox, engine, started: float, entry) -> None:
         from .errors import TooManyDeliveries
-        from .jobs import SKIPPED, content_digest, content_fingerprint
 
         if not claim.dir.is_dir():
             raise _LostClaim()
@@ -146,16 +161,9 @@ class JobRunner:
         if entry.poison and not claim.committed:
             raise TooManyDeliveries(f"delivered {entry.poison} times without an end")
         cfg = inbox.cfg
-        fingerprints: tuple[str, ...] = ()
-        if cfg.originals == "keep":
-            content_fp = content_fingerprint(inbox.box.salt, rel, content_digest(src))
-            if seen_before(self.store, inbox, content_fp) and not claim.committed:
-                restore_original(self.store, inbox, claim, rel, src, (content_fp,), job.id)
-                self.store.finish(job.id, SKIPPED)
-                claim.remove()
-                self.log.info("job.skipped", job=job.id, inbox=inbox.name, reason="seen_before")
-                return
-            fingerprints = (content_fp,)
+        fingerprints = self._fingerprints(job, claim, inbox, rel, src)
+        if fingerprints is None:
+            return  # anonymized before (originals = "keep"): skipped
         report = None
         # This instance's names for the job's temporary and staged outputs: stable across its
         # sessions (a crash between linking and marking the claim is recognised on restart),
@@ -186,7 +194,7 @@ class JobRunner:
                     tag, 2 * self.settings.cluster.ack_wait_s):
                 unlink_if_exists(staged)
                 raise _CommitBusy()
-            self._commit(staged, dst, claim, cfg.on_exists)
+            commit_staged(staged, dst, claim, cfg.on_exists)
             if swept:  # the old owner, stalled, may have written again since
                 clean_job_temps(dst, job.id)
         try:
@@ -288,36 +296,6 @@ class JobRunner:
         self.log.info("job.review_waiting", job=job.id, inbox=inbox.name, seconds=meta["seconds"])
         return None
 
-    def _commit(self, staged: Path, dst: Path, claim, on_exists: str) -> Path:
-        """Give the staged output its final name, exactly once, never overwriting (unless
-        on_exists = "replace"): link, mark the claim committed, then drop the staged name."""
-        from .fsutil import fsync_dir, move_no_clobber
-
-        if on_exists == "replace":
-            os.replace(staged, dst)
-            fsync_dir(dst.parent)
-            claim.mark_committed()
-            return dst
-        final = _already_linked(staged, dst)
-        if final is None:
-            tmp = staged.with_name(staged.name + ".link")
-            try:
-                os.link(staged, tmp)  # keep the staged name until the claim says committed
-            except OSError as exc:
-                if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK):
-                    raise
-                # No hard links here (some SMB servers): check-then-rename. A crash between
-                # the rename and the marker would redo the job (documented limitation).
-                final = move_no_clobber(staged, dst)
-                claim.mark_committed()
-                return final
-            final = move_no_clobber(tmp, dst)
-        claim.mark_committed()
-        unlink_if_exists(staged)
-        unlink_if_exists(staged.with_name(staged.name + ".link"))
-        fsync_dir(dst.parent)
-        return final
-
     def _failure(self, job, claim, inbox, err, started: float) -> None:
         """Transient: retry with backoff (claim kept). Permanent or out of retries: quarantine."""
         from .errors import AnondError
@@ -341,7 +319,7 @@ class JobRunner:
                              attempt=attempts, delay_s=round(delay, 1))
             return
         try:
-            self._quarantine(job, claim, inbox, err, code, permanent, attempts)
+            quarantine(job, claim, inbox, err, code, permanent, attempts, self.settings.service.state_dir)
         except OSError as exc:
             # The failed folder is not writable: keep the claim and try again later.
             self.store.retry_later(job.id, job.attempts, svc.retry_backoff_max_s, "quarantine_failed")
@@ -355,48 +333,6 @@ class JobRunner:
             self.metrics.job_failed(inbox.name, code, seconds)
         self.log.warning("job.quarantined", job=job.id, inbox=inbox.name, error=code,
                          attempts=attempts)
-
-    def _quarantine(self, job, claim, inbox, err, code, permanent, attempts) -> None:
-        """The input goes to failed/<job id>/<its path in the inbox> (it is the user's file);
-        failed/<job id>.reason.json says why, without naming it."""
-        from . import __version__
-        from .fsutil import write_bytes_atomic
-        from .fsutil import move_no_clobber
-
-        found = claim.source()
-        message = _safe_message(err, found[0] if found else None)
-        reason = {
-            "job": job.id,
-            "inbox": inbox.name,
-            "error": type(err).__name__,
-            "code": code,
-            "message": message,
-            "permanent": permanent,
-            "attempts": attempts,
-            "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "anond_version": __version__,
-        }
-        inbox.failed.mkdir(parents=True, exist_ok=True)
-        # The service user's alone (0600 files, 0700 folder): these are unmasked originals.
-        reason_path = write_bytes_atomic(inbox.failed / f"{job.id}.reason.json",
-                                         (json.dumps(reason, indent=2) + "\n").encode(), job_id=job.id)
-        os.chmod(reason_path, 0o600)
-        if inbox.cfg.review:
-            from .review import ReviewArea
-
-            ReviewArea(self.settings.service.state_dir).remove(job.id)
-        if found is not None:
-            rel, src = found
-            clean_job_temps(inbox.outbox / rel, job.id)
-            (inbox.failed / job.id).mkdir(mode=0o700, exist_ok=True)
-            # Under its path in the inbox, so `anond retry` can put it back where it was.
-            landed = move_no_clobber(src, inbox.failed / job.id / rel)
-            os.chmod(landed, 0o600)
-            sidecar = claim.sidecar
-            if sidecar is not None:
-                from .regions import sidecar_path
-
-                move_no_clobber(sidecar, sidecar_path(landed))
 
 
 def finish_recovered(store, inbox, claim) -> str:
@@ -514,3 +450,77 @@ def _safe_message(err: BaseException, rel: PurePosixPath | None) -> str:
             if len(part) >= 3:
                 message = message.replace(part, "…")
     return message[:500]
+
+
+def commit_staged(staged: Path, dst: Path, claim, on_exists: str) -> Path:
+    """Give the staged output its final name, exactly once, never overwriting (unless
+    on_exists = "replace"): link, mark the claim committed, then drop the staged name."""
+    from .fsutil import fsync_dir, move_no_clobber
+
+    if on_exists == "replace":
+        os.replace(staged, dst)
+        fsync_dir(dst.parent)
+        claim.mark_committed()
+        return dst
+    final = _already_linked(staged, dst)
+    if final is None:
+        tmp = staged.with_name(staged.name + ".link")
+        try:
+            os.link(staged, tmp)  # keep the staged name until the claim says committed
+        except OSError as exc:
+            if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK):
+                raise
+            # No hard links here (some SMB servers): check-then-rename. A crash between
+            # the rename and the marker would redo the job (documented limitation).
+            final = move_no_clobber(staged, dst)
+            claim.mark_committed()
+            return final
+        final = move_no_clobber(tmp, dst)
+    claim.mark_committed()
+    unlink_if_exists(staged)
+    unlink_if_exists(staged.with_name(staged.name + ".link"))
+    fsync_dir(dst.parent)
+    return final
+
+
+def quarantine(job, claim, inbox, err, code, permanent, attempts, state_dir: Path) -> None:
+    """The input goes to failed/<job id>/<its path in the inbox> (it is the user's file);
+    failed/<job id>.reason.json says why, without naming it."""
+    from . import __version__
+    from .fsutil import write_bytes_atomic
+    from .fsutil import move_no_clobber
+
+    found = claim.source()
+    message = _safe_message(err, found[0] if found else None)
+    reason = {
+        "job": job.id,
+        "inbox": inbox.name,
+        "error": type(err).__name__,
+        "code": code,
+        "message": message,
+        "permanent": permanent,
+        "attempts": attempts,
+        "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "anond_version": __version__,
+    }
+    inbox.failed.mkdir(parents=True, exist_ok=True)
+    # The service user's alone (0600 files, 0700 folder): these are unmasked originals.
+    reason_path = write_bytes_atomic(inbox.failed / f"{job.id}.reason.json",
+                                     (json.dumps(reason, indent=2) + "\n").encode(), job_id=job.id)
+    os.chmod(reason_path, 0o600)
+    if inbox.cfg.review:
+        from .review import ReviewArea
+
+        ReviewArea(state_dir).remove(job.id)
+    if found is not None:
+        rel, src = found
+        clean_job_temps(inbox.outbox / rel, job.id)
+        (inbox.failed / job.id).mkdir(mode=0o700, exist_ok=True)
+        # Under its path in the inbox, so `anond retry` can put it back where it was.
+        landed = move_no_clobber(src, inbox.failed / job.id / rel)
+        os.chmod(landed, 0o600)
+        sidecar = claim.sidecar
+        if sidecar is not None:
+            from .regions import sidecar_path
+
+            move_no_clobber(sidecar, sidecar_path(landed))

@@ -107,6 +107,15 @@ class Metrics:
             self.cluster.labels(state=state).set(getattr(stats, state))
         self.cluster_workers.set(len(stats.workers))
 
+    def set_queue(self, counts: dict, inboxes: dict) -> None:
+        """The job table's queue and running counts, and each inbox watcher's file counts."""
+        self.queue.set(counts.get("pending", 0))
+        self.running.set(counts.get("running", 0))
+        for name, inbox in inboxes.items():
+            self.tracked.labels(inbox=name).set(inbox.watcher.tracked)
+            self.ignored.labels(inbox=name).set(inbox.watcher.ignored)
+            self.skipped.labels(inbox=name).set(inbox.watcher.skipped)
+
     def set_provider(self, provider: str) -> None:
         self.provider.clear()
         self.provider.labels(provider=_label(provider)).set(1)

@@ -77,7 +77,7 @@ class JobReport:
     masked: dict[str, int] = field(default_factory=dict)
     tracks: dict[str, int] = field(default_factory=dict)  # video: tracks per class
     verify_fixes: int = 0  # objects still found by verification and masked then
-    verify_on_mask: int = 0  # detections of the mask itself on already-masked pixels (left alone)
+    verify_on_mask: int = 0  # detections of the mask itself on already-masked pixels (left alone), every round
     manual_regions: ManualRegionsFacts = field(default_factory=ManualRegionsFacts)
     models: list[ModelFacts] = field(default_factory=list)
     provider: str | None = None

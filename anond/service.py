@@ -39,7 +39,7 @@ from .review import act_on_decisions
 TICK_S = 0.2
 SPACE_CHECK_S = 5.0
 HOUSEKEEPING_S = 3600.0
-STOP_GRACE_S = 20.0  # beyond stop_timeout_s, for requeueing and closing (see _arm_stop_deadline)
+STOP_GRACE_S = 20.0  # beyond stop_timeout_s, for requeueing and closing (see arm_stop_deadline)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -113,7 +113,7 @@ class Service:
         svc = self.settings.service
         _require_local_state(absolute(svc.state_dir))
         _keep_diagnostics_private()
-        self._install_signals()
+        install_signals(self)
         self.notifier.status("starting: loading models")
         self.store = JobStore(absolute(svc.state_dir))
         self.session = new_session()
@@ -139,7 +139,7 @@ class Service:
                 self.store.forget_remote()  # the stream delivers them again
                 self.cluster.start()
             self.refresh_status(force=True)
-            self.notifier.ready(self._status_text())
+            self.notifier.ready(status_text(self.counts, self.intake.paused))
             if self.metrics:
                 self.metrics.ready.set(1)
             self.log.info("service.ready", workers=len(self.workers), provider=self.provider,
@@ -150,30 +150,9 @@ class Service:
             self._abort()
             raise
 
-    def _install_signals(self) -> None:
-        def stop(signum, _frame):
-            if not self.stop_event.is_set():
-                self._arm_stop_deadline()
-            self.stop_event.set()
-            self.wake.set()
-
-        def hup(_signum, _frame):
-            self.reload_requested = True
-            self.wake.set()
-
-        signal.signal(signal.SIGTERM, stop)
-        signal.signal(signal.SIGINT, stop)
-        signal.signal(signal.SIGHUP, hup)
-
-    def _targets(self, settings) -> list[str]:
-        wanted: set[str] = set()
-        for cfg in settings.inboxes:
-            wanted.update(settings.profiles[cfg.profile].targets)
-        return sorted(wanted)
-
     def _start_workers(self) -> None:
         """Each worker loads the models once and runs a warm-up inference; READY waits for all."""
-        targets = self._targets(self.settings)
+        targets = self.settings.inbox_targets()
         self.targets = targets
         for index in range(self.settings.service.workers):
             worker = Worker(self, index, targets)
@@ -191,22 +170,6 @@ class Service:
             self.metrics.set_provider(self.provider)
         self.log.info("models.loaded", targets=",".join(targets), provider=self.provider,
                       workers=len(self.workers))
-
-    def _arm_stop_deadline(self) -> None:
-        """A stop must end: if shutting down takes STOP_GRACE_S longer than stop_timeout_s (a
-        step blocked in a library, a file system that stopped answering), the process leaves
-        as after a crash — the job table and the claims are crash-safe, unfinished jobs are
-        recovered on the next start — before systemd's TimeoutStopSec kills it mid-write."""
-        def overdue() -> None:
-            self.log.error("service.stop_overdue", seconds=round(limit, 1))
-            sys.stdout.flush()
-            sys.stderr.flush()
-            os._exit(0)
-
-        limit = self.settings.service.stop_timeout_s + STOP_GRACE_S
-        timer = threading.Timer(limit, overdue)
-        timer.daemon = True
-        timer.start()
 
     # -- the main loop
 
@@ -320,21 +283,9 @@ class Service:
         with self.running_lock:
             self.counts["running"] = len(self.running)
         self.counts["waiting"] = sum(i.watcher.tracked for i in self.inboxes.values())
-        self.notifier.status(self._status_text())
+        self.notifier.status(status_text(self.counts, self.intake.paused))
         if self.metrics:
-            self.metrics.queue.set(self.counts.get("pending", 0))
-            self.metrics.running.set(self.counts["running"])
-            for name, inbox in self.inboxes.items():
-                self.metrics.tracked.labels(inbox=name).set(inbox.watcher.tracked)
-                self.metrics.ignored.labels(inbox=name).set(inbox.watcher.ignored)
-                self.metrics.skipped.labels(inbox=name).set(inbox.watcher.skipped)
-
-    def _status_text(self) -> str:
-        c = self.counts
-        text = (f"queue {c.get('pending', 0)}, running {c.get('running', 0)}, "
-                f"done {c.get('done', 0)}, failed {c.get('failed', 0)}, "
-                f"waiting in inboxes {c.get('waiting', 0)}")
-        return text + (" (intake paused: low disk space)" if self.intake.paused else "")
+            self.metrics.set_queue(self.counts, self.inboxes)
 
     # -- reload (SIGHUP)
 
@@ -345,7 +296,7 @@ class Service:
         self.notifier.reloading()
         try:
             new = load_settings(self.config_path)
-            problem = self._reload_problem(new)
+            problem = reload_problem(self.settings, new)
             if problem:
                 self.log.error("config.reload_rejected", reason=problem)
             else:
@@ -356,18 +307,7 @@ class Service:
                 self.log.info("config.reloaded", inboxes=len(self.inboxes))
         except ConfigError as exc:
             self.log.error("config.reload_failed", error=str(exc))
-        self.notifier.ready(self._status_text())
-
-    def _reload_problem(self, new) -> str | None:
-        old = self.settings
-        if new.models != old.models or new.runtime != old.runtime:
-            return "models and runtime settings need a restart"
-        if self._targets(new) != self.targets:
-            return "the profiles now need other detectors: restart"
-        for key in ("state_dir", "workers", "metrics", "metrics_port", "metrics_address"):
-            if getattr(new.service, key) != getattr(old.service, key):
-                return f"service.{key} needs a restart"
-        return None
+        self.notifier.ready(status_text(self.counts, self.intake.paused))
 
     # -- shutdown
 
@@ -391,19 +331,7 @@ class Service:
             self.log.warning("job.requeued", job=job_id)
         if self.cluster is not None:
             self.cluster.release()  # the jobs still running here: to another worker now
-            self.cluster.stop()
-        for _ in self.workers:
-            self.work.put(None)
-        for inbox in self.inboxes.values():
-            inbox.watcher.stop()
-            if not left:
-                self.guard(self.intake.release_pending, inbox)
-                inbox.box.close()
-        if self.metrics:
-            self.metrics.stop()
-        if self.web is not None:
-            self.web.stop()
-        self.store.close()
+        self._close(release=not left)
         self.log.info("service.stopped", requeued=len(left))
         if left:
             # Worker threads are still inside native code; leave without waiting for them.
@@ -414,25 +342,38 @@ class Service:
 
     def _abort(self) -> None:
         """Start-up failed: give back what was opened (claims stay for the next start)."""
+        self._close(release=False, quiet=True)
+
+    def _close(self, release: bool, quiet: bool = False) -> None:
+        """Stop the workers, watchers, metrics, web UI and cluster link; close the inboxes
+        (`release`: give back their pending claims first) and the job table. `quiet`: after a
+        failed start, where any of them may be half open."""
         for _ in self.workers:
             self.work.put(None)
-        for inbox in self.inboxes.values():
+        parts = [(inbox.watcher.stop, inbox.box.close, inbox) for inbox in self.inboxes.values()]
+        for stop, close, inbox in parts:
             try:
-                inbox.watcher.stop()
-                inbox.box.close()
+                stop()
+                if release:
+                    self.guard(self.intake.release_pending, inbox)
+                if release or quiet:
+                    close()
             except Exception:  # noqa: BLE001
-                pass
+                if not quiet:
+                    raise
         if self.metrics:
             self.metrics.stop()
         if self.web is not None:
             self.web.stop()
         if self.cluster is not None:
-            self.cluster.stop(2.0)
+            self.cluster.stop(2.0) if quiet else self.cluster.stop()
         if self.store is not None:
             try:
                 self.store.close()
             except Exception:  # noqa: BLE001
-                pass
+                if not quiet:
+                    raise
+
 
 class Worker(threading.Thread):
     """Loads the detectors once (plus a warm-up inference), then runs jobs from the queue."""
@@ -522,3 +463,57 @@ def _require_local_state(state_dir: Path) -> None:
     if fstype is not None:
         raise ConfigError(f"service.state_dir is on a network file system ({fstype}): the job "
                           "table needs a local disk (inboxes, outboxes and failed folders may be shares)")
+
+
+def install_signals(service: "Service") -> None:
+    """SIGTERM/SIGINT: stop (with a deadline, `arm_stop_deadline`); SIGHUP: reload."""
+    def stop(_signum, _frame):
+        if not service.stop_event.is_set():
+            arm_stop_deadline(service.settings.service.stop_timeout_s + STOP_GRACE_S, service.log)
+        service.stop_event.set()
+        service.wake.set()
+
+    def hup(_signum, _frame):
+        service.reload_requested = True
+        service.wake.set()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGHUP, hup)
+
+
+def arm_stop_deadline(limit: float, logger) -> None:
+    """A stop must end: if shutting down takes `limit` seconds (stop_timeout_s + STOP_GRACE_S: a
+    step blocked in a library, a file system that stopped answering), the process leaves as
+    after a crash — the job table and the claims are crash-safe, unfinished jobs are recovered
+    on the next start — before systemd's TimeoutStopSec kills it mid-write."""
+    def overdue() -> None:
+        logger.error("service.stop_overdue", seconds=round(limit, 1))
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
+
+    timer = threading.Timer(limit, overdue)
+    timer.daemon = True
+    timer.start()
+
+
+def status_text(counts: dict, paused: bool) -> str:
+    """The one line systemctl status shows (STATUS=)."""
+    c = counts
+    text = (f"queue {c.get('pending', 0)}, running {c.get('running', 0)}, "
+            f"done {c.get('done', 0)}, failed {c.get('failed', 0)}, "
+            f"waiting in inboxes {c.get('waiting', 0)}")
+    return text + (" (intake paused: low disk space)" if paused else "")
+
+
+def reload_problem(old, new) -> str | None:
+    """Why a reload (SIGHUP) cannot take the new settings, or None."""
+    if new.models != old.models or new.runtime != old.runtime:
+        return "models and runtime settings need a restart"
+    if new.inbox_targets() != old.inbox_targets():
+        return "the profiles now need other detectors: restart"
+    for key in ("state_dir", "workers", "metrics", "metrics_port", "metrics_address"):
+        if getattr(new.service, key) != getattr(old.service, key):
+            return f"service.{key} needs a restart"
+    return None
