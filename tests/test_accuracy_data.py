@@ -2,9 +2,10 @@
 
 An object counts as masked when the final mask (the Engine's boxes through `mask.coverage_mask`,
 the same geometry `mask.apply` uses, default MaskSettings) covers at least 80 % of its
-ground-truth box. Faces: 93 % of face_mask; plates: 98 % of a fixed third of openalpr_eu +
-openalpr_br (every third photo in file order: the whole set took 340 s of a 680 s suite with
-the default plate model; bench/accuracy.py measures the whole sets).
+ground-truth box. Faces: 93 % of a fixed half of face_mask (every second photo in file order);
+plates: 98 % of a fixed quarter of openalpr_eu + openalpr_br (every fourth photo: the whole set
+took 340 s of a 680 s suite with the default plate model, a third 112 s). bench/accuracy.py
+measures the whole sets; these keep `make test` under 8 minutes on 2 cores (issue 15).
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ def masked_recall(engine, samples, target: str) -> tuple[float, str]:
 def test_at_least_93_percent_of_faces_are_masked(engine, data_dir):
     samples = read_voc(data_dir / "faces" / "face_mask")
     assert len(samples) == 853
+    samples = samples[::2]  # fixed: the same 427 photos every run
     recall, detail = masked_recall(engine, samples, "face")
     print(f"faces masked: {recall:.2%} ({detail})")
     assert recall >= 0.93, detail
@@ -62,7 +64,7 @@ def test_at_least_98_percent_of_plates_are_masked(engine, data_dir):
         for s in read_openalpr(data_dir / "plates" / region)
     ]
     assert len(samples) == 108 + 114
-    samples = samples[::3]  # fixed: the same 74 photos every run
+    samples = samples[::4]  # fixed: the same 56 photos every run
     recall, detail = masked_recall(engine, samples, "plate")
     print(f"plates masked: {recall:.2%} ({detail})")
     assert recall >= 0.98, detail
