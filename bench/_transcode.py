@@ -22,7 +22,8 @@ def transcode(src: str, dst: str) -> int:
     import av
 
     from anond.config import load_settings
-    from anond.media.video import MUXERS, choose_encoder, encoder_options
+    from anond.media.containers import FFMPEG_MUXER, SUFFIXES
+    from anond.media.encode import choose_encoder, encoder_options
 
     vs_cfg = load_settings(None).video
     with av.open(src) as inp:
@@ -30,7 +31,8 @@ def transcode(src: str, dst: str) -> int:
         vin.codec_context.thread_type = "AUTO"
         vin.codec_context.thread_count = vs_cfg.threads
         audio = list(inp.streams.audio)
-        fmt = MUXERS[Path(dst).suffix.lower()]
+        container = next(c for c, suffixes in SUFFIXES.items() if Path(dst).suffix.lower() in suffixes)
+        fmt = FFMPEG_MUXER.get(container, container)
         with av.open(dst, "w", format=fmt) as out:
             name, _ = choose_encoder(vin.codec_context.name, set(out.supported_codecs))
             rate = vin.average_rate or vin.guessed_rate or Fraction(25)
