@@ -223,9 +223,11 @@ def unlink_if_exists(path: Path) -> None:
         pass
 
 
-def write_bytes_atomic(dst: str | os.PathLike, data: bytes, job_id: str = "write") -> Path:
-    """Write `data` to `dst` atomically, replacing it (reports, small state files)."""
-    out = atomic_output(dst, job_id, on_exists="replace")
+def write_bytes_atomic(dst: str | os.PathLike, data: bytes, job_id: str = "write",
+                       mode: int | None = None) -> Path:
+    """Write `data` to `dst` atomically, replacing it (reports, small state files, installed
+    models); `mode` as for `atomic_output`."""
+    out = atomic_output(dst, job_id, on_exists="replace", mode=mode)
     with out as tmp:
         tmp.write_bytes(data)
     assert out.final is not None

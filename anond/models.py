@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from .errors import ConfigError, ModelChecksumMismatch, ModelMissing
-from .fsutil import file_sha256
+from .fsutil import file_sha256, write_bytes_atomic
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -409,17 +409,9 @@ def _dynamic_dims(data: bytes) -> bytes:
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)  # readable by the service user when installed by an admin
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    # Readable by the service user when installed by an admin; the temporary is named per
+    # process, so two installs at once never share one.
+    write_bytes_atomic(path, data, f"install-{os.getpid()}", mode=0o644)
 
 
 # ---------------------------------------------------------------- CLI
