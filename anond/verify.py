@@ -203,14 +203,12 @@ def verify(
     max_rounds: int = MAX_ROUNDS,
     keep: Callable[[Detections], Detections] | None = None,
     covered: np.ndarray | None = None,
-    result: "Verified | None" = None,
-) -> int:
+) -> "Verified":
     """Verify a photo (masked in place): `verify_frames` on it as one frame searched whole, all
-    targets every round, up to `max_rounds` detector runs; return how many residuals it fixed.
+    targets every round, up to `max_rounds` detector runs; the counts.
 
     `keep` filters residuals before masking (e.g. the operator's exclude regions); `covered`
-    (bool H x W, updated in place) marks the pixels already masked, see the module docstring;
-    `result` receives the counts.
+    (bool H x W, updated in place) marks the pixels already masked, see the module docstring.
     """
     h, w = image.shape[:2]
     frame = FrameToVerify(0, 0.0, image, covered if covered is not None else np.zeros((h, w), bool),
@@ -221,9 +219,7 @@ def verify(
     if not checked.settled:
         # Everything found was masked, but the last masks were not checked again.
         log.get().warning("verify.unsettled", rounds=checked.rounds, fixes=checked.fixes)
-    if result is not None:
-        result.__dict__.update(checked.__dict__)
-    return checked.fixes
+    return checked
 
 
 @dataclass

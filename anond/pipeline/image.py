@@ -10,7 +10,7 @@ from ..media import image as image_io
 from ..regions import resolve as resolve_regions
 from ..report import JobReport
 from ..types import DetectorEngine, Target
-from ..verify import Verified, verify
+from ..verify import verify
 
 
 def process_image(
@@ -53,10 +53,9 @@ def process_image(
 
     if profile.verify:
         keep = (lambda d: regions.filter_detections(d, count=False)[0]) if regions.has_excludes else None
-        checked = Verified()
         with report.stage("verify"):
-            report.verify_fixes = verify(image, engine, profile, keep=keep, covered=covered, result=checked)
-        report.verify_on_mask = checked.on_mask
+            checked = verify(image, engine, profile, keep=keep, covered=covered)
+        report.verify_fixes, report.verify_on_mask = checked.fixes, checked.on_mask
         JobReport.add_counts(report.masked, checked.masked)
     report.manual_regions.applied = regions.applied_count
     report.manual_regions.excluded = regions.excluded
