@@ -43,7 +43,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from .errors import ConfigError
-from .fsutil import file_sha256, fsync_dir, move_exact, reached_without_links, unlink_if_exists
+from .fsutil import file_sha256, fsync_dir, link_once, move_exact, reached_without_links, unlink_if_exists
 
 CONTROL_DIR = ".anond"
 INPUT_DIR = "in"  # the claimed input, under its own name
@@ -311,11 +311,7 @@ def _read_or_create(path: Path, make) -> bytes:
         f.write(make())
         f.flush()
         os.fsync(f.fileno())
-    try:
-        os.link(tmp, path)  # first writer wins
-    except FileExistsError:
-        pass
-    finally:
+    if not link_once(tmp, path):  # first writer wins
         tmp.unlink()
     return path.read_bytes()
 
