@@ -253,7 +253,7 @@ class Cluster:
             return
         store.finish(job.id, "published")
         self.stats.published += 1
-        self.log.info("cluster.published", job=job.id, inbox=job.inbox)
+        self.log.info("cluster.published", job=job.id)
         self.svc.wake.set()
 
     # -- worker: pull, run, settle
@@ -296,7 +296,7 @@ class Cluster:
             return
         inbox = self.svc.inboxes.get(inbox_name)
         if inbox is None or "/" in owner or "/" in job_id:
-            self.log.error("cluster.unknown_inbox", job=job_id, inbox=inbox_name)
+            self.log.error("cluster.unknown_inbox", job=job_id)
             await msg.nak(delay=self.cfg.ack_wait_s)  # perhaps a worker that has it
             return
         delivered = int(msg.metadata.num_delivered)

@@ -316,7 +316,7 @@ class ServiceSettings(_Section):
 class Inbox(_Section):
     """One watched folder: where files arrive, where masked copies go, what happens to originals."""
 
-    name: str = Field("", pattern=r"^[A-Za-z0-9_.-]{0,64}$")  # label in logs; default inbox1, ...
+    name: str = Field("", pattern=r"^[A-Za-z0-9_.-]{0,64}$")  # label in metrics and the job table (not logs); default inbox1, ...
     path: Path
     outbox: Path
     profile: str = "default"  # a key of [profiles] ("default" = [profile])

@@ -121,7 +121,7 @@ class Intake:
                 clean_job_temps(inbox.outbox / found[0], claim.job_id)  # a staged output
             if inbox.box.release(claim):
                 svc.store.forget(claim.job_id)
-                svc.log.info("job.released", job=claim.job_id, inbox=inbox.name)
+                svc.log.info("job.released", job=claim.job_id)
 
     # -- claims of others
 
@@ -148,7 +148,7 @@ class Intake:
                 svc.store.add(claim.job_id, inbox.name, attempts)
                 taken.add(claim.job_id)
                 svc.taken_over.add(claim.job_id)
-                svc.log.info("job.recovered", job=claim.job_id, inbox=inbox.name,
+                svc.log.info("job.recovered", job=claim.job_id,
                              own=owner.split(".", 1)[0] == svc.store.instance)
         return taken
 
@@ -182,7 +182,7 @@ class Intake:
                 # Something about this one file (a name too long for a derived name, a
                 # permission): it is left alone until it changes, and the others go on.
                 inbox.watcher.settle(cand.rel, cand.size, cand.mtime_ns)
-                svc.log.warning("job.unclaimable", inbox=inbox.name, error=errno_name(exc))
+                svc.log.warning("job.unclaimable", error=errno_name(exc))
                 continue
             room -= int(queued)
 
@@ -217,7 +217,7 @@ class Intake:
             return False  # another instance was faster, or the file went away
         svc.store.add(job_id, inbox.name)
         svc.counts["pending"] = svc.counts.get("pending", 0) + 1
-        svc.log.info("job.queued", job=job_id, inbox=inbox.name, bytes=cand.size,
+        svc.log.info("job.queued", job=job_id, bytes=cand.size,
                      sidecar=has_sidecar)
         return True
 

@@ -95,20 +95,20 @@ class JobRunner:
         # A cluster worker runs the job in the claim of the intake that published it.
         claim = Claim(entry.claim_dir or inbox.box.mine / job.id, job.id)
         started = time.monotonic()
-        self.log.info("job.started", job=job.id, inbox=inbox.name, attempt=job.attempts + 1)
+        self.log.info("job.started", job=job.id, attempt=job.attempts + 1)
         try:
             self._run_job(job, claim, inbox, engine, started, entry)
         except _LostClaim:
             self.svc.guard(self.store.forget, job.id)
-            self.log.warning("job.lost_claim", job=job.id, inbox=inbox.name)
+            self.log.warning("job.lost_claim", job=job.id)
         except _CommitBusy:
             delay = self.settings.service.retry_backoff_s
             self.svc.guard(self.store.retry_later, job.id, job.attempts, delay, "commit_busy")
-            self.log.warning("job.commit_busy", job=job.id, inbox=inbox.name, retry_in_s=delay)
+            self.log.warning("job.commit_busy", job=job.id, retry_in_s=delay)
         except _AfterCommit as exc:
             delay = self.settings.service.retry_backoff_s
             self.svc.guard(self.store.retry_later, job.id, job.attempts, delay, "finalize")
-            self.log.error("job.finalize_failed", job=job.id, inbox=inbox.name,
+            self.log.error("job.finalize_failed", job=job.id,
                            error=errno_name(exc.cause), retry_in_s=delay)
         except sqlite3.Error as exc:
             # The job table is closed (shutdown passed its deadline) or broken: whatever the
@@ -142,7 +142,7 @@ class JobRunner:
             restore_original(self.store, inbox, claim, rel, src, (content_fp,), job.id)
             self.store.finish(job.id, SKIPPED)
             claim.remove()
-            self.log.info("job.skipped", job=job.id, inbox=inbox.name, reason="seen_before")
+            self.log.info("job.skipped", job=job.id, reason="seen_before")
             return None
         return (content_fp,)
 
@@ -231,7 +231,7 @@ class JobRunner:
         if self.metrics:
             self.metrics.job_done(inbox.name, report_dict, seconds)
         masked = (report_dict or {}).get("masked") or {}
-        self.log.info("job.completed", job=job.id, inbox=inbox.name, seconds=seconds,
+        self.log.info("job.completed", job=job.id, seconds=seconds,
                       **{f"masked_{k}": v for k, v in masked.items() if isinstance(v, int)})
 
     def _process(self, job, claim, inbox, engine, rel, src, staged, observer=None):
@@ -293,7 +293,7 @@ class JobRunner:
             meta["height"], meta["width"] = FrameSource().frame(result, 0).shape[:2]
         area.stage(job.id, result, meta, report.to_dict(), boxes.to_dict())
         self.store.wait_review(job.id, meta["seconds"])
-        self.log.info("job.review_waiting", job=job.id, inbox=inbox.name, seconds=meta["seconds"])
+        self.log.info("job.review_waiting", job=job.id, seconds=meta["seconds"])
         return None
 
     def _failure(self, job, claim, inbox, err, started: float) -> None:
@@ -305,7 +305,7 @@ class JobRunner:
             # Taken over while this attempt ran (stalled past the lease): the other instance
             # owns the job now; this attempt's failure (its files were swept) is not the job's.
             self.svc.guard(self.store.forget, job.id)
-            self.log.warning("job.lost_claim", job=job.id, inbox=inbox.name)
+            self.log.warning("job.lost_claim", job=job.id)
             return
         code = getattr(err, "code", "internal")
         permanent = not isinstance(err, AnondError) or err.permanent
@@ -315,7 +315,7 @@ class JobRunner:
             self.store.retry_later(job.id, attempts, delay, code)
             if self.metrics:
                 self.metrics.retries.labels(inbox=inbox.name).inc()
-            self.log.warning("job.retry", job=job.id, inbox=inbox.name, error=code,
+            self.log.warning("job.retry", job=job.id, error=code,
                              attempt=attempts, delay_s=round(delay, 1))
             return
         try:
@@ -323,7 +323,7 @@ class JobRunner:
         except OSError as exc:
             # The failed folder is not writable: keep the claim and try again later.
             self.store.retry_later(job.id, job.attempts, svc.retry_backoff_max_s, "quarantine_failed")
-            self.log.error("job.quarantine_failed", job=job.id, inbox=inbox.name,
+            self.log.error("job.quarantine_failed", job=job.id,
                            error=errno_name(exc))
             return
         seconds = round(time.monotonic() - started, 3)
@@ -331,7 +331,7 @@ class JobRunner:
         claim.remove()
         if self.metrics:
             self.metrics.job_failed(inbox.name, code, seconds)
-        self.log.warning("job.quarantined", job=job.id, inbox=inbox.name, error=code,
+        self.log.warning("job.quarantined", job=job.id, error=code,
                          attempts=attempts)
 
 

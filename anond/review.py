@@ -212,7 +212,7 @@ def act_on_decisions(svc) -> None:
             area.mark(job_id, "approved" if action == "approve" else "rejected")
         svc.store.add(job_id, inbox.name, known[1])
         area.clear_decision(job_id)
-        svc.log.info("review.decided", job=job_id, inbox=inbox.name, action=action)
+        svc.log.info("review.decided", job=job_id, action=action)
         svc.wake.set()
 
 

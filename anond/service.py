@@ -243,7 +243,7 @@ class Service:
         with self.running_lock:
             self.running[job.id] = Running(job, inbox, time.monotonic(), claim_dir, redelivered, poison)
         self.work.put(job.id)
-        self.log.info("cluster.delivered", job=job.id, inbox=inbox.name, attempt=job.attempts + 1)
+        self.log.info("cluster.delivered", job=job.id, attempt=job.attempts + 1)
 
     def job_ended(self, job_id: str) -> None:
         """A worker is done with a job (whatever the outcome): a cluster job is settled."""

@@ -36,7 +36,7 @@ def test_no_name_survives_in_logs_metrics_state_or_reports(tmp_path, models_dir)
     config = write_config(tmp_path / "anond.toml", models_dir=models_dir,
                           service={"state_dir": str(state), "failed_dir": str(failed),
                                    "stable_after_s": 0.3, "metrics": True, "metrics_port": 0},
-                          inboxes=[{"path": str(inbox), "outbox": str(outbox)}])
+                          inboxes=[{"path": str(inbox), "outbox": str(outbox), "name": "Ward_Seven"}])
     svc = Anond(tmp_path, config, log_level="debug").start()
     try:
         (listening,) = svc.wait_event("metrics.listening", 60)
@@ -53,8 +53,8 @@ def test_no_name_survives_in_logs_metrics_state_or_reports(tmp_path, models_dir)
     finally:
         svc.kill()
 
-    assert b'anond_jobs_total{inbox="inbox1",result="done"} 2.0' in metrics
-    assert b'anond_jobs_total{inbox="inbox1",result="failed"} 3.0' in metrics
+    assert b'anond_jobs_total{inbox="Ward_Seven",result="done"} 2.0' in metrics
+    assert b'anond_jobs_total{inbox="Ward_Seven",result="failed"} 3.0' in metrics
     assert f'anond_build_info{{version="{__version__}"}} 1.0'.encode() in metrics
     # One observation per detector call (photos: one call per target and image), not per job.
     calls = re.search(rb'anond_inference_duration_seconds_count\{target="face"\} (\d+)', metrics)
@@ -73,6 +73,8 @@ def test_no_name_survives_in_logs_metrics_state_or_reports(tmp_path, models_dir)
     assert (state / "jobs.sqlite3").stat().st_size > 0
     leaks = {where: _leaks(data) for where, data in checks.items() if _leaks(data)}
     assert leaks == {}
+    # Logs name jobs by id only: not even the inbox's configured label (metrics count by it).
+    assert b"Ward_Seven" not in checks["stdout"] + checks["stderr"]
     # The failed inputs kept their names inside failed/<job id>/ (they are the user's files).
     assert sorted(p.name for p in failed.glob("*/**/*") if p.is_file()) == [
         "Jane_Doe_ABC123.mp4", "Jane_Doe_ABC123.txt", "Jane_Doe_ABC123_broken.jpg"]
