@@ -35,15 +35,6 @@ HEARTBEAT_BUCKET = "anond_workers"
 
 
 @dataclass
-class Held:
-    """A delivered message whose job runs here."""
-
-    msg: object
-    inbox: str
-    delivered: int
-
-
-@dataclass
 class Stats:
     """The stream's view, refreshed every STATS_EVERY_S (gauges; `anond status`)."""
 
@@ -127,12 +118,9 @@ class Cluster:
         self.nc = None
         self.js = None
         self.ready = False  # stream and consumer known to exist
-        self.held: dict[str, Held] = {}  # job id -> message, jobs running here
-        self.publishing: set[str] = set()
+        self.held: dict[str, object] = {}  # job id -> its delivered message, jobs running here
         self.stats = Stats()
         self._stop: asyncio.Event | None = None
-        self.intake = self.cfg.role in ("all", "intake")
-        self.worker = self.cfg.role in ("all", "worker")
 
     # -- lifecycle (service thread)
 
@@ -168,7 +156,7 @@ class Cluster:
         self.js = self.nc.jetstream(timeout=5)
         self.log.info("cluster.connected", role=self.cfg.role)
         tasks = [asyncio.ensure_future(self._keep_stats())]
-        if self.worker:
+        if self.cfg.runs_workers:
             tasks += [asyncio.ensure_future(self._pull()), asyncio.ensure_future(self._progress())]
         await self._stop.wait()
         for task in tasks:
@@ -302,7 +290,7 @@ class Cluster:
         delivered = int(msg.metadata.num_delivered)
         poison = delivered if delivered > self.cfg.max_deliver else 0
         claim_dir = inbox.root / CONTROL_DIR / "claims" / owner / job_id
-        self.held[job_id] = Held(msg, inbox_name, delivered)
+        self.held[job_id] = msg
         self.svc.start_cluster_job(Job(job_id, inbox_name, delivered - 1), inbox, claim_dir,
                                    redelivered=delivered > 1, poison=poison)
 
@@ -311,36 +299,36 @@ class Cluster:
         every = max(0.5, self.cfg.ack_wait_s / 3)
         while not self._stop.is_set():
             await self._sleep(every)
-            for held in list(self.held.values()):
+            for msg in list(self.held.values()):
                 try:
-                    await held.msg.in_progress()
+                    await msg.in_progress()
                 except Exception:  # noqa: BLE001 - disconnected: redelivery decides
                     pass
 
     def settle(self, job_id: str) -> None:
         """A worker thread ended this job: ack, nak with the backoff, or leave it to AckWait."""
-        held = self.held.get(job_id)
-        if held is None:
+        msg = self.held.get(job_id)
+        if msg is None:
             return
-        state = self.svc.store.get(job_id)
-        asyncio.run_coroutine_threadsafe(self._settle(job_id, held, state), self.loop)
+        outcome = self.svc.store.outcome(job_id)
+        asyncio.run_coroutine_threadsafe(self._settle(job_id, msg, outcome), self.loop)
 
-    async def _settle(self, job_id: str, held: Held, state) -> None:
-        from .jobs import PENDING, RUNNING
+    async def _settle(self, job_id: str, msg, outcome) -> None:
+        from .jobs import FAILED, PENDING, RUNNING
 
         store = self.svc.store
+        state, next_try, error = outcome if outcome is not None else (None, 0.0, None)
         try:
-            if state is not None and state[0] == PENDING:  # transient failure: the stream retries
-                delay = max(0.0, store.next_try(job_id) - time.time())
+            if state == PENDING:  # transient failure: the stream retries
                 store.forget(job_id)
-                await held.msg.nak(delay=delay)
-            elif state is not None and state[0] == RUNNING:  # requeued at shutdown
+                await msg.nak(delay=max(0.0, next_try - time.time()))
+            elif state == RUNNING:  # requeued at shutdown
                 store.forget(job_id)
-                await held.msg.nak()
+                await msg.nak()
             else:  # done, failed, skipped, or the claim is gone (finished elsewhere)
-                if state is not None and state[0] == "failed" and store.error(job_id) == "max_deliveries":
+                if state == FAILED and error == "max_deliveries":
                     self.stats.quarantined += 1
-                await held.msg.ack()
+                await msg.ack()
         except Exception as exc:  # noqa: BLE001 - the stream redelivers; the claim decides then
             self.log.warning("cluster.settle_failed", job=job_id, error=type(exc).__name__)
         finally:
@@ -348,8 +336,8 @@ class Cluster:
 
     def release(self) -> None:
         """Shutdown: the jobs still running here go back to the stream at once (nak)."""
-        for job_id, held in list(self.held.items()):
-            future = asyncio.run_coroutine_threadsafe(held.msg.nak(), self.loop)
+        for job_id, msg in list(self.held.items()):
+            future = asyncio.run_coroutine_threadsafe(msg.nak(), self.loop)
             try:
                 future.result(2.0)
             except Exception:  # noqa: BLE001 - AckWait hands it on anyway
@@ -366,7 +354,7 @@ class Cluster:
                     fresh = await read_stats(self.js, self.cfg)
                     fresh.published, fresh.quarantined = self.stats.published, self.stats.quarantined
                     self.stats = fresh
-                    if self.worker:
+                    if self.cfg.runs_workers:
                         kv = await self._heartbeats()
                         await kv.put(instance, json.dumps({
                             "role": self.cfg.role, "in_flight": len(self.held),

@@ -433,6 +433,16 @@ class ClusterSettings(_Section):
             raise ValueError("servers: at least one NATS server URL")
         return self
 
+    @property
+    def runs_intake(self) -> bool:
+        """This instance watches its inboxes and claims files (alone, or role all|intake)."""
+        return not self.enabled or self.role in ("all", "intake")
+
+    @property
+    def runs_workers(self) -> bool:
+        """This instance loads the detectors and runs jobs (alone, or role all|worker)."""
+        return not self.enabled or self.role in ("all", "worker")
+
 
 def absolute(path) -> Path:
     """A configured path as the service uses it: `~` expanded, made absolute against the

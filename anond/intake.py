@@ -71,7 +71,7 @@ class Intake:
         watcher = InboxWatcher(root, recursive=cfg.recursive,
                                stable_after_s=settings.service.stable_after_s,
                                use_events=settings.service.inotify, ignore=cfg.ignore)
-        if not (settings.cluster.enabled and settings.cluster.role == "worker"):
+        if settings.cluster.runs_intake:
             watcher.start()  # a cluster worker runs jobs others claimed: it watches nothing
         return InboxRuntime(cfg, root, *folders, watcher, box)
 

@@ -128,15 +128,11 @@ class JobStore:
                 (job_id, inbox, PENDING, attempts, time.time()),
             )
 
-    def next_try(self, job_id: str) -> float:
+    def outcome(self, job_id: str) -> tuple[str, float, str | None] | None:
+        """(state, next try, error code) of a job as a worker left it, None when unknown."""
         with self._mutex:
-            row = self.db.execute("SELECT next_try FROM jobs WHERE id=?", (job_id,)).fetchone()
-        return float(row[0]) if row else 0.0
-
-    def error(self, job_id: str) -> str | None:
-        with self._mutex:
-            row = self.db.execute("SELECT error FROM jobs WHERE id=?", (job_id,)).fetchone()
-        return row[0] if row else None
+            row = self.db.execute("SELECT state, next_try, error FROM jobs WHERE id=?", (job_id,)).fetchone()
+        return (row[0], float(row[1]), row[2]) if row else None
 
     def start_remote(self, job_id: str, inbox: str, attempts: int) -> None:
         """A job delivered by the cluster's stream, running here now (never queued by us: the

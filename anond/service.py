@@ -130,7 +130,7 @@ class Service:
                 from .cluster import Cluster
 
                 self.cluster = Cluster(self)
-            if self.cluster is None or self.cluster.worker:
+            if self.settings.cluster.runs_workers:
                 self._start_workers()
             if self.stop_event.is_set():
                 return self._shutdown()
@@ -189,7 +189,7 @@ class Service:
                 self.reload_requested = False
                 self._reload()
                 svc = self.settings.service
-            watching = self.cluster is None or self.cluster.intake
+            watching = self.settings.cluster.runs_intake
             if now >= next_lease and watching:
                 next_lease = now + self._lease_every()
                 for inbox in list(self.inboxes.values()):
@@ -350,14 +350,13 @@ class Service:
         failed start, where any of them may be half open."""
         for _ in self.workers:
             self.work.put(None)
-        parts = [(inbox.watcher.stop, inbox.box.close, inbox) for inbox in self.inboxes.values()]
-        for stop, close, inbox in parts:
+        for inbox in self.inboxes.values():
             try:
-                stop()
+                inbox.watcher.stop()
                 if release:
                     self.guard(self.intake.release_pending, inbox)
                 if release or quiet:
-                    close()
+                    inbox.box.close()
             except Exception:  # noqa: BLE001
                 if not quiet:
                     raise
@@ -511,6 +510,8 @@ def reload_problem(old, new) -> str | None:
     """Why a reload (SIGHUP) cannot take the new settings, or None."""
     if new.models != old.models or new.runtime != old.runtime:
         return "models and runtime settings need a restart"
+    if new.cluster != old.cluster:
+        return "cluster settings need a restart"
     if new.inbox_targets() != old.inbox_targets():
         return "the profiles now need other detectors: restart"
     for key in ("state_dir", "workers", "metrics", "metrics_port", "metrics_address"):
