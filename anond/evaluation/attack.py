@@ -249,8 +249,9 @@ def bucket(box) -> str:
 # -- the measurements -----------------------------------------------------------------------------
 
 
-def _rates(hits: list[bool]) -> float | None:
-    return round(100.0 * sum(hits) / len(hits), 1) if hits else None
+def _percent(values) -> float | None:
+    """Mean of hits (booleans) or probabilities, in %."""
+    return round(100.0 * sum(values) / len(values), 1) if values else None
 
 
 def small_gallery_rank1(closer: int, others: int, size: int = GALLERY) -> float:
@@ -258,10 +259,6 @@ def small_gallery_rank1(closer: int, others: int, size: int = GALLERY) -> float:
     nearer to it, in a gallery of its original and size - 1 others drawn at random."""
     size = min(size, others + 1)
     return math.comb(others - closer, size - 1) / math.comb(others, size - 1)
-
-
-def _mean(values: list[float]) -> float | None:
-    return round(100.0 * sum(values) / len(values), 1) if values else None
 
 
 def run_faces(samples, masks: list[Mask], margin: float, min_side: float = 20.0,
@@ -297,30 +294,37 @@ def run_faces(samples, masks: list[Mask], margin: float, min_side: float = 20.0,
         closer = int((d < d[i]).sum())
         return closer == 0, float(d[i]) < SAME_PERSON, closer
 
+    def small(results) -> float | None:
+        return _percent([small_gallery_rank1(r[2], len(g) - 1) for r in results])
+
+    orig = [identified(g[i], i) for i in range(len(faces))]
     rows = []
     for m in masks:
+        # One result list per method, over every face: the masked face as it is, then each
+        # restoration (`attacks`); computed once, then cut per size bucket.
+        methods = zip(*[(seen[m.label][0], *seen[m.label][1]) for _, seen in faces])
+        tried = [[identified(v, i) for i, v in enumerate(vecs)] for vecs in methods]
         for label in [b[2] for b in SIZE_BUCKETS] + ["all"]:
             idx = [i for i, (b, _) in enumerate(faces) if label in ("all", b)]
             if not idx:
                 continue
-            orig = [identified(g[i], i) for i in idx]
-            # One list per method: the masked face as it is, then each restoration (`attacks`).
-            methods = list(zip(*[(faces[i][1][m.label][0], *faces[i][1][m.label][1]) for i in idx]))
-            tried = [[identified(v, i) for v, i in zip(vecs, idx)] for vecs in methods]
-            masked = tried[0]
-            small = lambda hits: _mean([small_gallery_rank1(o[2], len(g) - 1) for o in hits])  # noqa: E731
-            # The attacker's best method (one pipeline for every face, chosen with hindsight), not
-            # the best try per face: picking per face needs the answer, and any k random tries
-            # would look k times "better than chance".
-            best = lambda rate: max(rate(t) for t in tried)  # noqa: E731
+            per_method = [[results[i] for i in idx] for results in tried]
+            masked = per_method[0]
+
+            # The attacker's best method (one pipeline for every face, chosen with hindsight),
+            # not the best try per face: picking per face needs the answer, and any k random
+            # tries would look k times "better than chance".
+            def best(rate):
+                return max(rate(results) for results in per_method)
+
             rows.append({"mask": m.label, "bucket": label, "faces": len(idx),
-                         "rank1_original": _rates([o[0] for o in orig]),
-                         "rank1_masked": _rates([o[0] for o in masked]),
-                         "rank1_attacked": best(lambda t: _rates([o[0] for o in t])),
+                         "rank1_original": _percent([orig[i][0] for i in idx]),
+                         "rank1_masked": _percent([r[0] for r in masked]),
+                         "rank1_attacked": best(lambda t: _percent([r[0] for r in t])),
                          f"g{GALLERY}_masked": small(masked),
                          f"g{GALLERY}_attacked": best(small),
-                         "same_person_masked": _rates([o[1] for o in masked]),
-                         "same_person_attacked": best(lambda t: _rates([o[1] for o in t]))})
+                         "same_person_masked": _percent([r[1] for r in masked]),
+                         "same_person_attacked": best(lambda t: _percent([r[1] for r in t]))})
     return {"faces": len(faces), "chance": round(100.0 / len(faces), 3),
             "chance_small": round(100.0 / min(GALLERY, len(faces)), 1), "rows": rows}
 
@@ -359,9 +363,9 @@ def run_plates(samples, texts: list[list[str | None]], masks: list[Mask], margin
                     for p in chosen]
             rows.append({
                 "mask": m.label, "bucket": label, "plates": len(chosen),
-                "exact_original": _rates([p[2] == p[1] for p in chosen]),
-                "exact_masked": _rates([p[3][m.label][0] == p[1] for p in chosen]),
-                "exact_attacked": _rates([any(r == p[1] for r in [p[3][m.label][0], *p[3][m.label][1]])
+                "exact_original": _percent([p[2] == p[1] for p in chosen]),
+                "exact_masked": _percent([p[3][m.label][0] == p[1] for p in chosen]),
+                "exact_attacked": _percent([any(r == p[1] for r in [p[3][m.label][0], *p[3][m.label][1]])
                                           for p in chosen]),
                 "cer_original": round(100.0 * sum(char_errors(p[2], p[1]) for p in chosen) / chars, 1),
                 "cer_attacked": round(100.0 * sum(char_errors(b, p[1]) for b, p in zip(best, chosen)) / chars, 1),
