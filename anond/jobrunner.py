@@ -505,9 +505,8 @@ def quarantine(job, claim, inbox, err, code, permanent, attempts, state_dir: Pat
     }
     inbox.failed.mkdir(parents=True, exist_ok=True)
     # The service user's alone (0600 files, 0700 folder): these are unmasked originals.
-    reason_path = write_bytes_atomic(inbox.failed / f"{job.id}.reason.json",
-                                     (json.dumps(reason, indent=2) + "\n").encode(), job_id=job.id)
-    os.chmod(reason_path, 0o600)
+    write_bytes_atomic(inbox.failed / f"{job.id}.reason.json",
+                       (json.dumps(reason, indent=2) + "\n").encode(), job_id=job.id, mode=0o600)
     if inbox.cfg.review:
         from .review import ReviewArea
 

@@ -122,8 +122,7 @@ class ReviewArea:
 
     def _write(self, job_id: str, name: str, value: dict) -> None:
         """One of the job's JSON files, atomically, the service user's alone."""
-        path = write_bytes_atomic(self.dir(job_id) / name, json.dumps(value).encode(), job_id)
-        os.chmod(path, 0o600)
+        write_bytes_atomic(self.dir(job_id) / name, json.dumps(value).encode(), job_id, mode=0o600)
 
     def waiting(self) -> list[Waiting]:
         """Jobs with a result or a pending decision, newest first."""
