@@ -185,6 +185,8 @@ def evaluate_samples(samples, target: str, settings, *, profile: str = "default"
     model = next(m for m in engine.models if m.task == target)
     report["model"] = {"name": model.name, "sha256": model.sha256, "provider": model.provider}
     report["seconds"] = round(seconds, 2)
+    # What the photo pipeline spent (decode, detect, mask, verify), without the scoring runs.
+    report["pipeline_seconds"] = round(sum(r.seconds or 0.0 for r in results), 2)
     report["images_per_s"] = round(len(results) / seconds, 2) if seconds > 0 else None
     return report
 

@@ -55,6 +55,7 @@ class ImageResult:
     ap_det: np.ndarray | None = None
     ap_score: np.ndarray | None = None
     over_mask: float | None = None  # share of the image masked far from every labelled object
+    seconds: float | None = None  # the photo pipeline's time on it: decode, detect, mask, verify
 
     def __post_init__(self) -> None:
         self.gt = np.asarray(self.gt, np.float64).reshape(-1, 4)

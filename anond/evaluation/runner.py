@@ -18,6 +18,7 @@ Per image, for one target:
 from __future__ import annotations
 
 import sys
+import time
 from collections.abc import Callable, Iterable
 
 import numpy as np
@@ -69,15 +70,17 @@ def evaluate(samples: list[Sample], engine, profile: Profile, target: str, *,
     low = profile.detect.model_copy(update={f"{target}_threshold": min(ap_threshold, threshold)})
     results = []
     for i, sample in enumerate(progress(samples, len(samples), show_progress)):
+        began = time.perf_counter()
         bgr = image_io.read(sample.image, image_settings).bgr
         found = engine.detect([bgr], profile.detect, [target])[0]
         covered_by = final_coverage(bgr, found, engine, profile, target)
+        seconds = time.perf_counter() - began
         ap_run = engine.detect([bgr], low, [target])[0] if ap else found
         results.append(ImageResult(
             gt=sample.boxes, gt_ignore=sample.ignore, det=found.xyxy, score=found.score,
             covered=coverage_fractions(sample.boxes, covered_by),
             ap_det=ap_run.xyxy, ap_score=ap_run.score,
-            over_mask=over_mask_fraction(sample.boxes, covered_by)))
+            over_mask=over_mask_fraction(sample.boxes, covered_by), seconds=seconds))
         if on_image is not None:
             on_image(i)
     return results
