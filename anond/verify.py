@@ -4,10 +4,11 @@ A mask that leaves a face detectable (a tilted face only half inside its ellipse
 found at a second scale after the first pass) is caught here. Same targets, same thresholds
 as the first pass; rounds, each on the result of the previous one, go on until one finds
 nothing left outside the masks (at most `max_rounds` detector runs). One algorithm,
-`verify_frames`, for photos and video frames; they differ in where it looks (a photo: the
-whole picture, every target, up to MAX_ROUNDS; a video frame: around what masking changed,
-the targets it fixed, up to MAX_VIDEO_ROUNDS — the rest of a decoded frame was searched at a
-lower threshold already) and `verify` is the photo's entry.
+`verify_frames`, for photos and video frames; both look only around what masking changed
+(elsewhere the pixels are the ones the first pass searched, at the same threshold for a photo
+and a lower one for a video frame, so searching there again finds nothing new), the targets a
+round fixed in the next; a photo gets up to MAX_ROUNDS, with the profile's detail pass on each
+neighbourhood, a video frame MAX_VIDEO_ROUNDS. `verify` is the photo's entry.
 
 Rounds go on because masking changes what the detector sees: at low thresholds a blurred,
 skin-toned oval on a plain background is itself face-like, and a detection on its edge (partly
@@ -25,6 +26,7 @@ as `on_mask` and left alone, and only detections reaching into unmasked pixels a
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -203,16 +205,23 @@ def verify(
     max_rounds: int = MAX_ROUNDS,
     keep: Callable[[Detections], Detections] | None = None,
     covered: np.ndarray | None = None,
+    changed: np.ndarray | None = None,
 ) -> "Verified":
-    """Verify a photo (masked in place): `verify_frames` on it as one frame searched whole, all
-    targets every round, up to `max_rounds` detector runs; the counts.
+    """Verify a photo (masked in place): `verify_frames` on it as one frame, all targets in the
+    first round, up to `max_rounds` detector runs; the counts.
 
     `keep` filters residuals before masking (e.g. the operator's exclude regions); `covered`
     (bool H x W, updated in place) marks the pixels already masked, see the module docstring.
+    `changed` ((N, 4) boxes around what masking changed, `mask.FrameMasks.changed`): only their
+    neighbourhoods are searched, as on video frames — the first pass searched the whole photo
+    at the same thresholds and nothing far from a mask has changed since, so searching there
+    again finds the same boxes (all masked). None: the whole photo every round.
     """
     h, w = image.shape[:2]
+    if changed is not None and not len(changed):
+        return Verified(settled=True)  # nothing masked: the photo is as the first pass saw it
     frame = FrameToVerify(0, 0.0, image, covered if covered is not None else np.zeros((h, w), bool),
-                          list(profile.targets), None)
+                          list(profile.targets), changed, scale_views=False)
     checked = verify_frames(
         [frame], profile, profile.detect, engine.detect, engine.fixed_input, Orientation(0, (h, w)),
         (lambda dets, index, t: keep(dets)) if keep is not None else None, max_rounds)
@@ -232,8 +241,13 @@ class FrameToVerify:
     coverage: np.ndarray  # bool (H, W): pixels masked so far
     targets: list[str]  # targets to search for again (see the video job's `_verify_targets`)
     # (N, 4) stored-frame boxes around what masking changed: only their neighbourhoods are
-    # searched; None: the whole picture (a photo), every round, with every target.
+    # searched; None: the whole picture, every round, with every target.
     changed: np.ndarray | None
+    # Neighbourhoods shown to a dynamic-input model scaled down to their masks' size
+    # (`neighbourhood_scale`; video frames, whose rest was searched at a lower threshold), or
+    # at the resolution the first pass saw (photos: a borderline face beside a large mask is
+    # lost when its neighbourhood is shrunk).
+    scale_views: bool = True
 
 
 @dataclass
@@ -258,8 +272,8 @@ def verify_frames(frames: list[FrameToVerify], profile: Profile, detect, run_det
 
     A video frame is searched only in the neighbourhood of what masking changed
     (`neighbourhoods`): elsewhere its pixels are the decoded ones, already searched at a lower
-    threshold; round two looks around the masks round one added, for the targets it fixed. A
-    photo (`changed` None) is searched whole every round. `run_detector(views, detect,
+    threshold; round two looks around the masks round one added, for the targets it fixed.
+    A frame with `changed` None is searched whole every round. `run_detector(views, detect,
     [target])` runs the detector on pictures or crops; `orient` maps between stored frames and
     upright pictures (`media.frames.Orientation`); `keep(dets, index, t)` drops what the
     operator excluded.
@@ -297,7 +311,7 @@ def verify_frames(frames: list[FrameToVerify], profile: Profile, detect, run_det
             else:
                 still.append(FrameToVerify(frame.index, frame.t, frame.bgr, frame.coverage,
                                            [t for t in profile.targets if t in fixed],
-                                           mask.margined_boxes(dets, profile.mask)))
+                                           mask.margined_boxes(dets, profile.mask), frame.scale_views))
         if not still:
             result.settled = True
             break
@@ -322,9 +336,10 @@ def _found_around_masks(active: list[FrameToVerify], profile: Profile, detect, r
                 owners.append((k, 0, 0, (1.0, 1.0)))
                 continue
             boxes = orient.to_upright(frame.changed)
+            object_px = None if fixed else NEAR_OBJECT_PX if frame.scale_views else math.inf
             for rect in neighbourhoods(boxes, image.shape[:2], min_hw=fixed or (64, 64),
-                                       object_px=None if fixed else NEAR_OBJECT_PX):
-                view, scale = verify_view(image, rect, boxes, fixed is None)
+                                       object_px=object_px):
+                view, scale = verify_view(image, rect, boxes, fixed is None and frame.scale_views)
                 views.append(view)
                 owners.append((k, rect[0], rect[1], scale))
         if not views:

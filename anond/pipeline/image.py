@@ -46,7 +46,8 @@ def process_image(
 
     with report.stage("mask"):
         manual = regions.masks_at()
-        covered = mask.mask_frame(image, found, manual, profile.mask).coverage
+        masked = mask.mask_frame(image, found, manual, profile.mask)
+    covered = masked.coverage
     report.masked = found.counts()
     if manual:
         report.masked[Target.MANUAL.label] = len(manual)
@@ -54,7 +55,8 @@ def process_image(
     if profile.verify:
         keep = (lambda d: regions.filter_detections(d, count=False)[0]) if regions.has_excludes else None
         with report.stage("verify"):
-            checked = verify(image, engine, profile, keep=keep, covered=covered)
+            checked = verify(image, engine, profile, keep=keep, covered=covered,
+                             changed=masked.changed)
         report.verify_fixes, report.verify_on_mask = checked.fixes, checked.on_mask
         JobReport.add_counts(report.masked, checked.masked)
     report.manual_regions.applied = regions.applied_count
