@@ -192,6 +192,106 @@ def _overlaps(box: np.ndarray, others: np.ndarray) -> bool:
     return bool(((ix > -4) & (iy > -4)).any())
 
 
+# Fonts for the text negatives: the system's DejaVu and Liberation faces (Debian's
+# fonts-dejavu-core / fonts-liberation), used only to render training images.
+FONT_DIRS = ("/usr/share/fonts/truetype/dejavu", "/usr/share/fonts/truetype/liberation")
+_WORDS = ("OPEN", "SALE", "TAXI", "POLICE", "HOTEL", "PARKING", "EXIT", "STOP", "BAKERY", "PHARMACY",
+          "DELIVERY", "SERVICE", "MOTORS", "AUTO", "GARAGE", "CAFE", "PIZZA", "BANK", "STATION",
+          "EXPRESS", "LOGISTICS", "TRANSPORT", "RENTAL", "SPORT", "TURBO", "HYBRID", "DIESEL",
+          "ELECTRIC", "SCHOOL", "BUS", "CITY", "CENTRE", "MARKET", "STREET", "ROAD", "NORTH",
+          "Welcome", "Thank you", "Fresh", "Coffee", "Kitchen", "Studio", "Photo", "Club")
+
+
+class TextNegatives:
+    """Lettering that is not a plate, painted into training crops as background: brand names
+    and badges, shop and bus signs, van liveries, watermarks, stickers. A text detector
+    fine-tuned on plates keeps answering to such text (most of `anond-plate-db`'s stray area
+    on the validation split); the training photos hold little of it.
+
+    Kept apart from plate look-alikes on purpose: the text is drawn straight on the scene, or
+    on a sign only when it is letters alone or several lines, never a short letters-and-digits
+    string on a plain rectangle (that is what a plate is)."""
+
+    def __init__(self) -> None:
+        self.fonts = sorted(str(f) for d in FONT_DIRS for f in Path(d).glob("*.ttf")) if Path(FONT_DIRS[0]).is_dir() else []
+        if not self.fonts:
+            raise FileNotFoundError(f"no TrueType fonts under {FONT_DIRS} (apt install fonts-dejavu-core)")
+
+    def _text(self, rng: np.random.Generator) -> tuple[str, bool]:
+        """(text, plate-free by construction: letters only or several lines)."""
+        letters = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+        r = rng.random()
+        if r < 0.35:  # brand-like word(s)
+            n = int(rng.integers(1, 3))
+            words = [str(rng.choice(_WORDS)) if rng.random() < 0.5 else
+                     "".join(rng.choice(list(letters), int(rng.integers(3, 10)))) for _ in range(n)]
+            text = " ".join(words)
+            text = text.title() if rng.random() < 0.3 else text.lower() if rng.random() < 0.15 else text
+            return text, True
+        if r < 0.55:  # several lines (signs, liveries)
+            lines = [str(rng.choice(_WORDS)) for _ in range(int(rng.integers(2, 4)))]
+            if rng.random() < 0.5:
+                lines.append("".join(rng.choice(list("0123456789 "), int(rng.integers(6, 12)))).strip() or "24")
+            return "\n".join(lines), True
+        if r < 0.75:  # phone numbers, web addresses, opening hours
+            digits = "".join(rng.choice(list("0123456789"), int(rng.integers(6, 11))))
+            forms = (f"Tel {digits}", f"www.{str(rng.choice(_WORDS)).lower()}.com", f"{rng.choice(_WORDS)} {digits[:2]}",
+                     f"Open {digits[0]}-{digits[1]}", f"+{digits}")
+            return str(forms[int(rng.integers(len(forms)))]), False
+        # short badges and numbers: route numbers, engine badges
+        forms = (str(int(rng.integers(1, 400))), "".join(rng.choice(list(letters), 2)) + str(int(rng.integers(1, 9))),
+                 str(rng.choice(["V6", "V8", "4x4", "GT", "RS", "TDI", "GTI", "AMG", "4MATIC", "xDrive"])))
+        return str(forms[int(rng.integers(len(forms)))]), False
+
+    def paint(self, image: np.ndarray, boxes: np.ndarray, rng: np.random.Generator, count: int) -> None:
+        """Draw `count` texts into `image` (BGR uint8, in place) clear of every plate box."""
+        from PIL import Image, ImageDraw, ImageFont
+
+        h, w = image.shape[:2]
+        grown = boxes.copy()
+        if len(grown):
+            pad = np.maximum(grown[:, 2:] - grown[:, :2], 8)
+            grown[:, :2] -= pad
+            grown[:, 2:] += pad
+        for _ in range(count):
+            text, plate_free = self._text(rng)
+            size = float(np.exp(rng.uniform(np.log(7), np.log(60))))
+            font = ImageFont.truetype(self.fonts[int(rng.integers(len(self.fonts)))], max(6, int(size)))
+            probe = ImageDraw.Draw(Image.new("L", (1, 1)))
+            x0, y0, x1, y1 = probe.multiline_textbbox((0, 0), text, font=font)
+            tw, th = x1 - x0 + 4, y1 - y0 + 4
+            sign = plate_free and rng.random() < 0.4
+            padx, pady = (int(0.3 * size), int(0.2 * size)) if sign else (0, 0)
+            bw, bh = tw + 2 * padx, th + 2 * pady
+            if bw >= w - 2 or bh >= h - 2:
+                continue
+            layer = Image.new("L", (bw, bh), 0)
+            ImageDraw.Draw(layer).multiline_text((padx - x0 + 2, pady - y0 + 2), text, font=font, fill=255)
+            alpha = np.asarray(layer, np.float32) / 255.0
+            for _try in range(6):
+                ox, oy = int(rng.integers(0, w - bw)), int(rng.integers(0, h - bh))
+                place = np.array([[ox, oy, ox + bw, oy + bh]], np.float32)
+                if not len(grown) or iou_matrix(place, grown).max() == 0.0 and not _overlaps(place[0], grown):
+                    break
+            else:
+                continue
+            region = image[oy:oy + bh, ox:ox + bw].astype(np.float32)
+            base = region.mean(axis=(0, 1))
+            if sign:
+                colour = rng.uniform(0, 255, 3)
+                region[:] = colour
+                base = colour
+            ink = np.where(base.mean() > 128, rng.uniform(0, 90, 3), rng.uniform(165, 255, 3))
+            if rng.random() < 0.3:
+                ink = rng.uniform(0, 255, 3)
+            a = alpha[..., None] * rng.uniform(0.75, 1.0)
+            image[oy:oy + bh, ox:ox + bw] = np.clip(region * (1 - a) + ink * a, 0, 255).astype(np.uint8)
+
+
+def _overlaps(box: np.ndarray, boxes: np.ndarray) -> bool:
+    return bool(((box[0] < boxes[:, 2]) & (boxes[:, 0] < box[2]) & (box[1] < boxes[:, 3]) & (boxes[:, 1] < box[3])).any())
+
+
 class Augmenter:
     """One training sample (crop BGR uint8, boxes, corners, ignore flags) from one photo.
 
@@ -201,10 +301,12 @@ class Augmenter:
     is whole frames, full of windows, signs and grilles that must stay unmasked.
     """
 
-    def __init__(self, size: int, crops: PlateCrops | None, mode: str = "plates") -> None:
+    def __init__(self, size: int, crops: PlateCrops | None, mode: str = "plates",
+                 text: TextNegatives | None = None) -> None:
         self.size = size
         self.crops = crops
         self.mode = mode
+        self.text = text
 
     def __call__(self, photo: Photo, rng: np.random.Generator):
         image = cv2.imread(str(photo.path))
@@ -278,6 +380,8 @@ class Augmenter:
             boxes = np.concatenate([boxes, added])
             corners = np.concatenate([corners, np.full((len(added), 4, 2), np.nan, np.float32)])
             ignore = np.concatenate([ignore, np.zeros(len(added), bool)])
+        if self.text is not None and rng.random() < 0.6:
+            self.text.paint(out, boxes, rng, int(rng.integers(1, 5)))
         out = photometric(out, rng)
         return out, boxes.astype(np.float32), corners.astype(np.float32), ignore
 

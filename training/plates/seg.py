@@ -179,9 +179,9 @@ def target_maps(size: int, boxes: np.ndarray, corners: np.ndarray, ignore: np.nd
 class SegSet(torch.utils.data.Dataset):
     """Half the samples centred on a plate at a random size, half whole or partial scenes."""
 
-    def __init__(self, photos, size, crops, seed):
+    def __init__(self, photos, size, crops, seed, text=None):
         self.photos, self.size, self.seed, self.epoch = photos, size, seed, 0
-        self.aug = {"plates": D.Augmenter(size, crops, "plates"), "scenes": D.Augmenter(size, crops, "scenes")}
+        self.aug = {m: D.Augmenter(size, crops, m, text) for m in ("plates", "scenes")}
 
     def __len__(self):
         return len(self.photos)
@@ -323,6 +323,10 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--hours", type=float, default=0, help="stop after this long (resume later); 0 = no limit")
+    ap.add_argument("--text-negatives", action="store_true",
+                    help="paint lettering that is not a plate into training crops (data.TextNegatives)")
+    ap.add_argument("--finetune", type=Path,
+                    help="start from this checkpoint's weights (e.g. .train/plates-db/best.pt) instead of --init's")
     ap.add_argument("--export", type=Path, help="write best.pt into the source graph as ONNX here and exit")
     ap.add_argument("--sweep", action="store_true", help="validation figures per threshold through anond's Engine")
     ap.add_argument("--model", default="anond-plate-db", help="installed model --sweep runs")
@@ -355,13 +359,16 @@ def main(argv=None) -> int:
     print(f"{len(train)} training photos, {len(val)} validation photos", flush=True)
     opt = torch.optim.AdamW(net.parameters(), lr=args.lr, weight_decay=1e-4)
     start, history, ckpt = resume(args.out / "last.pt", net, opt)
+    if ckpt is None and args.finetune:
+        net.load_state_dict(torch.load(args.finetune, map_location="cpu", weights_only=False)["model"])
     if ckpt is None:
         row = {"epoch": -1, "loss": float("nan"), **evaluate(net, val)}
         history.append(row)
         print(json.dumps(row), flush=True)
     net.train()
     freeze_batch_norm(net)
-    ds = SegSet(train, args.size, D.PlateCrops(train, seed=args.seed), args.seed)
+    ds = SegSet(train, args.size, D.PlateCrops(train, seed=args.seed), args.seed,
+                D.TextNegatives() if args.text_negatives else None)
     t_start = time.time()
     for epoch in range(start, args.epochs):
         ds.epoch = epoch
