@@ -197,6 +197,15 @@ class TrackSettings(_Section):
     # 3.6x as many boxes on the crowd clip (pedestrians_topdown); worth 3-5 with stricter
     # thresholds.
     low_confirm_hits: int = Field(0, ge=0)
+    # A face detection at or above the profile threshold but under `support_below` starts a
+    # track only if the other face model (`models.face` for video) also sees a face around it,
+    # scoring at least `support_threshold`; otherwise it only extends existing tracks, like a
+    # low-score one (anond/detect/support.py). Needs two face models. 0 (default): no second
+    # look. 0.5 removed 3 of the 4 false face tracks of a highway clip with no person in it,
+    # but on a stage clip it also demoted a real profile face cut by the frame's edge
+    # (docs/BENCHMARKS.md): for inboxes where false blobs cost more than that risk.
+    support_below: float = Field(0.0, ge=0, le=1)
+    support_threshold: float = Field(0.1, gt=0, le=1)
     match_iou: float = Field(0.2, ge=0, lt=1)  # first stage: IoU with the predicted box
     low_match_iou: float = Field(0.4, ge=0, lt=1)  # second stage (low scores): stricter
     # Masks start this many frames before a track is first detected and end this many after

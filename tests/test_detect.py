@@ -190,3 +190,16 @@ def test_segmentation_regions_become_boxes_scored_by_their_mean_probability():
     assert confident.tolist() == [[5, 10, 45, 20]] and np.allclose(s, [0.9])
     empty, _ = regions(np.zeros((32, 32), np.float32), 0.1)
     assert empty.shape == (0, 4)
+
+
+def test_the_second_face_model_supports_the_face_and_not_the_background(engine, astronaut):
+    """detect.support: the photo face model looks again, in a crop around each box, at what
+    the video face model found weakly: it sees the astronaut's face, not a patch of the
+    flag or the shuttle behind her (as it would a tree or a lamp a video model took for one)."""
+    from anond.detect.support import Support
+
+    second = engine.for_video().second["face"]
+    assert second is engine.detectors["face"]  # the photo model (CenterFace)
+    boxes = np.array([ASTRONAUT_FACE, [20, 20, 110, 130], [380, 30, 470, 150]], np.float32)
+    assert Support(second, 0.1).supported([astronaut], [boxes])[0].tolist() == [True, False, False]
+    assert Support(second, 0.1).supported([astronaut], [np.zeros((0, 4), np.float32)])[0].tolist() == []

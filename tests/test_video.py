@@ -285,6 +285,22 @@ def test_detection_stride_is_filled_by_the_tracker(tmp_path, astronaut, face_set
     assert [round(float(t), 3) for t in out["times"]] == [round(float(t), 3) for t in src["times"]]
 
 
+def test_a_second_face_model_looks_at_weak_faces_when_asked(tmp_path, astronaut, face_settings, face_engine):
+    """track.support_below: faces under it start tracks only when the photo face model sees
+    them too (anond/detect/support.py). At 1.0 every face found is looked at: the real face is
+    supported on every detected frame and masked throughout; the counts are in the report."""
+    src_path, out_path = tmp_path / "in.mkv", tmp_path / "out.mkv"
+    made = make_clip(src_path, astronaut, n=12, vfr=False, audio=False)
+    track = face_settings.video.track.model_copy(update={"support_below": 1.0})
+    report = run(src_path, out_path, face_settings, face_engine, track=track)
+    looked = report.rules["second_look"]
+    assert looked["supported"] >= 12 and looked["demoted"] == 0
+    src, out = decode_all(src_path), decode_all(out_path)
+    src.update(boxes=made["boxes"], rotation=0)
+    assert all(masked_frames(src, out))
+    assert "second_look" not in run(src_path, out_path, face_settings, face_engine).rules  # off by default
+
+
 def test_threads_change_nothing_in_the_output(tmp_path, astronaut, face_settings, face_engine, monkeypatch):
     """Detector calls run concurrently (video.cpu_detect_threads), batches are masked and
     verified concurrently (video.mask_threads), copied packets reach the muxer in batches: the

@@ -88,9 +88,13 @@ class Engine:
     """Detectors for faces and plates, ready to run on lists of BGR images."""
 
     def __init__(self, detectors: dict[str, Detector], video: "Engine | None" = None,
-                 checks: dict[str, CropCheck] | None = None) -> None:
+                 checks: dict[str, CropCheck] | None = None,
+                 second: dict[str, Detector] | None = None) -> None:
         self.detectors = detectors
         self.checks = checks or {}
+        # Per target, another model of it (the video engine's faces: the photo face model),
+        # for a second look at weak detections (`detect.support`).
+        self.second = second or {}
         self.models = [
             ModelInfo(d.spec.name, d.spec.task, d.spec.family, d.sha256, d.provider, d.spec.licence)
             for d in [*detectors.values(), *self.checks.values()]
@@ -133,7 +137,8 @@ class Engine:
                     update={"intra_op_threads": settings.video.intra_op_threads})})
             face = _load_detector(video_settings, name, "face")
             video_checks = {**checks, "face": load_check(video_settings, face)}
-            video = cls({**detectors, "face": face}, checks={k: c for k, c in video_checks.items() if c})
+            video = cls({**detectors, "face": face}, checks={k: c for k, c in video_checks.items() if c},
+                        second={"face": detectors["face"]})
         return cls(detectors, video, checks)
 
     def detect(

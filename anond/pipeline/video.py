@@ -81,6 +81,8 @@ class _Counts:
     frames_masked: int = 0
     frames_verified: int = 0
     verify_views: int = 0  # crops around masks given to the detector again
+    # Weak faces the second face model looked at: seen there too, or demoted (job thread only).
+    second_look: dict[str, int] = field(default_factory=lambda: {"supported": 0, "demoted": 0})
 
     def add_masking(self, other: "_Counts") -> None:
         """Add what one batch's mask thread counted (each counts its own; the output thread
@@ -221,6 +223,7 @@ class _VideoJob:
         self.regions = None
         threads = self.plan.detect_threads
         self.detect_pool = ThreadPoolExecutor(threads, "anond-detect") if threads > 1 else None
+        self.support = self._support(settings.video.track)
 
     # -- the loop
 
@@ -316,6 +319,8 @@ class _VideoJob:
         with self.report.stage("detect"):
             images = [self.orient.upright(vio.to_bgr(s.frame)) for s in batch]
             found = self._detect_targets(batch, images)
+            if self.support is not None:
+                self._second_look(images, found)
         with self.report.stage("track"):
             for slot, dets in zip(batch, found):
                 # The report's rule (anond.report): confident detections after the exclusions.
@@ -357,6 +362,30 @@ class _VideoJob:
         mapper = pool.map if pool is not None else map
         return [dets for found in mapper(self.engine.detect, chunks, repeat(detect), repeat(targets))
                 for dets in found]
+
+    def _support(self, track):
+        """The second face model's look at weak faces (`detect.support`), or None."""
+        second = getattr(self.engine, "second", {}).get("face")
+        if second is None or "face" not in self.profile.targets or not track.support_below:
+            return None
+        from ..detect.support import Support
+
+        return Support(second, track.support_threshold)
+
+    def _second_look(self, images: list[np.ndarray], found: list[Detections]) -> None:
+        """Faces that could start a track without being confident (`track.support_below`),
+        unseen by the second model, are demoted (in place) to just under the threshold that
+        starts tracks: they may extend one, not start one. Counted per outcome."""
+        face = int(Target.FACE)
+        start = self.plan.track.high_score.get(face, 0.0)
+        below = self.vs.track.support_below
+        weak = [(d.cls == face) & (d.score >= start) & (d.score < below) for d in found]
+        seen = self.support.supported(images, [d.xyxy[w] for d, w in zip(found, weak)])
+        for dets, w, ok in zip(found, weak, seen):
+            demote = np.flatnonzero(w)[~ok]
+            dets.score[demote] = np.nextafter(np.float32(start), np.float32(0))
+            self.counts.second_look["supported"] += int(ok.sum())
+            self.counts.second_look["demoted"] += len(demote)
 
     def _confident(self, dets: Detections) -> np.ndarray:
         high = np.array([self.plan.track.high_score.get(int(c), 0.0) for c in dets.cls], np.float32)
@@ -504,6 +533,8 @@ def _fill_report(job: _VideoJob) -> None:
     r.tracks = {Target(c).label: n for c, n in sorted(job.tracker.tracks_per_class.items())}
     r.verify_fixes = job.counts.verify_fixes
     r.verify_on_mask = job.counts.verify_on_mask
+    if job.support is not None:
+        r.rules["second_look"] = dict(job.counts.second_look)
     r.decoder = reader.decoder_name
     r.encoder = writer.encoder_name + (f" ({writer.note})" if writer.note else "")
     r.skipped_packets = reader.skipped_packets
