@@ -26,7 +26,6 @@ as `on_mask` and left alone, and only detections reaching into unmasked pixels a
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -36,6 +35,7 @@ import numpy as np
 from . import log, mask
 from .config import Profile
 from .detect.nms import merge
+from .detect.tiling import detail_scale
 from .media.frames import Orientation
 from .report import JobReport
 from .types import Detections
@@ -80,6 +80,7 @@ def neighbourhoods(
     min_hw: tuple[int, int] = (64, 64),
     context: float = NEAR_CONTEXT,
     object_px: float | None = None,
+    scale_limits: tuple[float, float] = (0.0, 1.0),
 ) -> list[tuple[int, int, int, int]]:
     """Rectangles (x0, y0, x1, y1) of the image worth re-detecting after `boxes` were masked.
 
@@ -124,7 +125,7 @@ def neighbourhoods(
         if object_px is None:
             return 1.0
         if r not in costs:  # pairs are looked at again after every merge
-            costs[r] = _view_cost(boxes, r, object_px)
+            costs[r] = _view_cost(boxes, r, object_px, scale_limits)
         return costs[r]
 
     return _merge_overlapping(rects, cost)
@@ -151,37 +152,42 @@ def _merge_overlapping(rects: list[tuple[int, int, int, int]], cost) -> list[tup
     return rects
 
 
-def _view_cost(boxes: np.ndarray, rect: tuple[int, int, int, int], object_px: float) -> float:
+def _view_cost(boxes: np.ndarray, rect: tuple[int, int, int, int], object_px: float,
+               limits: tuple[float, float] = (0.0, 1.0)) -> float:
     """What re-detecting in `rect` costs a dynamic-input model, in input pixels: the crop at
     its `neighbourhood_scale`, plus a detector call's fixed cost (VIEW_CALL_PX)."""
-    scale = neighbourhood_scale(boxes, rect, object_px)
+    scale = neighbourhood_scale(boxes, rect, object_px, limits)
     return VIEW_CALL_PX + (rect[2] - rect[0]) * (rect[3] - rect[1]) * scale * scale
 
 
 def neighbourhood_scale(boxes: np.ndarray, rect: tuple[int, int, int, int],
-                        object_px: float = NEAR_OBJECT_PX) -> float:
-    """Factor (<= 1) to resize the crop `rect` by before re-detecting in it (see NEAR_OBJECT_PX):
-    the smallest box whose centre lies in `rect` ends up `object_px` on its short side."""
+                        object_px: float = NEAR_OBJECT_PX,
+                        limits: tuple[float, float] = (0.0, 1.0)) -> float:
+    """Factor to resize the crop `rect` by before re-detecting in it (see NEAR_OBJECT_PX): the
+    smallest box whose centre lies in `rect` ends up `object_px` on its short side, within
+    `limits` (video frames: never enlarged; photos: never shrunk, enlarged at most as far as
+    the first pass's detail pass enlarged the photo)."""
     b = np.asarray(boxes, np.float64).reshape(-1, 4)
     cx, cy = (b[:, 0] + b[:, 2]) / 2, (b[:, 1] + b[:, 3]) / 2
     inside = (cx >= rect[0]) & (cx < rect[2]) & (cy >= rect[1]) & (cy < rect[3])
     sides = np.minimum(b[inside, 2] - b[inside, 0], b[inside, 3] - b[inside, 1])
     sides = sides[np.isfinite(sides) & (sides > 0)]
     if not len(sides):
-        return 1.0
-    return float(min(1.0, object_px / sides.min()))
+        return float(np.clip(1.0, *limits))
+    return float(np.clip(object_px / sides.min(), *limits))
 
 
-def verify_view(image: np.ndarray, rect, boxes: np.ndarray, scalable: bool):
+def verify_view(image: np.ndarray, rect, boxes: np.ndarray, limits: tuple[float, float] | None):
     """The crop `rect` of `image` for verification and its (x, y) scale factors: for a
-    dynamic-input model scaled down so its mask is NEAR_OBJECT_PX across (`neighbourhood_scale`)."""
+    dynamic-input model (`limits` not None) scaled so its smallest mask is NEAR_OBJECT_PX
+    across, within `limits` (`neighbourhood_scale`)."""
     x0, y0, x1, y1 = rect
     view = np.ascontiguousarray(image[y0:y1, x0:x1])
-    scale = neighbourhood_scale(boxes, rect) if scalable else 1.0
-    if scale >= 1.0:
+    scale = neighbourhood_scale(boxes, rect, NEAR_OBJECT_PX, limits) if limits else 1.0
+    if scale == 1.0:
         return view, (1.0, 1.0)
     size = (max(1, round((x1 - x0) * scale)), max(1, round((y1 - y0) * scale)))
-    view = cv2.resize(view, size, interpolation=cv2.INTER_AREA)
+    view = cv2.resize(view, size, interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
     return view, (size[0] / (x1 - x0), size[1] / (y1 - y0))
 
 
@@ -221,7 +227,7 @@ def verify(
     if changed is not None and not len(changed):
         return Verified(settled=True)  # nothing masked: the photo is as the first pass saw it
     frame = FrameToVerify(0, 0.0, image, covered if covered is not None else np.zeros((h, w), bool),
-                          list(profile.targets), changed, scale_views=False)
+                          list(profile.targets), changed, (1.0, detail_scale(h, w, profile.detect)))
     checked = verify_frames(
         [frame], profile, profile.detect, engine.detect, engine.fixed_input, Orientation(0, (h, w)),
         (lambda dets, index, t: keep(dets)) if keep is not None else None, max_rounds)
@@ -243,11 +249,13 @@ class FrameToVerify:
     # (N, 4) stored-frame boxes around what masking changed: only their neighbourhoods are
     # searched; None: the whole picture, every round, with every target.
     changed: np.ndarray | None
-    # Neighbourhoods shown to a dynamic-input model scaled down to their masks' size
-    # (`neighbourhood_scale`; video frames, whose rest was searched at a lower threshold), or
-    # at the resolution the first pass saw (photos: a borderline face beside a large mask is
-    # lost when its neighbourhood is shrunk).
-    scale_views: bool = True
+    # How far a neighbourhood may be resized for a dynamic-input model so that its smallest
+    # mask is NEAR_OBJECT_PX across (`neighbourhood_scale`): video frames (whose rest was
+    # searched at a lower threshold) never enlarged; photos never shrunk (a borderline face
+    # beside a large mask is lost in a shrunk neighbourhood) and enlarged at most as far as
+    # their first pass's detail pass went, and then searched in that one view, without the
+    # profile's tiling on top.
+    scale_limits: tuple[float, float] = (0.0, 1.0)
 
 
 @dataclass
@@ -311,7 +319,7 @@ def verify_frames(frames: list[FrameToVerify], profile: Profile, detect, run_det
             else:
                 still.append(FrameToVerify(frame.index, frame.t, frame.bgr, frame.coverage,
                                            [t for t in profile.targets if t in fixed],
-                                           mask.margined_boxes(dets, profile.mask), frame.scale_views))
+                                           mask.margined_boxes(dets, profile.mask), frame.scale_limits))
         if not still:
             result.settled = True
             break
@@ -336,16 +344,23 @@ def _found_around_masks(active: list[FrameToVerify], profile: Profile, detect, r
                 owners.append((k, 0, 0, (1.0, 1.0)))
                 continue
             boxes = orient.to_upright(frame.changed)
-            object_px = None if fixed else NEAR_OBJECT_PX if frame.scale_views else math.inf
+            limits = None if fixed else frame.scale_limits
             for rect in neighbourhoods(boxes, image.shape[:2], min_hw=fixed or (64, 64),
-                                       object_px=object_px):
-                view, scale = verify_view(image, rect, boxes, fixed is None and frame.scale_views)
+                                       object_px=None if fixed else NEAR_OBJECT_PX,
+                                       scale_limits=limits or (0.0, 1.0)):
+                view, scale = verify_view(image, rect, boxes, limits)
                 views.append(view)
                 owners.append((k, rect[0], rect[1], scale))
+                if scale[0] > 1.0:  # enlarged for its small masks: seen as it is too
+                    views.append(np.ascontiguousarray(image[rect[1]:rect[3], rect[0]:rect[2]]))
+                    owners.append((k, rect[0], rect[1], (1.0, 1.0)))
         if not views:
             continue
         result.views += len(views)
-        for (k, x0, y0, (sx, sy)), dets in zip(owners, run_detector(views, detect, [target])):
+        # A dynamic-input model sees each neighbourhood once, at the scale chosen for it; a
+        # fixed-input one gets the profile's views (its letterbox and tiles) of each.
+        as_is = detect if fixed else detect.model_copy(update={"tiling": False})
+        for (k, x0, y0, (sx, sy)), dets in zip(owners, run_detector(views, as_is, [target])):
             if len(dets):
                 dets.xyxy[:, 0::2] = dets.xyxy[:, 0::2] / sx + x0
                 dets.xyxy[:, 1::2] = dets.xyxy[:, 1::2] / sy + y0
