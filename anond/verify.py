@@ -7,8 +7,9 @@ nothing left outside the masks (at most `max_rounds` detector runs). One algorit
 `verify_frames`, for photos and video frames; both look only around what masking changed
 (elsewhere the pixels are the ones the first pass searched, at the same threshold for a photo
 and a lower one for a video frame, so searching there again finds nothing new), the targets a
-round fixed in the next; a photo gets up to MAX_ROUNDS, with the profile's detail pass on each
-neighbourhood, a video frame MAX_VIDEO_ROUNDS. `verify` is the photo's entry.
+round fixed in the next; a photo gets up to MAX_ROUNDS, each neighbourhood as it is and, where
+a mask is small, enlarged as the first pass's detail pass was; a video frame MAX_VIDEO_ROUNDS,
+each neighbourhood scaled down to its masks. `verify` is the photo's entry.
 
 Rounds go on because masking changes what the detector sees: at low thresholds a blurred,
 skin-toned oval on a plain background is itself face-like, and a detection on its edge (partly
@@ -252,9 +253,9 @@ class FrameToVerify:
     # How far a neighbourhood may be resized for a dynamic-input model so that its smallest
     # mask is NEAR_OBJECT_PX across (`neighbourhood_scale`): video frames (whose rest was
     # searched at a lower threshold) never enlarged; photos never shrunk (a borderline face
-    # beside a large mask is lost in a shrunk neighbourhood) and enlarged at most as far as
-    # their first pass's detail pass went, and then searched in that one view, without the
-    # profile's tiling on top.
+    # beside a large mask is lost in a shrunk neighbourhood), enlarged at most as far as their
+    # first pass's detail pass went and then searched both enlarged and as they are; never
+    # with the profile's tiling on top.
     scale_limits: tuple[float, float] = (0.0, 1.0)
 
 
