@@ -4,12 +4,10 @@ A mask that leaves a face detectable (a tilted face only half inside its ellipse
 found at a second scale after the first pass) is caught here. Same targets, same thresholds
 as the first pass; rounds, each on the result of the previous one, go on until one finds
 nothing left outside the masks (at most `max_rounds` detector runs). One algorithm,
-`verify_frames`, for photos and video frames; both look only around what masking changed
-(elsewhere the pixels are the ones the first pass searched, at the same threshold for a photo
-and a lower one for a video frame, so searching there again finds nothing new), the targets a
-round fixed in the next; a photo gets up to MAX_ROUNDS, each neighbourhood as it is and, where
-a mask is small, enlarged as the first pass's detail pass was; a video frame MAX_VIDEO_ROUNDS,
-each neighbourhood scaled down to its masks. `verify` is the photo's entry.
+`verify_frames`, for photos and video frames; they differ in where it looks (a photo: the
+whole picture, every target, up to MAX_ROUNDS; a video frame: around what masking changed,
+the targets it fixed, up to MAX_VIDEO_ROUNDS — the rest of a decoded frame was searched at a
+lower threshold already) and `verify` is the photo's entry.
 
 Rounds go on because masking changes what the detector sees: at low thresholds a blurred,
 skin-toned oval on a plain background is itself face-like, and a detection on its edge (partly
@@ -36,7 +34,6 @@ import numpy as np
 from . import log, mask
 from .config import Profile
 from .detect.nms import merge
-from .detect.tiling import detail_scale
 from .media.frames import Orientation
 from .report import JobReport
 from .types import Detections
@@ -81,7 +78,6 @@ def neighbourhoods(
     min_hw: tuple[int, int] = (64, 64),
     context: float = NEAR_CONTEXT,
     object_px: float | None = None,
-    scale_limits: tuple[float, float] = (0.0, 1.0),
 ) -> list[tuple[int, int, int, int]]:
     """Rectangles (x0, y0, x1, y1) of the image worth re-detecting after `boxes` were masked.
 
@@ -126,7 +122,7 @@ def neighbourhoods(
         if object_px is None:
             return 1.0
         if r not in costs:  # pairs are looked at again after every merge
-            costs[r] = _view_cost(boxes, r, object_px, scale_limits)
+            costs[r] = _view_cost(boxes, r, object_px)
         return costs[r]
 
     return _merge_overlapping(rects, cost)
@@ -153,42 +149,37 @@ def _merge_overlapping(rects: list[tuple[int, int, int, int]], cost) -> list[tup
     return rects
 
 
-def _view_cost(boxes: np.ndarray, rect: tuple[int, int, int, int], object_px: float,
-               limits: tuple[float, float] = (0.0, 1.0)) -> float:
+def _view_cost(boxes: np.ndarray, rect: tuple[int, int, int, int], object_px: float) -> float:
     """What re-detecting in `rect` costs a dynamic-input model, in input pixels: the crop at
     its `neighbourhood_scale`, plus a detector call's fixed cost (VIEW_CALL_PX)."""
-    scale = neighbourhood_scale(boxes, rect, object_px, limits)
+    scale = neighbourhood_scale(boxes, rect, object_px)
     return VIEW_CALL_PX + (rect[2] - rect[0]) * (rect[3] - rect[1]) * scale * scale
 
 
 def neighbourhood_scale(boxes: np.ndarray, rect: tuple[int, int, int, int],
-                        object_px: float = NEAR_OBJECT_PX,
-                        limits: tuple[float, float] = (0.0, 1.0)) -> float:
-    """Factor to resize the crop `rect` by before re-detecting in it (see NEAR_OBJECT_PX): the
-    smallest box whose centre lies in `rect` ends up `object_px` on its short side, within
-    `limits` (video frames: never enlarged; photos: never shrunk, enlarged at most as far as
-    the first pass's detail pass enlarged the photo)."""
+                        object_px: float = NEAR_OBJECT_PX) -> float:
+    """Factor (<= 1) to resize the crop `rect` by before re-detecting in it (see NEAR_OBJECT_PX):
+    the smallest box whose centre lies in `rect` ends up `object_px` on its short side."""
     b = np.asarray(boxes, np.float64).reshape(-1, 4)
     cx, cy = (b[:, 0] + b[:, 2]) / 2, (b[:, 1] + b[:, 3]) / 2
     inside = (cx >= rect[0]) & (cx < rect[2]) & (cy >= rect[1]) & (cy < rect[3])
     sides = np.minimum(b[inside, 2] - b[inside, 0], b[inside, 3] - b[inside, 1])
     sides = sides[np.isfinite(sides) & (sides > 0)]
     if not len(sides):
-        return float(np.clip(1.0, *limits))
-    return float(np.clip(object_px / sides.min(), *limits))
+        return 1.0
+    return float(min(1.0, object_px / sides.min()))
 
 
-def verify_view(image: np.ndarray, rect, boxes: np.ndarray, limits: tuple[float, float] | None):
+def verify_view(image: np.ndarray, rect, boxes: np.ndarray, scalable: bool):
     """The crop `rect` of `image` for verification and its (x, y) scale factors: for a
-    dynamic-input model (`limits` not None) scaled so its smallest mask is NEAR_OBJECT_PX
-    across, within `limits` (`neighbourhood_scale`)."""
+    dynamic-input model scaled down so its mask is NEAR_OBJECT_PX across (`neighbourhood_scale`)."""
     x0, y0, x1, y1 = rect
     view = np.ascontiguousarray(image[y0:y1, x0:x1])
-    scale = neighbourhood_scale(boxes, rect, NEAR_OBJECT_PX, limits) if limits else 1.0
-    if scale == 1.0:
+    scale = neighbourhood_scale(boxes, rect) if scalable else 1.0
+    if scale >= 1.0:
         return view, (1.0, 1.0)
     size = (max(1, round((x1 - x0) * scale)), max(1, round((y1 - y0) * scale)))
-    view = cv2.resize(view, size, interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
+    view = cv2.resize(view, size, interpolation=cv2.INTER_AREA)
     return view, (size[0] / (x1 - x0), size[1] / (y1 - y0))
 
 
@@ -212,23 +203,16 @@ def verify(
     max_rounds: int = MAX_ROUNDS,
     keep: Callable[[Detections], Detections] | None = None,
     covered: np.ndarray | None = None,
-    changed: np.ndarray | None = None,
 ) -> "Verified":
-    """Verify a photo (masked in place): `verify_frames` on it as one frame, all targets in the
-    first round, up to `max_rounds` detector runs; the counts.
+    """Verify a photo (masked in place): `verify_frames` on it as one frame searched whole, all
+    targets every round, up to `max_rounds` detector runs; the counts.
 
     `keep` filters residuals before masking (e.g. the operator's exclude regions); `covered`
     (bool H x W, updated in place) marks the pixels already masked, see the module docstring.
-    `changed` ((N, 4) boxes around what masking changed, `mask.FrameMasks.changed`): only their
-    neighbourhoods are searched, as on video frames — the first pass searched the whole photo
-    at the same thresholds and nothing far from a mask has changed since, so searching there
-    again finds the same boxes (all masked). None: the whole photo every round.
     """
     h, w = image.shape[:2]
-    if changed is not None and not len(changed):
-        return Verified(settled=True)  # nothing masked: the photo is as the first pass saw it
     frame = FrameToVerify(0, 0.0, image, covered if covered is not None else np.zeros((h, w), bool),
-                          list(profile.targets), changed, (1.0, detail_scale(h, w, profile.detect)))
+                          list(profile.targets), None)
     checked = verify_frames(
         [frame], profile, profile.detect, engine.detect, engine.fixed_input, Orientation(0, (h, w)),
         (lambda dets, index, t: keep(dets)) if keep is not None else None, max_rounds)
@@ -248,15 +232,8 @@ class FrameToVerify:
     coverage: np.ndarray  # bool (H, W): pixels masked so far
     targets: list[str]  # targets to search for again (see the video job's `_verify_targets`)
     # (N, 4) stored-frame boxes around what masking changed: only their neighbourhoods are
-    # searched; None: the whole picture, every round, with every target.
+    # searched; None: the whole picture (a photo), every round, with every target.
     changed: np.ndarray | None
-    # How far a neighbourhood may be resized for a dynamic-input model so that its smallest
-    # mask is NEAR_OBJECT_PX across (`neighbourhood_scale`): video frames (whose rest was
-    # searched at a lower threshold) never enlarged; photos never shrunk (a borderline face
-    # beside a large mask is lost in a shrunk neighbourhood), enlarged at most as far as their
-    # first pass's detail pass went and then searched both enlarged and as they are; never
-    # with the profile's tiling on top.
-    scale_limits: tuple[float, float] = (0.0, 1.0)
 
 
 @dataclass
@@ -281,8 +258,8 @@ def verify_frames(frames: list[FrameToVerify], profile: Profile, detect, run_det
 
     A video frame is searched only in the neighbourhood of what masking changed
     (`neighbourhoods`): elsewhere its pixels are the decoded ones, already searched at a lower
-    threshold; round two looks around the masks round one added, for the targets it fixed.
-    A frame with `changed` None is searched whole every round. `run_detector(views, detect,
+    threshold; round two looks around the masks round one added, for the targets it fixed. A
+    photo (`changed` None) is searched whole every round. `run_detector(views, detect,
     [target])` runs the detector on pictures or crops; `orient` maps between stored frames and
     upright pictures (`media.frames.Orientation`); `keep(dets, index, t)` drops what the
     operator excluded.
@@ -320,7 +297,7 @@ def verify_frames(frames: list[FrameToVerify], profile: Profile, detect, run_det
             else:
                 still.append(FrameToVerify(frame.index, frame.t, frame.bgr, frame.coverage,
                                            [t for t in profile.targets if t in fixed],
-                                           mask.margined_boxes(dets, profile.mask), frame.scale_limits))
+                                           mask.margined_boxes(dets, profile.mask)))
         if not still:
             result.settled = True
             break
@@ -345,23 +322,15 @@ def _found_around_masks(active: list[FrameToVerify], profile: Profile, detect, r
                 owners.append((k, 0, 0, (1.0, 1.0)))
                 continue
             boxes = orient.to_upright(frame.changed)
-            limits = None if fixed else frame.scale_limits
             for rect in neighbourhoods(boxes, image.shape[:2], min_hw=fixed or (64, 64),
-                                       object_px=None if fixed else NEAR_OBJECT_PX,
-                                       scale_limits=limits or (0.0, 1.0)):
-                view, scale = verify_view(image, rect, boxes, limits)
+                                       object_px=None if fixed else NEAR_OBJECT_PX):
+                view, scale = verify_view(image, rect, boxes, fixed is None)
                 views.append(view)
                 owners.append((k, rect[0], rect[1], scale))
-                if scale[0] > 1.0:  # enlarged for its small masks: seen as it is too
-                    views.append(np.ascontiguousarray(image[rect[1]:rect[3], rect[0]:rect[2]]))
-                    owners.append((k, rect[0], rect[1], (1.0, 1.0)))
         if not views:
             continue
         result.views += len(views)
-        # A dynamic-input model sees each neighbourhood once, at the scale chosen for it; a
-        # fixed-input one gets the profile's views (its letterbox and tiles) of each.
-        as_is = detect if fixed else detect.model_copy(update={"tiling": False})
-        for (k, x0, y0, (sx, sy)), dets in zip(owners, run_detector(views, as_is, [target])):
+        for (k, x0, y0, (sx, sy)), dets in zip(owners, run_detector(views, detect, [target])):
             if len(dets):
                 dets.xyxy[:, 0::2] = dets.xyxy[:, 0::2] / sx + x0
                 dets.xyxy[:, 1::2] = dets.xyxy[:, 1::2] / sy + y0

@@ -19,7 +19,7 @@ from anond.config import load_settings
 from anond.errors import CorruptMedia, UnsupportedMedia
 from anond.fsutil import OutputExists, atomic_output, is_temp_name
 from anond.pipeline import process_file
-from anond.verify import on_mask, verify
+from anond.verify import verify
 
 ROOT = Path(__file__).resolve().parents[1]
 GPS_IFD, EXIF_IFD = 0x8825, 0x8769
@@ -218,8 +218,7 @@ def test_jpeg_stays_jpeg_and_far_pixels_stay_within_jpeg_noise(tmp_path, fast_se
     found = engine.detect([before], profile.detect, profile.targets)[0]
     covered = mask.coverage_mask(before.shape[:2], found, profile.mask)
     # Verify's masks are masks too: redo it (deterministic) so `covered` holds them as well.
-    verify(mask.apply(before.copy(), found, profile.mask), engine, profile, covered=covered,
-           changed=mask.margined_boxes(found, profile.mask))
+    verify(mask.apply(before.copy(), found, profile.mask), engine, profile, covered=covered)
     far = cv2.dilate(covered.astype(np.uint8), np.ones((33, 33), np.uint8)) == 0
     diff = np.abs(after.astype(int) - before)[far]
     assert diff.mean() < 1.5 and np.percentile(diff, 99.9) < 16
@@ -273,34 +272,6 @@ def test_verify_masks_what_the_first_pass_missed(fast_settings, engine, astronau
     fixes = verify(image, engine, profile).fixes
     assert fixes >= 1
     assert not engine.detect([image], profile.detect, ["face"])[0].counts().get("face")
-
-
-def test_photo_verification_looks_only_around_the_masks(fast_settings, engine, astronaut):
-    """The first pass searched the whole photo at the same thresholds: verifying gives the
-    detector only the neighbourhoods of what masking changed, and nothing when nothing was."""
-    profile = fast_settings.profiles["default"].model_copy(update={"targets": ["face"]})
-    seen: list[tuple[int, int]] = []
-
-    class Watched:  # the real engine; records the size of every picture it is given
-        fixed_input = engine.fixed_input
-
-        def detect(self, views, detect, targets):
-            seen.extend(v.shape[:2] for v in views)
-            return engine.detect(views, detect, targets)
-
-    image = astronaut.copy()
-    found = engine.detect([image], profile.detect, ["face"])[0]
-    masked = mask.mask_frame(image, found, [], profile.mask)
-    checked = verify(image, Watched(), profile, covered=masked.coverage, changed=masked.changed)
-    assert len(found) >= 1 and checked.rounds >= 1 and checked.settled
-    assert seen and all(h * w < 0.5 * image.shape[0] * image.shape[1] for h, w in seen)
-    left = engine.detect([image], profile.detect, ["face"])[0]  # only the masks themselves
-    assert on_mask(left, masked.coverage).all()
-    seen.clear()
-    grey = np.full((256, 256, 3), 128, np.uint8)
-    nothing = verify(grey, Watched(), profile, covered=np.zeros((256, 256), bool),
-                     changed=np.zeros((0, 4), np.float32))
-    assert nothing.rounds == 0 and nothing.settled and not seen
 
 
 def test_sidecar_regions_mask_and_exclude(tmp_path, fast_settings, engine, astronaut):

@@ -48,12 +48,6 @@ def starts(length: int, tile: int, overlap: float) -> list[int]:
     return [int(round(i * (length - tile) / (n - 1))) for i in range(n)]
 
 
-def detail_scale(height: int, width: int, detect: DetectSettings) -> float:
-    """The detail pass's scale for an image: native, or enlarged by at most `upscale` until its
-    longer side reaches `upscale_to`."""
-    return max(1.0, min(detect.upscale, detect.upscale_to / max(height, width)))
-
-
 def plan(height: int, width: int, detect: DetectSettings, fixed_size: tuple[int, int] | None) -> list[View]:
     """Views for one image: a whole-image pass and, with tiling, a detail pass in tiles.
 
@@ -73,7 +67,7 @@ def plan(height: int, width: int, detect: DetectSettings, fixed_size: tuple[int,
         effective = min(fixed_size[0] / height, fixed_size[1] / width)
     if not detect.tiling:
         return views
-    detail = detail_scale(height, width, detect)
+    detail = max(1.0, min(detect.upscale, detect.upscale_to / side))
     if effective >= detail * 0.95:
         return views
     if fixed_size is None and side * detail <= detect.max_input_side:

@@ -54,8 +54,7 @@ def final_coverage(image: np.ndarray, found: Detections, engine, profile: Profil
         from ..verify import verify
 
         masked = mask.apply(image.copy(), found, profile.mask)
-        verify(masked, engine, profile.model_copy(update={"targets": [target]}), covered=covered,
-               changed=mask.margined_boxes(found, profile.mask))
+        verify(masked, engine, profile.model_copy(update={"targets": [target]}), covered=covered)
     return covered
 
 

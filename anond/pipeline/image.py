@@ -46,8 +46,7 @@ def process_image(
 
     with report.stage("mask"):
         manual = regions.masks_at()
-        masked = mask.mask_frame(image, found, manual, profile.mask)
-    covered = masked.coverage
+        covered = mask.mask_frame(image, found, manual, profile.mask).coverage
     report.masked = found.counts()
     if manual:
         report.masked[Target.MANUAL.label] = len(manual)
@@ -55,8 +54,7 @@ def process_image(
     if profile.verify:
         keep = (lambda d: regions.filter_detections(d, count=False)[0]) if regions.has_excludes else None
         with report.stage("verify"):
-            checked = verify(image, engine, profile, keep=keep, covered=covered,
-                             changed=masked.changed)
+            checked = verify(image, engine, profile, keep=keep, covered=covered)
         report.verify_fixes, report.verify_on_mask = checked.fixes, checked.on_mask
         JobReport.add_counts(report.masked, checked.masked)
     report.manual_regions.applied = regions.applied_count
