@@ -295,6 +295,7 @@ def test_a_second_face_model_looks_at_weak_faces_when_asked(tmp_path, astronaut,
     report = run(src_path, out_path, face_settings, face_engine, track=track)
     looked = report.rules["second_look"]
     assert looked["supported"] >= 12 and looked["demoted"] == 0
+    assert {m.name for m in report.models} >= {"retinaface-mnet025", "centerface"}  # both ran
     src, out = decode_all(src_path), decode_all(out_path)
     src.update(boxes=made["boxes"], rotation=0)
     assert all(masked_frames(src, out))

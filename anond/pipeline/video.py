@@ -49,7 +49,7 @@ from ..config import Profile, Settings
 from ..errors import CorruptMedia
 from ..media import kind_of
 from ..media import video as vio
-from ..report import JobReport
+from ..report import JobReport, ModelFacts
 from ..track import Tracker
 from .plan import VideoPlan
 from ..types import Detections, DetectorEngine, Target
@@ -370,6 +370,8 @@ class _VideoJob:
             return None
         from ..detect.support import Support
 
+        if all(m.name != second.spec.name for m in self.report.models):  # it runs too: listed
+            self.report.models.append(ModelFacts(second.spec.name, second.sha256, second.provider))
         return Support(second, track.support_threshold)
 
     def _second_look(self, images: list[np.ndarray], found: list[Detections]) -> None:
