@@ -193,7 +193,7 @@ def test_segmentation_regions_become_boxes_scored_by_their_mean_probability():
 
 
 def test_the_second_face_model_supports_the_face_and_not_the_background(engine, astronaut):
-    """detect.support: the photo face model looks again, in a crop around each box, at what
+    """anond/detect/support.py: the photo face model looks again, in a crop around each box, at what
     the video face model found weakly: it sees the astronaut's face, not a patch of the
     flag or the shuttle behind her (as it would a tree or a lamp a video model took for one)."""
     from anond.detect.support import Support

@@ -93,7 +93,7 @@ class Engine:
         self.detectors = detectors
         self.checks = checks or {}
         # Per target, another model of it (the video engine's faces: the photo face model),
-        # for a second look at weak detections (`detect.support`).
+        # for a second look at weak detections (anond/detect/support.py).
         self.second = second or {}
         self.models = [
             ModelInfo(d.spec.name, d.spec.task, d.spec.family, d.sha256, d.provider, d.spec.licence)

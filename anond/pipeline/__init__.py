@@ -45,7 +45,8 @@ def process_file(
     exists); return the job report (`report.output_path` = `out`, until a caller lands it).
 
     Raises AnondError subclasses for expected failures (UnsupportedMedia, CorruptMedia,
-    RegionsError, TransientIOError...); `out` may then hold a partial file. `progress(frames written, frames expected or 0)` is called as a video is encoded (a
+    RegionsError, TransientIOError...); `out` may then hold a partial file.
+    `progress(frames written, frames expected or 0)` is called as a video is encoded (a
     command line's progress bar).
     """
     src, out = Path(src), Path(out)

@@ -364,7 +364,7 @@ class _VideoJob:
                 for dets in found]
 
     def _support(self, track):
-        """The second face model's look at weak faces (`detect.support`), or None."""
+        """The second face model's look at weak faces (anond/detect/support.py), or None."""
         second = getattr(self.engine, "second", {}).get("face")
         if second is None or "face" not in self.profile.targets or not track.support_below:
             return None

@@ -46,9 +46,8 @@ from anond.types import Detections, Target  # noqa: E402
 ROOT = Path(__file__).resolve().parents[2]
 SCALES = (None, 1280, 640)  # as photographed; longer side 1280; longer side 640
 # Per detector: (mining threshold: below the lowest the pipeline uses, e.g. video's 0.3 x
-# low_score_ratio 0.5 for mnet025; the DB model's regions all score above its binarisation 0.3),
-# default output folder.
-# default output folder, detector thresholds the sweep tries (its operating point among them).
+# low_score_ratio 0.5 for mnet025; the DB model's regions all score above its binarisation 0.3;
+# default output folder; detector thresholds the sweep tries, its operating point among them).
 DETECTORS = {"anond-plate-mnet025": (0.1, ".train/plates-check", (0.1, 0.15, 0.2, 0.25, 0.3, 0.4)),
              "anond-plate-db": (0.3, ".train/plates-db-check", (0.4, 0.5, 0.6, 0.7))}
 NEG_PER_VIEW = (40, 20)  # background crops kept per view: the highest-scoring, and random others

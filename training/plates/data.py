@@ -213,7 +213,7 @@ class TextNegatives:
     string on a plain rectangle (that is what a plate is)."""
 
     def __init__(self) -> None:
-        self.fonts = sorted(str(f) for d in FONT_DIRS for f in Path(d).glob("*.ttf")) if Path(FONT_DIRS[0]).is_dir() else []
+        self.fonts = sorted(str(f) for d in FONT_DIRS for f in Path(d).glob("*.ttf"))
         if not self.fonts:
             raise FileNotFoundError(f"no TrueType fonts under {FONT_DIRS} (apt install fonts-dejavu-core)")
 
@@ -271,7 +271,7 @@ class TextNegatives:
             for _try in range(6):
                 ox, oy = int(rng.integers(0, w - bw)), int(rng.integers(0, h - bh))
                 place = np.array([[ox, oy, ox + bw, oy + bh]], np.float32)
-                if not len(grown) or iou_matrix(place, grown).max() == 0.0 and not _overlaps(place[0], grown):
+                if not len(grown) or not _overlaps(place[0], grown):
                     break
             else:
                 continue
@@ -286,10 +286,6 @@ class TextNegatives:
                 ink = rng.uniform(0, 255, 3)
             a = alpha[..., None] * rng.uniform(0.75, 1.0)
             image[oy:oy + bh, ox:ox + bw] = np.clip(region * (1 - a) + ink * a, 0, 255).astype(np.uint8)
-
-
-def _overlaps(box: np.ndarray, boxes: np.ndarray) -> bool:
-    return bool(((box[0] < boxes[:, 2]) & (boxes[:, 0] < box[2]) & (box[1] < boxes[:, 3]) & (boxes[:, 1] < box[3])).any())
 
 
 class Augmenter:
