@@ -43,14 +43,14 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from .errors import ConfigError
-from .fsutil import file_sha256, fsync_dir, link_once, move_exact, reached_without_links, unlink_if_exists
+from .fsutil import file_sha256, fsync_dir, link_once, move_exact, reached_without_links
 
 CONTROL_DIR = ".anond"
 INPUT_DIR = "in"  # the claimed input, under its own name
 WHERE = "where"  # its folder relative to the inbox (only while in flight)
 SIDECAR = "regions.json"
 COMMITTED = "committed"
-COMMIT_TOKEN = "committing"  # cluster: who may commit (created exclusively, names the committer)
+COMMIT_TOKEN = "committing"  # cluster: `committing.<n>`, who may commit (Claim.take_commit)
 
 PENDING, RUNNING, DONE, FAILED = "pending", "running", "done", "failed"
 PUBLISHED = "published"  # an intake's job handed to the cluster's stream (anond.cluster)
@@ -356,34 +356,51 @@ class Claim:
 
     def take_commit(self, tag: str, stale_s: float) -> bool:
         """The right to commit the job's output (cluster: two workers may hold one job when a
-        stalled one comes back after its redelivery). An exclusively created token naming
-        `tag` decides: True when it is ours (new, or left by our own earlier attempt), False
-        while another committer's is fresher than `stale_s`; an older one, never followed by
-        the committed marker, is a dead committer's and is broken."""
-        path = self.dir / COMMIT_TOKEN
-        for _ in range(3):
-            try:
-                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            except FileExistsError:
-                try:
-                    holder = path.read_text()
-                    age = time.time() - path.stat().st_mtime
-                except FileNotFoundError:
-                    continue
+        stalled one comes back after its redelivery). Tokens are generations, `committing.<n>`,
+        each created exclusively and naming its committer; the newest decides: True when it is
+        ours (new, or left by our own earlier attempt), False while another committer's is
+        fresher than `stale_s` or the job is committed. An older one is a dead committer's: it
+        is superseded by creating the next generation, exclusively, so of two workers breaking
+        the same stale token only one gets through (deleting and re-creating one file let both)."""
+        for _ in range(8):
+            held = self.commit_holder()
+            gen = 0
+            if held is not None:
+                gen, holder, age = held
                 if holder == tag:
                     return True
                 if age <= stale_s or self.committed:
                     return False
-                unlink_if_exists(path)
-                continue
-            try:
-                os.write(fd, tag.encode())
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            fsync_dir(self.dir)
-            return True
+            if self._create_token(gen + 1, tag):
+                return True
         return False
+
+    def commit_holder(self) -> tuple[int, str, float] | None:
+        """(generation, committer, age in seconds) of the newest commit token, or None."""
+        gens = sorted((int(n.rsplit(".", 1)[1]) for n in os.listdir(self.dir)
+                       if n.startswith(COMMIT_TOKEN + ".") and n.rsplit(".", 1)[1].isdigit()),
+                      reverse=True)
+        for gen in gens:
+            path = self.dir / f"{COMMIT_TOKEN}.{gen}"
+            try:
+                return gen, path.read_text(), time.time() - path.stat().st_mtime
+            except FileNotFoundError:  # the claim is being removed
+                continue
+        return None
+
+    def _create_token(self, gen: int, tag: str) -> bool:
+        """Create generation `gen` naming `tag`; False if another committer created it first."""
+        try:
+            fd = os.open(self.dir / f"{COMMIT_TOKEN}.{gen}", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            return False
+        try:
+            os.write(fd, tag.encode())
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        fsync_dir(self.dir)
+        return True
 
 
 class ClaimBox:

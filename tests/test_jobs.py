@@ -235,7 +235,7 @@ def test_the_commit_token_lets_one_committer_through_and_breaks_a_dead_ones(tmp_
     import os
     import time
 
-    from anond.jobs import COMMIT_TOKEN, Claim
+    from anond.jobs import Claim
 
     claim = Claim(tmp_path / "job", "job")
     claim.dir.mkdir()
@@ -243,9 +243,52 @@ def test_the_commit_token_lets_one_committer_through_and_breaks_a_dead_ones(tmp_
     assert claim.take_commit("job.worker-a", stale_s=60)  # our own, after a crash: still ours
     assert not claim.take_commit("job.worker-b", stale_s=60)  # the other waits
     old = time.time() - 120
-    os.utime(claim.dir / COMMIT_TOKEN, (old, old))  # a's committer died before linking
+    os.utime(claim.dir / "committing.1", (old, old))  # a's committer died before linking
     assert claim.take_commit("job.worker-b", stale_s=60)
-    assert (claim.dir / COMMIT_TOKEN).read_text() == "job.worker-b"
+    assert claim.commit_holder()[:2] == (2, "job.worker-b")
+    assert not claim.take_commit("job.worker-a", stale_s=60)  # a, back: b's is the newest
     claim.mark_committed()
-    os.utime(claim.dir / COMMIT_TOKEN, (old, old))
+    os.utime(claim.dir / "committing.2", (old, old))
     assert not claim.take_commit("job.worker-a", stale_s=60)  # committed: never broken
+
+
+def test_two_workers_breaking_one_stale_commit_token_let_one_through(tmp_path):
+    """Both read the same dead committer's token as stale, then both break it: only one may
+    commit (deleting and re-creating the token let the second delete the first's new one)."""
+    import os
+    import threading
+    import time
+
+    from anond.jobs import Claim
+
+    for trial in range(20):
+        claim = Claim(tmp_path / f"job{trial}", "job")
+        claim.dir.mkdir()
+        assert claim.take_commit("job.dead", stale_s=60)
+        old = time.time() - 120
+        os.utime(claim.dir / "committing.1", (old, old))
+        both_read = threading.Barrier(2)
+        real = Claim.commit_holder
+        results: dict[str, bool] = {}
+
+        def holder_then_wait(self, real=real, both_read=both_read):
+            held = real(self)
+            if held is not None and held[1] == "job.dead":
+                both_read.wait(timeout=5)  # each has seen the stale token before either acts
+            return held
+
+        def worker(tag: str) -> None:
+            results[tag] = Claim(claim.dir, "job").take_commit(tag, stale_s=60)
+
+        Claim.commit_holder = holder_then_wait
+        try:
+            threads = [threading.Thread(target=worker, args=(t,)) for t in ("job.a", "job.b")]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+        finally:
+            Claim.commit_holder = real
+        assert sorted(results.values()) == [False, True], (trial, results)
+        winner = next(t for t, ok in results.items() if ok)
+        assert claim.commit_holder()[:2] == (2, winner)
