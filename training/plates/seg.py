@@ -66,7 +66,7 @@ import data as D  # noqa: E402
 from common import resume, save, sha256, step  # noqa: E402
 from anond.config import DEFAULT_MODELS_DIR, MaskSettings  # noqa: E402
 from anond.detect.dbnet import regions  # noqa: E402
-from anond.evaluation.metrics import coverage_fractions  # noqa: E402
+from anond.evaluation.metrics import coverage_fractions, over_mask_fraction  # noqa: E402
 from anond.mask import coverage_mask  # noqa: E402
 from anond.models import load_manifest  # noqa: E402
 from anond.types import Detections, Target, iou_matrix  # noqa: E402
@@ -263,10 +263,11 @@ def sweep(args) -> None:
     s = load_settings(None)
     s = s.model_copy(update={"models": s.models.model_copy(update={"plate": args.model})})
     engine = Engine.load(s, ["plate"])
-    detect = s.profile.detect.model_copy(update={"plate_threshold": min(SWEEP)})
+    grid = tuple(args.thresholds or SWEEP)
+    detect = s.profile.detect.model_copy(update={"plate_threshold": min(grid)})
     _, val = D.split(D.load_photos(args.data), 0.08, args.seed)
-    masked, stray = dict.fromkeys(SWEEP, 0), dict.fromkeys(SWEEP, 0)
-    area = dict.fromkeys(SWEEP, 0.0)
+    masked, stray = dict.fromkeys(grid, 0), dict.fromkeys(grid, 0)
+    area, over = dict.fromkeys(grid, 0.0), dict.fromkeys(grid, 0.0)
     n_gt, t0 = 0, time.time()
     for photo in val:
         img = cv2.imread(str(photo.path))
@@ -274,23 +275,27 @@ def sweep(args) -> None:
         h, w = img.shape[:2]
         n_gt += len(photo.boxes)
         far = iou_matrix(dets.xyxy, photo.boxes).max(axis=1, initial=0.0) < 0.1
-        for t in SWEEP:
+        for t in grid:
             keep = dets.score >= t
             shown = dets.select(keep)
             cover = coverage_mask((h, w), shown, MASK)
             masked[t] += int((coverage_fractions(photo.boxes, cover) >= 0.8).sum())
+            over[t] += over_mask_fraction(photo.boxes, cover)
             stray[t] += int((far & keep).sum())
             if (far & keep).any():
                 area[t] += float(coverage_mask((h, w), dets.select(far & keep), MASK).mean())
     print(f"{len(val)} validation photos, {n_gt} plates, {time.time() - t0:.0f} s; stray: detections with "
-          "IoU < 0.1 with every plate; stray area: share of the photo under their masks")
-    print("| threshold | masked recall | stray / photo | stray area |")
-    print("|---|---|---|---|")
-    for t in SWEEP:
-        print(f"| {t} | {100 * masked[t] / n_gt:.1f} % | {stray[t] / len(val):.2f} | {100 * area[t] / len(val):.2f} % |")
-    floor = masked[min(SWEEP)] - 0.01 * n_gt
-    pick = max(t for t in SWEEP if masked[t] >= floor)
-    print(f"operating point (highest threshold within one point of {min(SWEEP)}'s masked recall): {pick}")
+          "IoU < 0.1 with every plate; stray area: share of the photo under their masks; over-mask: "
+          "share masked farther than one box size from every plate (bench/accuracy.py's measure)")
+    print("| threshold | masked recall | stray / photo | stray area | over-mask |")
+    print("|---|---|---|---|---|")
+    for t in grid:
+        n = len(val)
+        print(f"| {t} | {100 * masked[t] / n_gt:.1f} % | {stray[t] / n:.2f} | {100 * area[t] / n:.2f} % "
+              f"| {100 * over[t] / n:.2f} % |")
+    floor = masked[min(grid)] - 0.01 * n_gt
+    pick = max(t for t in grid if masked[t] >= floor)
+    print(f"operating point (highest threshold within one point of {min(grid)}'s masked recall): {pick}")
 
 
 def plot_history(history: list[dict], path: Path) -> None:
@@ -330,6 +335,7 @@ def main(argv=None) -> int:
     ap.add_argument("--export", type=Path, help="write best.pt into the source graph as ONNX here and exit")
     ap.add_argument("--sweep", action="store_true", help="validation figures per threshold through anond's Engine")
     ap.add_argument("--model", default="anond-plate-db", help="installed model --sweep runs")
+    ap.add_argument("--thresholds", type=float, nargs="+", help=f"--sweep's thresholds (default {SWEEP})")
     args = ap.parse_args(argv)
     torch.manual_seed(args.seed)
     torch.set_num_threads(args.threads)
