@@ -191,11 +191,14 @@ class Regions:
         ]
 
     def filter_detections(
-        self, dets: Detections, frame_index: int = 0, t: float = 0.0, count: bool = True
+        self, dets: Detections, frame_index: int = 0, t: float = 0.0, count: bool = True,
+        counted: np.ndarray | None = None,
     ) -> tuple[Detections, int]:
-        """Drop automatic detections lying >= EXCLUDE_MIN_INSIDE inside one exclude region;
-        `count`: add them to `excluded` (the detection pass's confident detections only, the
-        report's rule: not verification's re-detections, not the tracker's low-score ones)."""
+        """Drop automatic detections lying >= EXCLUDE_MIN_INSIDE inside one exclude region.
+        `count`: add the dropped ones to `excluded` — those of them `counted` marks when given
+        (the report's rule: the detection pass's confident detections only, not verification's
+        re-detections, not the tracker's low-score ones). Returns the kept detections and how
+        many were added."""
         if not len(dets):
             return dets, 0
         polygons = self.exclude_at(frame_index, t)
@@ -206,11 +209,11 @@ class Regions:
             if int(cls) == int(Target.MANUAL):
                 continue
             drop[i] = any(inside_fraction(box, p) >= EXCLUDE_MIN_INSIDE for p in polygons)
-        n = int(drop.sum())
-        if count:
+        n = int((drop if counted is None else drop & counted).sum()) if count else 0
+        if n:
             with self._lock:  # video: the job's thread and the mask threads filter at once
                 self.excluded += n
-        return (dets.select(~drop) if n else dets), n
+        return (dets.select(~drop) if drop.any() else dets), n
 
 
 def inside_fraction(box: np.ndarray, polygon: np.ndarray) -> float:

@@ -129,6 +129,17 @@ def test_detection_mostly_inside_an_exclude_region_is_dropped():
     np.testing.assert_array_equal(kept.xyxy, [edge, outside])
 
 
+def test_exclusion_counts_only_the_detections_the_report_counts():
+    """Video: all excluded detections are dropped in one pass, but only the confident ones
+    (`counted`) are added to the report's `excluded`; count=False adds none."""
+    regions = load([{"type": "exclude", "rect": {"x": 0, "y": 0, "w": 100, "h": 100}}])
+    dets = _dets([10, 10, 30, 30], [40, 40, 60, 60], [120, 10, 140, 30])
+    kept, n = regions.filter_detections(dets, counted=np.array([True, False, True]))
+    assert n == 1 and regions.excluded == 1 and len(kept) == 1
+    kept, n = regions.filter_detections(dets, count=False)
+    assert n == 0 and regions.excluded == 1 and len(kept) == 1
+
+
 def test_exclusion_threshold_is_80_percent_of_the_box():
     regions = load([{"type": "exclude", "rect": {"x": 0, "y": 0, "w": 100, "h": 100}}])
     assert R.EXCLUDE_MIN_INSIDE == 0.8

@@ -324,10 +324,9 @@ class _VideoJob:
         with self.report.stage("track"):
             for slot, dets in zip(batch, found):
                 # The report's rule (anond.report): confident detections after the exclusions.
-                confident, _ = self.regions.filter_detections(dets.select(self._confident(dets)),
-                                                              slot.index, slot.t)
-                dets, _ = self.regions.filter_detections(dets, slot.index, slot.t, count=False)
-                JobReport.add_counts(self.counts.detections, confident.counts())
+                dets, _ = self.regions.filter_detections(dets, slot.index, slot.t,
+                                                         counted=self._confident(dets))
+                JobReport.add_counts(self.counts.detections, dets.select(self._confident(dets)).counts())
                 dets.xyxy = self.orient.to_stored(dets.xyxy)
                 if self.observer is not None:
                     self.observer.tracker_input(slot.index, dets)
