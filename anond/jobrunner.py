@@ -239,7 +239,7 @@ class JobRunner:
         temporary beside it, fsynced, renamed; the owner's tag in the temporary's name keeps two
         instances that both hold a job, one stalled past its lease, apart); the report."""
         from .fsutil import atomic_output
-        from .pipeline import process_file
+        from .pipeline import process_into
 
         cfg = inbox.cfg
         staged.parent.mkdir(parents=True, exist_ok=True)
@@ -252,15 +252,12 @@ class JobRunner:
         policy = "optional" if cfg.review and cfg.regions == "off" else cfg.regions
         output = atomic_output(staged, f"{job.id}.{inbox.box.instance}", on_exists="replace",
                                mode=cfg.output_mode, group=cfg.output_group)
-        with output as tmp:
-            report = process_file(
-                src, tmp, settings=self.settings, engine=engine,
-                profile=self.settings.profiles[cfg.profile], job_id=job.id,
-                regions_path=sidecar if policy != "off" else None, regions_policy=policy,
-                observer=observer,
-            )
-        report.output_path = output.final
-        return report
+        return process_into(
+            output, src, settings=self.settings, engine=engine,
+            profile=self.settings.profiles[cfg.profile], job_id=job.id,
+            regions_path=sidecar if policy != "off" else None, regions_policy=policy,
+            observer=observer,
+        )
 
     def _reviewed(self, job, claim, inbox, engine, rel, src, dst, staged, tag, started):
         """A review inbox's job: its result goes to the review area and waits there (None);

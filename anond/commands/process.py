@@ -99,17 +99,16 @@ def _process_one(args, settings, engine, profile, src: Path, dst: Path, job_id: 
     """(report, None) for a processed file; (failed report, one-line reason) otherwise."""
     from ..errors import AnondError
     from ..fsutil import atomic_output
-    from ..pipeline import process_file
+    from ..pipeline import process_into
     from ..report import JobReport
 
     try:
         dst.parent.mkdir(parents=True, exist_ok=True)
-        output = atomic_output(dst, job_id, on_exists=args.on_exists)
-        with output as tmp:  # written beside DST, then given its name (suffixed if taken)
-            report = process_file(src, tmp, settings=settings, engine=engine, profile=profile,
-                                  job_id=job_id, regions_path=args.regions,
-                                  regions_policy=args.regions_policy, progress=frames.update)
-        report.output_path = output.final
+        # Written beside DST, then given its name (suffixed if taken).
+        report = process_into(atomic_output(dst, job_id, on_exists=args.on_exists), src,
+                              settings=settings, engine=engine, profile=profile, job_id=job_id,
+                              regions_path=args.regions, regions_policy=args.regions_policy,
+                              progress=frames.update)
         return report, None
     except AnondError as exc:
         report = getattr(exc, "report", None) or JobReport(job_id=job_id, kind="unknown")

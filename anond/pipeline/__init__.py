@@ -3,6 +3,9 @@
     with atomic_output(dst, job_id) as tmp:   # the caller lands the result, once
         report = process_file(src, tmp, settings=settings, engine=engine, job_id=job_id)
 
+or, the same three steps with the landed path in the report:
+`process_into(atomic_output(dst, job_id), src, settings=..., ...)`.
+
 Read top to bottom: decide the kind (by content), run the photo or the video stages into the
 path given. `process_file` writes that path and nothing else: placing the result (a temporary
 renamed into the outbox by `anond process`; staged, then committed by the service's job runner)
@@ -94,6 +97,15 @@ def _run_stages(kind: str, fmt: str, src: Path, out: Path, settings: Settings, e
         process_video(src, out, settings=settings, engine=engine, profile=profile, report=report,
                       regions=regions_path, regions_policy=regions_policy, progress=progress, fmt=fmt,
                       observer=observer)
+
+
+def process_into(output, src: str | Path, **kwargs) -> JobReport:
+    """`process_file` into `output`'s temporary (an `anond.fsutil.atomic_output`), landed when
+    it succeeds; the report names the path it landed at."""
+    with output as tmp:
+        report = process_file(src, tmp, **kwargs)
+    report.output_path = output.final
+    return report
 
 
 def _fail(report: JobReport, exc: AnondError, started: float) -> None:
