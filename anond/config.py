@@ -69,6 +69,11 @@ class ModelSettings(_Section):
     # leaves 4 % for an independent RetinaFace (docs/BENCHMARKS.md). Photos keep `face`:
     # CenterFace finds more of the small faces of still images.
     video_face: str = "retinaface-mnet025"
+    # Plates in videos: a model of its own, "" = the same as `plate`. With its own threshold
+    # (`detect.video_plate_threshold`, else the model's): e.g. an all-MIT setup with
+    # plate = "anond-plate-db" (photos: every openalpr plate) and video_plate =
+    # "anond-plate-mnet025" (video: small distant plates, a fifth of platedet's time a frame).
+    video_plate: str = ""
 
 
 # The weakest mask strengths allowed without `mask.allow_weak` (docs/PRIVACY.md: from the
@@ -133,6 +138,9 @@ class DetectSettings(_Section):
     face_threshold: float = Field(0.2, gt=0, le=1)
     # Unset, each target uses its model's own threshold (manifest `threshold`), else this.
     plate_threshold: float = Field(0.1, gt=0, le=1)
+    # Plates in videos when `models.video_plate` names a model of its own; unset, that
+    # model's threshold (manifest), else plate_threshold.
+    video_plate_threshold: float | None = Field(None, gt=0, le=1)
     # Boxes of one object (whole image, tiles, enlarged pass) overlapping more than this are
     # merged into their union.
     nms_iou: float = Field(0.4, gt=0, le=1)
@@ -155,6 +163,13 @@ class DetectSettings(_Section):
     def thresholds_by_class(self) -> dict[int, float]:
         """{class id (`Target`): threshold} for every detector target."""
         return {int(Target[t.upper()]): self.threshold(t) for t in get_args(TargetName)}
+
+    def for_video(self) -> "DetectSettings":
+        """The settings video jobs detect with: `video_plate_threshold` as the plate threshold
+        when set (the video plate model's calibration), else these."""
+        if self.video_plate_threshold is None:
+            return self
+        return self.model_copy(update={"plate_threshold": self.video_plate_threshold})
 
     def with_thresholds_scaled(self, factor: float, **update) -> "DetectSettings":
         """A copy with every target's threshold multiplied by `factor` (and `update` applied)."""
@@ -250,8 +265,8 @@ class VideoSettings(_Section):
     # Masking and verification of final frames: this many batches at once (threads), handed
     # to the encoder in order. One such thread was the slowest stage on hamilton.
     mask_threads: int = Field(2, ge=1, le=64)
-    # ONNX Runtime threads per call of the video face model (models.video_face, when it is
-    # not the photo model: its session serves videos only). Video jobs run several calls at
+    # ONNX Runtime threads per call of the video models (models.video_face / video_plate,
+    # when they are not the photo models: their sessions serve videos only). Video jobs run several calls at
     # once (the two settings above), so one thread each wastes least on hand-offs (measured
     # on hamilton: 5-8 % less CPU than the default). 0 = runtime.intra_op_threads.
     intra_op_threads: int = Field(1, ge=0)
@@ -482,20 +497,26 @@ class Settings(BaseSettings):
     def _thresholds_of_the_models(self) -> "Settings":
         """A profile that does not set `detect.<target>_threshold` gets the threshold the
         target's model states in the manifest (each model is calibrated for its own: a plate
-        model's score is not another's), else the field's default."""
+        model's score is not another's), else the field's default; `video_plate_threshold`
+        likewise from `models.video_plate` when that is a model of its own."""
         from .models import load_manifest
 
         try:
             specs = load_manifest(self.models.manifest)
         except ConfigError:
             return self  # reported where the models are loaded
+        own = {f"{t}_threshold": getattr(self.models, t) for t in get_args(TargetName)}
+        if self.models.video_plate and self.models.video_plate != self.models.plate:
+            own["video_plate_threshold"] = self.models.video_plate
         for profile in {id(p): p for p in (self.profile, *self.profiles.values())}.values():
-            for target in get_args(TargetName):
-                spec = specs.get(getattr(self.models, target))
-                field_name = f"{target}_threshold"
-                if spec is not None and spec.threshold is not None \
-                        and field_name not in profile.detect.model_fields_set:
+            for field_name, model in own.items():
+                spec = specs.get(model)
+                if spec is None or field_name in profile.detect.model_fields_set:
+                    continue
+                if spec.threshold is not None:
                     setattr(profile.detect, field_name, spec.threshold)
+                elif field_name == "video_plate_threshold":  # not the photo model's calibration
+                    setattr(profile.detect, field_name, DetectSettings.model_fields["plate_threshold"].default)
         return self
 
     # The daemon. Without [[inboxes]] it watches ./var/inbox and writes ./var/outbox.

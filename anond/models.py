@@ -441,8 +441,9 @@ def main(args: argparse.Namespace) -> int:
             log.get("anond.models").info("models.install", model=name, state=state)
             print(f"{name:24} {state}")
         return 0
-    return _list(models_dir, manifest, defaults={settings.models.face, settings.models.plate,
-                                                     settings.models.video_face} - {""})
+    chosen = settings.models
+    return _list(models_dir, manifest, defaults={chosen.face, chosen.plate, chosen.video_face,
+                                                     chosen.video_plate} - {""})
 
 
 def _list(models_dir: Path, manifest: Path | None, defaults: set[str]) -> int:

@@ -99,8 +99,9 @@ def models(settings) -> list[dict]:
     installed = read_installed(Path(settings.models.dir))
     manifest = load_manifest(settings.models.manifest)
     rows = []
-    for task, key in (("face", "face"), ("face (videos)", "video_face"), ("plate", "plate")):
-        name = getattr(settings.models, key) or settings.models.face
+    for task, key in (("face", "face"), ("face (videos)", "video_face"), ("plate", "plate"),
+                      ("plate (videos)", "video_plate")):
+        name = getattr(settings.models, key) or getattr(settings.models, key.removeprefix("video_"))
         rows.append({"task": task, "name": name, "sha256": installed.get(name, {}).get("sha256", "?")})
         spec = manifest.get(name)
         if spec is not None and spec.check:

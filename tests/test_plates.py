@@ -316,3 +316,55 @@ def test_boxes_narrower_than_min_width_are_kept_unchecked(own_engine):
     keep = check.accept(img, boxes)
     assert keep[0]
     assert keep[1] == (probs[1] >= check.threshold)
+
+
+# -- a plate model of its own for videos (models.video_plate) ----------------------------------
+
+def test_video_plate_threshold_comes_from_the_video_plate_model(models_dir):
+    """Each plate model at its own calibration: photos at the photo model's threshold, videos at
+    the video model's; a model without one gets the field's default, not the photo model's."""
+    both = load_settings(None, models={"dir": models_dir, "plate": DB, "video_plate": OWN})
+    detect = both.profile.detect
+    assert (detect.plate_threshold, detect.video_plate_threshold) == (0.5, 0.3)
+    assert detect.for_video().plate_threshold == 0.3 and detect.for_video().face_threshold == detect.face_threshold
+    same = load_settings(None, models={"dir": models_dir, "plate": DB})
+    assert same.profile.detect.video_plate_threshold is None
+    assert same.profile.detect.for_video() is same.profile.detect
+    platedet = load_settings(None, models={"dir": models_dir, "plate": DB, "video_plate": "platedet-yolov8s-seg"})
+    assert platedet.profile.detect.video_plate_threshold == 0.1
+    mine = load_settings(None, models={"dir": models_dir, "plate": DB, "video_plate": OWN},
+                         profile={"detect": {"video_plate_threshold": 0.4}})
+    assert mine.profile.detect.video_plate_threshold == 0.4
+
+
+def test_videos_mask_plates_with_their_own_model_and_its_check(tmp_path, models_dir):
+    """plate = anond-plate-db (photos), video_plate = anond-plate-mnet025 (videos): the video
+    job runs mnet025 with its check model at mnet025's threshold, masks the plate on every
+    frame and names those models in its report, not the photo model."""
+    av = pytest.importorskip("av")
+    from anond.detect.engine import Engine
+    from anond.pipeline.plan import VideoPlan
+    from anond.pipeline.video import process_video
+    from anond.types import Target
+
+    settings = load_settings(None, models={"dir": models_dir, "plate": DB, "video_plate": OWN},
+                             profile={"targets": ["plate"]})
+    engine = Engine.load(settings, ["plate"])
+    video = engine.for_video()
+    assert engine.detectors["plate"].spec.name == DB and "plate" not in engine.checks
+    assert video.detectors["plate"].spec.name == OWN and video.checks["plate"].spec.name == "anond-plate-check"
+    plan = VideoPlan.build(settings.video, settings.profile, 25.0, video)
+    assert plan.track.high_score[int(Target.PLATE)] == 0.3
+
+    src, dst = tmp_path / "in.mp4", tmp_path / "out.mp4"
+    boxes = make_plate_clip(src, 20)
+    report = JobReport.start("t", "video", engine=engine, profile=settings.profile)
+    process_video(src, dst, settings=settings, engine=engine, profile=settings.profile, report=report)
+    with av.open(str(src)) as a, av.open(str(dst)) as b:
+        pairs = [(fa.to_ndarray(format="bgr24"), fb.to_ndarray(format="bgr24"))
+                 for fa, fb in zip(a.decode(video=0), b.decode(video=0))]
+    assert len(pairs) == 20
+    unmasked = [i for i, ((a, b), box) in enumerate(zip(pairs, boxes)) if change(a, b, box) < 15]
+    assert not unmasked, f"plate readable on frames {unmasked}"
+    names = [m.name for m in report.models]
+    assert OWN in names and "anond-plate-check" in names and DB not in names

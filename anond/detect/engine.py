@@ -112,7 +112,8 @@ class Engine:
             self._video.observe = observe
 
     def for_video(self) -> "Engine":
-        """The engine video jobs use: the same, with `models.video_face` serving faces."""
+        """The engine video jobs use: the same, with `models.video_face` serving faces and
+        `models.video_plate` plates where they name models of their own."""
         return self._video or self
 
     @classmethod
@@ -128,18 +129,31 @@ class Engine:
             check = load_check(settings, detectors[target])
             if check is not None:
                 checks[target] = check
-        video = None
-        name = settings.models.video_face
-        if "face" in detectors and name and name != settings.models.face:
-            video_settings = settings
-            if settings.video.intra_op_threads:  # its session serves video jobs only
-                video_settings = settings.model_copy(update={"runtime": settings.runtime.model_copy(
-                    update={"intra_op_threads": settings.video.intra_op_threads})})
-            face = _load_detector(video_settings, name, "face")
-            video_checks = {**checks, "face": load_check(video_settings, face)}
-            video = cls({**detectors, "face": face}, checks={k: c for k, c in video_checks.items() if c},
-                        second={"face": detectors["face"]})
+        video = cls._load_video(settings, detectors, checks)
         return cls(detectors, video, checks)
+
+    @classmethod
+    def _load_video(cls, settings: Settings, detectors: dict[str, Detector],
+                    checks: dict[str, CropCheck]) -> "Engine | None":
+        """The engine of video jobs when `models.video_face` or `models.video_plate` names a
+        model of its own (with its check model); None: videos use the photo engine."""
+        own = {t: n for t, n in (("face", settings.models.video_face), ("plate", settings.models.video_plate))
+               if t in detectors and n and n != getattr(settings.models, t)}
+        if not own:
+            return None
+        if settings.video.intra_op_threads:  # its sessions serve video jobs only
+            settings = settings.model_copy(update={"runtime": settings.runtime.model_copy(
+                update={"intra_op_threads": settings.video.intra_op_threads})})
+        video, video_checks = dict(detectors), dict(checks)
+        for target, name in own.items():
+            video[target] = _load_detector(settings, name, target)
+            video_checks.pop(target, None)
+            check = load_check(settings, video[target])
+            if check is not None:
+                video_checks[target] = check
+        # A weak video face may be looked at again by the photo face model (detect.support).
+        second = {"face": detectors["face"]} if "face" in own else {}
+        return cls(video, checks=video_checks, second=second)
 
     def detect(
         self, images: list[np.ndarray], detect: DetectSettings, targets: Sequence[str]

@@ -207,7 +207,7 @@ def evaluate_video(path, settings, profile: str = "default", *, negative: bool =
     n = seen.encoded
     fps = report.media.fps or 25.0
 
-    raw = _confident_per_frame(seen, n, prof.detect.thresholds_by_class())
+    raw = _confident_per_frame(seen, n, prof.detect.for_video().thresholds_by_class())
     masked_raw, masked_anond = _reference_coverage(
         raw, seen, seen.shape or (report.media.height, report.media.width), prof.mask, fps, mask_cover)
     duration_h = n / fps / 3600

@@ -25,7 +25,8 @@ class VideoPlan:
               engine: DetectorEngine) -> "VideoPlan":
         lookahead = max(1, int(round(vs.lookahead_s * fps)))
         plate_every = vs.plate_detect_stride if "plate" in profile.targets else 1
-        tiling = profile.detect.tiling and vs.tiling
+        detect = profile.detect.for_video()  # models.video_plate's threshold, if it has one
+        tiling = detect.tiling and vs.tiling
         # On the CPU batching brings no speed but memory (config: cpu_batch_size); several
         # calls at once keep the cores busier instead.
         on_cpu = engine.provider.startswith("CPU")
@@ -34,9 +35,9 @@ class VideoPlan:
             plate_every=plate_every,
             track=TrackParams.from_settings(
                 vs.track, fps=fps, lookahead_frames=lookahead, stride=vs.detect_stride * plate_every,
-                high_score=profile.detect.thresholds_by_class()),
-            detect_low=profile.detect.with_thresholds_scaled(vs.track.low_score_ratio, tiling=tiling),
-            detect_verify=profile.detect.model_copy(update={"tiling": tiling}),
+                high_score=detect.thresholds_by_class()),
+            detect_low=detect.with_thresholds_scaled(vs.track.low_score_ratio, tiling=tiling),
+            detect_verify=detect.model_copy(update={"tiling": tiling}),
             detector_batch=min(vs.batch_size, vs.cpu_batch_size) if on_cpu else vs.batch_size,
             detect_threads=vs.cpu_detect_threads if on_cpu else 1,
         )
