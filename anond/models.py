@@ -70,6 +70,12 @@ class ModelSpec:
     check: str | None = None
     check_threshold: float = 0.5
     check_min_width: float = 0.0  # boxes narrower than this (pixels) are kept unchecked
+    # A segmentation detector's second look at its regions at one canonical scale
+    # (anond.detect.rescale): the model that looks (maybe itself), the size (sqrt of a region's
+    # area, pixels) it is shown at, and the first score a region needs to be looked at.
+    second_look: str | None = None
+    second_look_size: float = 48.0
+    second_look_floor: float = 0.4
     # The detection threshold the model was calibrated for (manifest `threshold`): a profile
     # that does not set `detect.<task>_threshold` itself uses it (config.Settings).
     threshold: float | None = None
@@ -143,6 +149,7 @@ def _spec_from_entry(entry: dict[str, Any], base: Path, index: int) -> ModelSpec
     if "/" in file or file.startswith("."):
         raise ConfigError(f"{where}: `file` must be a plain file name")
     check = _check_of(entry, where)
+    look = _second_look_of(entry, family, where)
     threshold = entry.get("threshold")
     if threshold is not None and not (isinstance(threshold, (int, float)) and 0 < threshold <= 1):
         raise ConfigError(f"{where}: `threshold` must be a number in (0, 1]")
@@ -164,6 +171,9 @@ def _spec_from_entry(entry: dict[str, Any], base: Path, index: int) -> ModelSpec
         check=check["model"] if check else None,
         check_threshold=float(check["threshold"]) if check else 0.5,
         check_min_width=float(check.get("min_width", 0)) if check else 0.0,
+        second_look=look["model"] if look else None,
+        second_look_size=float(look.get("size", 48)) if look else 48.0,
+        second_look_floor=float(look.get("floor", 0.4)) if look else 0.4,
         threshold=None if threshold is None else float(threshold),
     )
 
@@ -214,6 +224,21 @@ def _check_of(entry: dict[str, Any], where: str) -> dict[str, Any] | None:
         raise ConfigError(f"{where}: `check` must be "
                           f"{{ model = \"name\", threshold = 0..1, min_width = pixels >= 0 (optional) }}")
     return check
+
+
+def _second_look_of(entry: dict[str, Any], family: str, where: str) -> dict[str, Any] | None:
+    """`second_look = { model, size, floor }` (a segmentation family only), validated."""
+    look = entry.get("second_look")
+    if look is None:
+        return None
+    if not (isinstance(look, dict) and isinstance(look.get("model"), str)
+            and isinstance(look.get("size", 48), (int, float)) and 8 <= look.get("size", 48) <= 128
+            and isinstance(look.get("floor", 0.4), (int, float)) and 0 <= look.get("floor", 0.4) <= 1):
+        raise ConfigError(f"{where}: `second_look` must be "
+                          f"{{ model = \"name\", size = 8..128 (optional), floor = 0..1 (optional) }}")
+    if family != "ppocr":
+        raise ConfigError(f"{where}: `second_look` needs a segmentation model (family ppocr)")
+    return look
 
 
 # ---------------------------------------------------------------- checks

@@ -60,7 +60,8 @@ def unchanged(a, b, box, levels: float) -> bool:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[1])
     parser.add_argument("--clips", default=",".join(DEFAULT_CLIPS))
-    parser.add_argument("--plate-model", help="anond's plate model (default: the configured one)")
+    parser.add_argument("--plate-model", help="anond's plate model in videos (default: the configured "
+                        "models.video_plate, else models.plate)")
     parser.add_argument("--threshold", type=float, default=0.3, help="checker threshold")
     parser.add_argument("--unchanged", type=float, default=8.0, help="grey levels (mean abs diff)")
     parser.add_argument("--no-append", action="store_true", help="print only")
@@ -80,10 +81,10 @@ def main() -> int:
     checker = Engine.load(check_settings, ["plate"])
     detect = settings.profile.detect.model_copy(update={"plate_threshold": args.threshold,
                                                         "tiling": False})
-    masker = args.plate_model or settings.models.plate
+    masker = args.plate_model or settings.models.video_plate or settings.models.plate
     env = dict(os.environ)
-    if args.plate_model:
-        env["ANOND_MODELS__PLATE"] = args.plate_model  # at its own threshold (manifest)
+    if args.plate_model:  # that model for videos too, at its own threshold (manifest)
+        env.update(ANOND_MODELS__PLATE=args.plate_model, ANOND_MODELS__VIDEO_PLATE="")
     out_dir = c.WORK / "plate-leaks"
     shutil.rmtree(out_dir, ignore_errors=True)
     out_dir.mkdir(parents=True)

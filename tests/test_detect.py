@@ -203,3 +203,42 @@ def test_the_second_face_model_supports_the_face_and_not_the_background(engine, 
     boxes = np.array([ASTRONAUT_FACE, [20, 20, 110, 130], [380, 30, 470, 150]], np.float32)
     assert Support(second, 0.1).supported([astronaut], [boxes])[0].tolist() == [True, False, False]
     assert Support(second, 0.1).supported([astronaut], [np.zeros((0, 4), np.float32)])[0].tolist() == []
+
+
+def test_a_second_look_canvas_shows_the_region_at_its_canonical_size_in_the_middle():
+    """rescale.canvases: each region centred on a CANVAS_H x CANVAS_W view, scaled so that the
+    square root of its area is `size` px; its place there is returned; past the image's edges
+    the view repeats the edge pixels (no black frame a network could read as a border)."""
+    from anond.detect.rescale import CANVAS_H, CANVAS_W, canvases, mean_inside
+
+    image = np.full((300, 400, 3), 50, np.uint8)
+    image[100:140, 100:260] = 250  # a 160 x 40 bright rectangle: sqrt(area) 80 px
+    views, inside = canvases(image, np.array([[100, 100, 260, 140], [0, 0, 40, 10]], np.float32), 40)
+    assert views.shape == (2, CANVAS_H, CANVAS_W, 3)
+    x0, y0, x1, y1 = inside[0]
+    assert np.sqrt((x1 - x0) * (y1 - y0)) == pytest.approx(40, abs=1)
+    assert ((x0 + x1) / 2, (y0 + y1) / 2) == pytest.approx((CANVAS_W / 2, CANVAS_H / 2), abs=1)
+    bright = views[0, :, :, 0] > 150
+    assert mean_inside(bright.astype(np.float32), inside[0] + np.float32([2, 2, -2, -2])) == 1.0
+    assert not bright[:, : int(x0) - 2].any() and not bright[:, int(x1) + 2:].any()
+    assert views[1].min() == 50 and views[1].max() <= 250  # the corner region: edges repeated
+    assert mean_inside(np.ones((4, 4), np.float32), np.float32([10, 10, 20, 20])) == 0.0
+
+
+def test_a_second_look_scores_the_mean_of_both_looks_and_keeps_by_the_threshold():
+    """rescale.SecondLook with a stand-in network that calls every pixel 0.2: a region first
+    scored 0.9 ends at 0.55; candidates need min(threshold, floor) from the first look."""
+    from anond.detect.rescale import SecondLook
+
+    class Flat:
+        spec, sha256, provider = None, "", "CPUExecutionProvider"
+
+        def probability_maps(self, views):
+            return np.full((len(views), *views[0].shape[:2]), 0.2, np.float32)
+
+    look = SecondLook(Flat(), 48, floor=0.4)
+    image = np.zeros((100, 200, 3), np.uint8)
+    xyxy = np.array([[10, 10, 60, 30], [100, 40, 150, 60]], np.float32)
+    keep, score = look.review(image, xyxy, np.array([0.9, 0.5], np.float32), threshold=0.5)
+    assert score == pytest.approx([0.55, 0.35]) and keep.tolist() == [True, False]
+    assert look.first_threshold(0.625) == 0.4 and look.first_threshold(0.3) == 0.3

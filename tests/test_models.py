@@ -179,6 +179,19 @@ def test_a_malformed_check_entry_is_a_config_error(tmp_path, check):
         models.load_manifest(manifest)
 
 
+@pytest.mark.parametrize("family,look,match", [
+    ("ppocr", '"anond-plate-db"', "second_look"),
+    ("ppocr", '{ size = 48 }', "second_look"),
+    ("ppocr", '{ model = "x", size = 500 }', "second_look"),
+    ("ppocr", '{ model = "x", floor = 2 }', "second_look"),
+    ("retinaface", '{ model = "x" }', "segmentation model")])
+def test_a_malformed_second_look_entry_is_a_config_error(tmp_path, family, look, match):
+    entry = (f'[[model]]\nname = "p"\ntask = "plate"\nfamily = "{family}"\npath = "p.onnx"\n'
+             f'sha256 = "00"\nsecond_look = {look}\n')
+    with pytest.raises(ConfigError, match=match):
+        models.load_manifest(_write_manifest(tmp_path / "m.toml", entry))
+
+
 def test_a_check_that_is_not_a_crop_check_model_is_refused(models_copy, tmp_path):
     """A detector's `check` must name a crop-check model of the same task."""
     from anond.config import load_settings

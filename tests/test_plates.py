@@ -52,7 +52,7 @@ OWN = "anond-plate-mnet025"  # the project's own plate models (each at its manif
 DB = "anond-plate-db"
 
 
-@pytest.mark.parametrize("name", [OWN, "anond-plate-check", DB])
+@pytest.mark.parametrize("name", [OWN, "anond-plate-check", DB, "anond-plate-db-look"])
 def test_the_project_plate_models_are_shipped_and_match_their_manifest(models_dir, name):
     """The project's own weights (the detector and its check model): in models/, packaged
     beside the manifest, sha256 as stated, MIT, installed by default."""
@@ -325,7 +325,9 @@ def test_video_plate_threshold_comes_from_the_video_plate_model(models_dir):
     the video model's; a model without one gets the field's default, not the photo model's."""
     both = load_settings(None, models={"dir": models_dir, "plate": DB, "video_plate": OWN})
     detect = both.profile.detect
-    assert (detect.plate_threshold, detect.video_plate_threshold) == (0.5, 0.3)
+    spec = models.load_manifest()
+    assert (detect.plate_threshold, detect.video_plate_threshold) == (spec[DB].threshold, spec[OWN].threshold)
+    assert spec[DB].threshold != spec[OWN].threshold == 0.3
     assert detect.for_video().plate_threshold == 0.3 and detect.for_video().face_threshold == detect.face_threshold
     same = load_settings(None, models={"dir": models_dir, "plate": DB})
     assert same.profile.detect.video_plate_threshold is None
@@ -351,7 +353,8 @@ def test_videos_mask_plates_with_their_own_model_and_its_check(tmp_path, models_
                              profile={"targets": ["plate"]})
     engine = Engine.load(settings, ["plate"])
     video = engine.for_video()
-    assert engine.detectors["plate"].spec.name == DB and "plate" not in engine.checks
+    assert engine.detectors["plate"].spec.name == DB
+    assert engine.checks["plate"].spec.name == "anond-plate-db-look"  # photos: its second look
     assert video.detectors["plate"].spec.name == OWN and video.checks["plate"].spec.name == "anond-plate-check"
     plan = VideoPlan.build(settings.video, settings.profile, 25.0, video)
     assert plan.track.high_score[int(Target.PLATE)] == 0.3
@@ -368,3 +371,4 @@ def test_videos_mask_plates_with_their_own_model_and_its_check(tmp_path, models_
     assert not unmasked, f"plate readable on frames {unmasked}"
     names = [m.name for m in report.models]
     assert OWN in names and "anond-plate-check" in names and DB not in names
+    assert "anond-plate-db-look" not in names

@@ -93,5 +93,14 @@ class CropCheck:
             keep[looked] = self.probabilities(image, xyxy[looked]) >= self.threshold
         return keep
 
+    def first_threshold(self, threshold: float) -> float:
+        """The detector's own threshold for candidates (a check only removes)."""
+        return threshold
+
+    def review(self, image: np.ndarray, xyxy: np.ndarray, score: np.ndarray,
+               threshold: float) -> tuple[np.ndarray, np.ndarray]:
+        """(boxes kept, their scores): the Engine's second stage (see also rescale.SecondLook)."""
+        return self.accept(image, xyxy), score
+
     def warmup(self) -> None:
         self.probabilities(np.zeros((64, 64, 3), np.uint8), np.array([[8, 8, 40, 24]], np.float32))

@@ -50,3 +50,10 @@ class DBNet(Detector):
     def decode(self, outputs, j, meta, threshold) -> Boxes:
         h, w = meta
         return regions(outputs[0][j, 0], threshold, h, w)
+
+    def probability_maps(self, views: list[np.ndarray]) -> np.ndarray:
+        """[N, H, W] probability maps of same-sized views (one batch; a second look's canvases,
+        anond.detect.rescale), cropped back to the views' size."""
+        h, w = views[0].shape[:2]
+        blob = self.blob([self.pad_to_stride(v) for v in views])
+        return self.session.run(None, {self.input_name: blob})[0][:, 0, :h, :w]

@@ -18,6 +18,7 @@ from ..models import InstalledModel, verified_model
 from ..types import Detections, Target
 from .base import Detector
 from .check import CropCheck
+from .rescale import SecondLook
 from .nms import merge
 from .tiling import plan
 
@@ -60,8 +61,16 @@ def _load_detector(settings: Settings, name: str, target: str) -> Detector:
     return build_detector(installed, settings.runtime)
 
 
-def load_check(settings: Settings, detector: Detector) -> CropCheck | None:
-    """The detector's check model (manifest `check`), verified and loaded; None if it has none."""
+def load_check(settings: Settings, detector: Detector) -> "CropCheck | SecondLook | None":
+    """The detector's second stage, verified and loaded: its check model (manifest `check`) or
+    its second look at a canonical scale (`second_look`, maybe by itself); None if neither."""
+    if detector.spec.second_look is not None:
+        name = detector.spec.second_look
+        looker = detector if name == detector.spec.name else _load_detector(settings, name, detector.spec.task)
+        if looker.spec.family != "ppocr":
+            raise ConfigError(f"model {detector.spec.name!r}: its second look {name!r} is not a "
+                              "segmentation model (family ppocr)")
+        return SecondLook(looker, detector.spec.second_look_size, detector.spec.second_look_floor)
     name = detector.spec.check
     if name is None:
         return None
@@ -88,17 +97,19 @@ class Engine:
     """Detectors for faces and plates, ready to run on lists of BGR images."""
 
     def __init__(self, detectors: dict[str, Detector], video: "Engine | None" = None,
-                 checks: dict[str, CropCheck] | None = None,
+                 checks: "dict[str, CropCheck | SecondLook] | None" = None,
                  second: dict[str, Detector] | None = None) -> None:
         self.detectors = detectors
         self.checks = checks or {}
         # Per target, another model of it (the video engine's faces: the photo face model),
         # for a second look at weak detections (anond/detect/support.py).
         self.second = second or {}
-        self.models = [
-            ModelInfo(d.spec.name, d.spec.task, d.spec.family, d.sha256, d.provider, d.spec.licence)
+        infos = {
+            d.spec.name: ModelInfo(d.spec.name, d.spec.task, d.spec.family, d.sha256, d.provider,
+                                   d.spec.licence)
             for d in [*detectors.values(), *self.checks.values()]
-        ]
+        }  # by name: a model looking again at its own regions is listed once
+        self.models = list(infos.values())
         self.provider = self.models[0].provider if self.models else "none"
         self._video = video
         # Called with (target, seconds) after every detector call (the service's per-call
@@ -121,7 +132,7 @@ class Engine:
         """Verify and load the models serving `targets` (default: face and plate) once."""
         wanted = list(targets) if targets is not None else list(TARGETS)
         detectors: dict[str, Detector] = {}
-        checks: dict[str, CropCheck] = {}
+        checks: dict[str, CropCheck | SecondLook] = {}
         for target in wanted:
             if target not in TARGETS:
                 raise ConfigError(f"unknown target {target!r}")
@@ -134,7 +145,7 @@ class Engine:
 
     @classmethod
     def _load_video(cls, settings: Settings, detectors: dict[str, Detector],
-                    checks: dict[str, CropCheck]) -> "Engine | None":
+                    checks: "dict[str, CropCheck | SecondLook]") -> "Engine | None":
         """The engine of video jobs when `models.video_face` or `models.video_plate` names a
         model of its own (with its check model); None: videos use the photo engine."""
         own = {t: n for t, n in (("face", settings.models.video_face), ("plate", settings.models.video_plate))
@@ -162,7 +173,8 @@ class Engine:
 
         Boxes from all views of an image are merged: NMS picks one box per object and that box
         grows to the union of the boxes it suppressed (see `nms.merge`). A target whose model
-        has a check model keeps only the merged boxes the check accepts (`check.CropCheck`).
+        has a second stage runs it on the merged boxes: a check model keeps those it accepts
+        (`check.CropCheck`); a second look re-scores each region (`rescale.SecondLook`).
         """
         images = [_as_bgr(img) for img in images]
         per_image: list[list[Detections]] = [[] for _ in images]
@@ -171,13 +183,14 @@ class Engine:
                 raise ModelMissing(f"no model loaded for target {target!r}")
             detector = self.detectors[target]
             threshold = detect.threshold(target)
+            stage = self.checks.get(target)
             views, owners = [], []
             for k, image in enumerate(images):
                 for view in plan(image.shape[0], image.shape[1], detect, detector.fixed_size):
                     views.append(view.cut(image))
                     owners.append((k, view))
             began = time.perf_counter()
-            found = detector.detect(views, threshold)
+            found = detector.detect(views, stage.first_threshold(threshold) if stage else threshold)
             if self.observe is not None:
                 self.observe(target, time.perf_counter() - began)
             boxes: list[list[np.ndarray]] = [[] for _ in images]
@@ -191,9 +204,8 @@ class Engine:
                     continue
                 xyxy, score = np.concatenate(boxes[k]), np.concatenate(scores[k])
                 xyxy, score = merge(xyxy, score, detect.nms_iou)
-                check = self.checks.get(target)
-                if check is not None:
-                    keep = check.accept(images[k], xyxy)
+                if stage is not None:
+                    keep, score = stage.review(images[k], xyxy, score, threshold)
                     xyxy, score = xyxy[keep], score[keep]
                 cls_ = np.full(len(score), int(TARGETS[target]), np.int16)
                 per_image[k].append(Detections(xyxy, score, cls_))
