@@ -59,9 +59,9 @@ class ModelSettings(_Section):
     face: str = "centerface"
     # platedet's ONNX metadata says Ultralytics, AGPL-3.0 (models/README.md). The project's own
     # MIT models are installed beside it but are not the default yet (docs/BENCHMARKS.md):
-    # anond-plate-db masks every openalpr plate but 12x platedet's area elsewhere and misses
-    # small plates in video; anond-plate-mnet025 finds those but masks far more. Each model
-    # brings its own threshold (Settings below).
+    # anond-plate-db (with its second look) masks every openalpr plate but 1.8x platedet's
+    # area elsewhere and misses small plates in video; anond-plate-mnet025 finds those but
+    # masks far more on photos. Each model brings its own threshold (Settings below).
     plate: str = "platedet-yolov8s-seg"
     # Faces in videos: a model of its own, "" = the same as `face`. RetinaFace-MobileNet0.25
     # runs in ~60 % of CenterFace's time per frame, and on the hamilton clip an independent

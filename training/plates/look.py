@@ -45,7 +45,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import seg  # noqa: E402  (torch, the graph helpers, the input convention)
 import data as D  # noqa: E402
-from common import resume, save, sha256, step  # noqa: E402
+from common import add_training_args, end_epoch, resume, sha256  # noqa: E402
 from anond.detect.rescale import canvases, mean_inside, placements, to_canvas, windows  # noqa: E402
 from anond.evaluation.metrics import coverage_fractions, over_mask_fraction  # noqa: E402
 from anond.mask import coverage_mask  # noqa: E402
@@ -173,12 +173,7 @@ def main(argv=None) -> int:
     ap.add_argument("--graph", type=Path, default=seg.DEFAULT_MODELS_DIR / "ppocr-v4-det.onnx",
                     help="the PP-OCRv4 graph the weights live in (`anond models install ppocr-v4-det`)")
     ap.add_argument("--out", type=Path, default=ROOT / ".train/plates-look")
-    ap.add_argument("--epochs", type=int, default=6)
-    ap.add_argument("--batch", type=int, default=16)
-    ap.add_argument("--lr", type=float, default=2e-4)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--hours", type=float, default=0, help="stop after this long (resume later); 0 = no limit")
+    add_training_args(ap, epochs=6, batch=16, lr=2e-4)
     ap.add_argument("--export", type=Path, help="write best.pt into the graph as ONNX here and exit")
     args = ap.parse_args(argv)
     torch.manual_seed(args.seed)
@@ -222,29 +217,14 @@ def main(argv=None) -> int:
     seg.freeze_batch_norm(net)
     t_start = time.time()
     for epoch in range(start, args.epochs):
-        ds.epoch = epoch
-        loader = torch.utils.data.DataLoader(
-            ds, batch_size=args.batch, shuffle=True, num_workers=1, drop_last=True,
-            generator=torch.Generator().manual_seed(args.seed * 1000 + epoch))
-        steps, t0, total = len(loader), time.time(), 0.0
-        for it, (x, t, w) in enumerate(loader):
-            lr = seg.lr_at(epoch + it / steps, args.epochs, args.lr)
-            loss = step(opt, seg.seg_loss(net(x), t, w), lr)
-            total += loss
-            if it % 50 == 0:
-                print(f"epoch {epoch} it {it}/{steps} loss {loss:.4f} lr {lr:.2e} "
-                      f"{(time.time() - t0) / (it + 1):.2f} s/it", flush=True)
-        row = {"epoch": epoch, "loss": total / steps, "seconds": time.time() - t0,
-               **evaluate(net, val, val_looks)}
+        loss, seconds = seg.run_epoch(net, opt, ds, epoch, args)
+        row = {"epoch": epoch, "loss": loss, "seconds": seconds, **evaluate(net, val, val_looks)}
         history.append(row)
         print(json.dumps({k: v for k, v in row.items() if k != "curve"}), flush=True)
         state = {"model": net.state_dict(), "opt": opt.state_dict(), "epoch": epoch, "history": history,
                  "val": row}
-        save(state, args.out / "last.pt")
-        if row["recall_at_ref"] >= max(r["recall_at_ref"] for r in history):
-            save(state, args.out / "best.pt")
-        if args.hours and time.time() - t_start > args.hours * 3600:
-            print("time limit reached: stopping (run again to resume)", flush=True)
+        best = row["recall_at_ref"] >= max(r["recall_at_ref"] for r in history)
+        if end_epoch(state, args.out, best, t_start, args.hours):
             break
     return 0
 

@@ -63,7 +63,7 @@ import torch.nn.functional as F  # noqa: E402
 from onnx import numpy_helper  # noqa: E402
 
 import data as D  # noqa: E402
-from common import resume, save, sha256, step  # noqa: E402
+from common import add_training_args, end_epoch, resume, sha256, step  # noqa: E402
 from anond.config import DEFAULT_MODELS_DIR, MaskSettings  # noqa: E402
 from anond.detect.dbnet import regions  # noqa: E402
 from anond.evaluation.metrics import coverage_fractions, over_mask_fraction  # noqa: E402
@@ -315,19 +315,33 @@ def lr_at(epoch: float, epochs: int, peak: float) -> float:
     return peak * (0.02 + 0.98 * 0.5 * (1 + np.cos(np.pi * (epoch - 1) / max(epochs - 1, 1))))
 
 
+def run_epoch(net, opt, ds, epoch: int, args) -> tuple[float, float]:
+    """One epoch of `seg_loss` over `ds` (its `epoch` seeds the augmentation), shuffled by seed
+    and epoch, lr on `lr_at`'s schedule; (mean loss, seconds). seg.py and look.py train so."""
+    ds.epoch = epoch
+    loader = torch.utils.data.DataLoader(
+        ds, batch_size=args.batch, shuffle=True, num_workers=1, drop_last=True,
+        generator=torch.Generator().manual_seed(args.seed * 1000 + epoch))
+    steps = len(loader)
+    t0, total = time.time(), 0.0
+    for it, (x, t, w) in enumerate(loader):
+        lr = lr_at(epoch + it / steps, args.epochs, args.lr)
+        loss = step(opt, seg_loss(net(x), t, w), lr)
+        total += loss
+        if it % 50 == 0:
+            print(f"epoch {epoch} it {it}/{steps} loss {loss:.4f} lr {lr:.2e} "
+                  f"{(time.time() - t0) / (it + 1):.2f} s/it", flush=True)
+    return total / steps, time.time() - t0
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", type=Path, default=ROOT.parent / "shared/data/plates/train")
     ap.add_argument("--init", type=Path, default=DEFAULT_MODELS_DIR / "ppocr-v4-det.onnx",
                     help="PP-OCRv4's text detector as `anond models install ppocr-v4-det` writes it")
     ap.add_argument("--out", type=Path, default=ROOT / ".train/plates-db")
-    ap.add_argument("--epochs", type=int, default=16)
+    add_training_args(ap, epochs=16, batch=8, lr=5e-4)
     ap.add_argument("--size", type=int, default=384)
-    ap.add_argument("--batch", type=int, default=8)
-    ap.add_argument("--lr", type=float, default=5e-4)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--hours", type=float, default=0, help="stop after this long (resume later); 0 = no limit")
     ap.add_argument("--text-negatives", action="store_true",
                     help="paint lettering that is not a plate into training crops (data.TextNegatives)")
     ap.add_argument("--finetune", type=Path,
@@ -377,30 +391,14 @@ def main(argv=None) -> int:
                 D.TextNegatives() if args.text_negatives else None)
     t_start = time.time()
     for epoch in range(start, args.epochs):
-        ds.epoch = epoch
-        loader = torch.utils.data.DataLoader(
-            ds, batch_size=args.batch, shuffle=True, num_workers=1, drop_last=True,
-            generator=torch.Generator().manual_seed(args.seed * 1000 + epoch))
-        steps = len(loader)
-        t0, total = time.time(), 0.0
-        for it, (x, t, w) in enumerate(loader):
-            lr = lr_at(epoch + it / steps, args.epochs, args.lr)
-            loss = step(opt, seg_loss(net(x), t, w), lr)
-            total += loss
-            if it % 50 == 0:
-                print(f"epoch {epoch} it {it}/{steps} loss {loss:.4f} lr {lr:.2e} "
-                      f"{(time.time() - t0) / (it + 1):.2f} s/it", flush=True)
-        row = {"epoch": epoch, "loss": total / steps, "seconds": time.time() - t0, **evaluate(net, val)}
+        loss, seconds = run_epoch(net, opt, ds, epoch, args)
+        row = {"epoch": epoch, "loss": loss, "seconds": seconds, **evaluate(net, val)}
         history.append(row)
         print(json.dumps(row), flush=True)
         state = {"model": net.state_dict(), "opt": opt.state_dict(), "epoch": epoch, "history": history,
                  "val": row}
-        save(state, args.out / "last.pt")
         goal = [r["masked_recall"] - r["stray_area"] for r in history if r["epoch"] >= 0]
-        if goal[-1] >= max(goal):
-            save(state, args.out / "best.pt")
-        if args.hours and time.time() - t_start > args.hours * 3600:
-            print("time limit reached: stopping (run again to resume)", flush=True)
+        if end_epoch(state, args.out, goal[-1] >= max(goal), t_start, args.hours):
             break
     return 0
 
