@@ -266,9 +266,9 @@ class VideoSettings(_Section):
     # to the encoder in order. One such thread was the slowest stage on hamilton.
     mask_threads: int = Field(2, ge=1, le=64)
     # ONNX Runtime threads per call of the video models (models.video_face / video_plate,
-    # when they are not the photo models: their sessions serve videos only). Video jobs run several calls at
-    # once (the two settings above), so one thread each wastes least on hand-offs (measured
-    # on hamilton: 5-8 % less CPU than the default). 0 = runtime.intra_op_threads.
+    # when they are not the photo models: their sessions serve videos only). Video jobs run
+    # several calls at once (the two settings above), so one thread each wastes least on
+    # hand-offs (measured on hamilton: 5-8 % less CPU than the default). 0 = runtime's.
     intra_op_threads: int = Field(1, ge=0)
     detect_stride: int = Field(1, ge=1, le=30)
     # Plates only on every N-th detected frame (faces on every one): the tracker interpolates

@@ -32,6 +32,9 @@ else:  # pragma: no cover
 
 INSTALLED_JSON = "installed.json"
 TASKS = ("face", "plate", "text")
+# A second look's defaults (manifest `second_look`, anond.detect.rescale): the size a region is
+# shown at (sqrt of its area, pixels) and the first score it needs to be looked at.
+LOOK_SIZE, LOOK_FLOOR = 48.0, 0.4
 FAMILIES = ("centerface", "retinaface", "yolov8", "ppocr", "crop-check")
 
 
@@ -74,8 +77,8 @@ class ModelSpec:
     # (anond.detect.rescale): the model that looks (maybe itself), the size (sqrt of a region's
     # area, pixels) it is shown at, and the first score a region needs to be looked at.
     second_look: str | None = None
-    second_look_size: float = 48.0
-    second_look_floor: float = 0.4
+    second_look_size: float = LOOK_SIZE
+    second_look_floor: float = LOOK_FLOOR
     # The detection threshold the model was calibrated for (manifest `threshold`): a profile
     # that does not set `detect.<task>_threshold` itself uses it (config.Settings).
     threshold: float | None = None
@@ -172,8 +175,8 @@ def _spec_from_entry(entry: dict[str, Any], base: Path, index: int) -> ModelSpec
         check_threshold=float(check["threshold"]) if check else 0.5,
         check_min_width=float(check.get("min_width", 0)) if check else 0.0,
         second_look=look["model"] if look else None,
-        second_look_size=float(look.get("size", 48)) if look else 48.0,
-        second_look_floor=float(look.get("floor", 0.4)) if look else 0.4,
+        second_look_size=float(look["size"]) if look else LOOK_SIZE,
+        second_look_floor=float(look["floor"]) if look else LOOK_FLOOR,
         threshold=None if threshold is None else float(threshold),
     )
 
@@ -227,13 +230,15 @@ def _check_of(entry: dict[str, Any], where: str) -> dict[str, Any] | None:
 
 
 def _second_look_of(entry: dict[str, Any], family: str, where: str) -> dict[str, Any] | None:
-    """`second_look = { model, size, floor }` (a segmentation family only), validated."""
+    """`second_look = { model, size, floor }` (a segmentation family only), validated, with
+    the defaults of what it leaves out; None when the entry has none."""
     look = entry.get("second_look")
     if look is None:
         return None
+    look = {"size": LOOK_SIZE, "floor": LOOK_FLOOR, **look} if isinstance(look, dict) else look
     if not (isinstance(look, dict) and isinstance(look.get("model"), str)
-            and isinstance(look.get("size", 48), (int, float)) and 8 <= look.get("size", 48) <= 128
-            and isinstance(look.get("floor", 0.4), (int, float)) and 0 <= look.get("floor", 0.4) <= 1):
+            and isinstance(look["size"], (int, float)) and 8 <= look["size"] <= 128
+            and isinstance(look["floor"], (int, float)) and 0 <= look["floor"] <= 1):
         raise ConfigError(f"{where}: `second_look` must be "
                           f"{{ model = \"name\", size = 8..128 (optional), floor = 0..1 (optional) }}")
     if family != "ppocr":

@@ -15,11 +15,11 @@ examples with `crops()`, so what is trained is what anond checks.
 
 from __future__ import annotations
 
-import cv2
 import numpy as np
 
 from ..config import RuntimeSettings
 from ..models import InstalledModel
+from ..pixels import cut_resized
 from .runtime import create_session
 
 CROP_H, CROP_W = 40, 96  # network input (height, width), BGR uint8 as float32 0..255
@@ -43,21 +43,11 @@ def regions(xyxy: np.ndarray) -> np.ndarray:
 def crops(image: np.ndarray, xyxy: np.ndarray) -> np.ndarray:
     """(N, CROP_H, CROP_W, 3) uint8: each box's region, edges replicated past the image, area
     averaged when shrinking (no aliasing on large boxes), bilinear when enlarging."""
-    h, w = image.shape[:2]
     out = np.empty((len(xyxy), CROP_H, CROP_W, 3), np.uint8)
     for i, (x0, y0, x1, y1) in enumerate(regions(xyxy)):
         ix0, iy0 = int(np.floor(x0)), int(np.floor(y0))
         ix1, iy1 = max(ix0 + 1, int(np.ceil(x1))), max(iy0 + 1, int(np.ceil(y1)))
-        sub = image[max(0, iy0):max(0, min(h, iy1)), max(0, ix0):max(0, min(w, ix1))]
-        if sub.size == 0:  # wholly outside the image (cannot come from a detector): grey
-            out[i] = 128
-            continue
-        pad = (max(0, -iy0), max(0, iy1 - h), max(0, -ix0), max(0, ix1 - w))
-        if any(pad):
-            sub = cv2.copyMakeBorder(sub, *pad, cv2.BORDER_REPLICATE)
-        shrink = sub.shape[1] > CROP_W
-        out[i] = cv2.resize(sub, (CROP_W, CROP_H),
-                            interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+        out[i] = cut_resized(image, ix0, iy0, ix1, iy1, CROP_W, CROP_H)
     return out
 
 

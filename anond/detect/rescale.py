@@ -15,8 +15,9 @@ examples with `canvases()`, so what is trained is what anond looks at.
 
 from __future__ import annotations
 
-import cv2
 import numpy as np
+
+from ..pixels import cut_resized
 
 CANVAS_H, CANVAS_W = 128, 320  # the view every region is shown in (pixels)
 MAX_BATCH = 32
@@ -60,19 +61,10 @@ def canvases(image: np.ndarray, xyxy: np.ndarray, size: float,
     xyxy = np.asarray(xyxy, np.float32).reshape(-1, 4)
     if scale is None or centre is None:
         scale, centre = placements(xyxy, size)
-    h, w = image.shape[:2]
     out = np.empty((len(xyxy), CANVAS_H, CANVAS_W, 3), np.uint8)
     inside = np.empty((len(xyxy), 4), np.float32)
     for i, (ix0, iy0, ix1, iy1) in enumerate(windows(scale, centre)):
-        sub = image[max(0, iy0):max(0, min(h, iy1)), max(0, ix0):max(0, min(w, ix1))]
-        if sub.size == 0:  # wholly outside the image (cannot come from a detector): grey
-            out[i] = 128
-        else:
-            pad = (max(0, -iy0), max(0, iy1 - h), max(0, -ix0), max(0, ix1 - w))
-            if any(pad):
-                sub = cv2.copyMakeBorder(sub, *pad, cv2.BORDER_REPLICATE)
-            out[i] = cv2.resize(sub, (CANVAS_W, CANVAS_H),
-                                interpolation=cv2.INTER_AREA if sub.shape[1] > CANVAS_W else cv2.INTER_LINEAR)
+        out[i] = cut_resized(image, ix0, iy0, ix1, iy1, CANVAS_W, CANVAS_H)
         inside[i] = to_canvas(xyxy[i].reshape(2, 2), (ix0, iy0, ix1, iy1)).reshape(4)
     return out, inside
 
