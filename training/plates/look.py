@@ -12,8 +12,9 @@ the region's score becomes the mean of the first score and the map's mean inside
 there. The detector itself can take that look (it does, untrained for it); this trains a copy
 of it for that one view.
 
-Initialisation: anond-plate-db's own weights (`.train/plates-db/best.pt`, the shipped epoch),
-fine-tuned whole, in the same graph (training/plates/seg.py: load_graph, to_torch, write_onnx).
+Initialisation: anond-plate-db's own weights (the shipped `models/anond-plate-db.onnx`, or its
+checkpoint `.train/plates-db/best.pt` with --init), fine-tuned whole, in the same graph
+(training/plates/seg.py: load_graph, to_torch, write_onnx).
 
 Data: ../shared/data/plates/train only, the same split (8 % validation per source, seed 0).
 Samples: every labelled plate, and every region the first look finds on the training photos at
@@ -21,8 +22,12 @@ the second look's `floor` (through anond's Engine, tiling and detail pass; cache
 `mined.npz`), each cut with `rescale.canvases` at a jittered scale and centre (what is trained
 is what anond looks at), flipped half the time, with the photometric augmentation of the
 detector (data.photometric). Target: every labelled plate's quadrilateral inside the canvas
-(whatever the sample was cut around); plates under 3 px there weigh nothing. Loss: seg.py's
-(BCE with hard negatives + dice).
+(whatever the sample was cut around); plates under 3 px there weigh nothing. Half the samples
+(MASKED_SHARE) are cut from the photo with its labelled plates masked as anond masks them (blur
+and noise, margin included), those plates weighing nothing: verification (anond/verify.py)
+searches the masked photo again, and a whole-frame first look scores a plain bumper or road
+beside a masked plate 0.1-0.2 higher than beside the plate; the look must not follow it. Loss:
+seg.py's (BCE with hard negatives + dice).
 
 Selection: the epoch whose second look, on the validation photos' first-look regions, gives the
 highest masked recall at an over-mask no higher than REF_OVER_MASK (platedet's on the same
@@ -48,7 +53,7 @@ import data as D  # noqa: E402
 from common import add_training_args, end_epoch, resume, sha256  # noqa: E402
 from anond.detect.rescale import canvases, mean_inside, placements, to_canvas, windows  # noqa: E402
 from anond.evaluation.metrics import coverage_fractions, over_mask_fraction  # noqa: E402
-from anond.mask import coverage_mask  # noqa: E402
+from anond.mask import apply as apply_mask, coverage_mask, margined_boxes  # noqa: E402
 from anond.models import load_manifest  # noqa: E402
 from anond.types import Detections, Target  # noqa: E402
 
@@ -61,6 +66,10 @@ FLOOR = _SPEC.second_look_floor
 # measured 2026-12-05 (models/README.md): the level the second look must reach.
 REF_OVER_MASK = 0.0017
 GRID = tuple(np.round(np.arange(0.45, 0.80, 0.025), 3))
+# Share of samples cut from the photo with its labelled plates masked as anond masks them: the
+# view verification gives the look (anond/verify.py re-searches the masked photo), where a
+# region beside a masked plate must not become a plate (those plates weigh nothing there).
+MASKED_SHARE = 0.5
 
 
 def first_looks(photos: list[D.Photo], cache: Path) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -108,6 +117,11 @@ class LookSet(torch.utils.data.Dataset):
         i, box = self.samples[j]
         photo = self.photos[i]
         image = cv2.imread(str(photo.path))
+        masked = rng.random() < MASKED_SHARE and len(photo.boxes)
+        if masked:
+            plates = Detections(photo.boxes.astype(np.float32), np.ones(len(photo.boxes), np.float32),
+                                np.full(len(photo.boxes), int(Target.PLATE), np.int16))
+            apply_mask(image, plates, seg.MASK)
         box = np.asarray(box, np.float32)[None]
         scale, centre = placements(box, SIZE)
         scale = scale * float(np.exp(rng.normal(0, 0.2)))
@@ -123,8 +137,11 @@ class LookSet(torch.utils.data.Dataset):
             lo, hi = quad.min(axis=0), quad.max(axis=0)
             if np.sqrt(max(0.0, float(np.prod(hi - lo)))) < 3:
                 cv2.fillPoly(weight, [poly], 0)
-            else:
+            elif not masked:
                 cv2.fillPoly(target, [poly], 1)
+        if masked:  # a masked plate and its margin: neither plate nor background
+            for x0, y0, x1, y1 in to_canvas(margined_boxes(plates, seg.MASK).reshape(-1, 2, 2), window).reshape(-1, 4):
+                cv2.rectangle(weight, (int(x0), int(y0)), (int(np.ceil(x1)), int(np.ceil(y1))), 0, -1)
         if rng.random() < 0.5:
             view, target, weight = view[:, ::-1], target[:, ::-1], weight[:, ::-1]
         view = D.photometric(np.ascontiguousarray(view), rng)
@@ -168,8 +185,9 @@ def evaluate(net, val: list[D.Photo], looks) -> dict:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", type=Path, default=ROOT.parent / "shared/data/plates/train")
-    ap.add_argument("--init", type=Path, default=ROOT / ".train/plates-db/best.pt",
-                    help="anond-plate-db's checkpoint (training/plates/seg.py)")
+    ap.add_argument("--init", type=Path, default=ROOT / "models/anond-plate-db.onnx",
+                    help="anond-plate-db's weights: the shipped ONNX file, or its checkpoint "
+                         "(.train/plates-db/best.pt, training/plates/seg.py)")
     ap.add_argument("--graph", type=Path, default=seg.DEFAULT_MODELS_DIR / "ppocr-v4-det.onnx",
                     help="the PP-OCRv4 graph the weights live in (`anond models install ppocr-v4-det`)")
     ap.add_argument("--out", type=Path, default=ROOT / ".train/plates-look")
@@ -209,7 +227,10 @@ def main(argv=None) -> int:
     opt = torch.optim.AdamW(net.parameters(), lr=args.lr, weight_decay=1e-4)
     start, history, ckpt = resume(args.out / "last.pt", net, opt)
     if ckpt is None:
-        net.load_state_dict(torch.load(args.init, map_location="cpu", weights_only=False)["model"])
+        if args.init.suffix == ".onnx":  # the shipped export: the same graph, its weights
+            net.load_state_dict(seg.to_torch(seg.load_graph(args.init)).state_dict())
+        else:
+            net.load_state_dict(torch.load(args.init, map_location="cpu", weights_only=False)["model"])
         row = {"epoch": -1, "loss": float("nan"), **evaluate(net, val, val_looks)}
         history.append(row)
         print(json.dumps({k: v for k, v in row.items() if k != "curve"}), flush=True)
