@@ -26,10 +26,14 @@ run: setup
 	mkdir -p var/inbox var/outbox
 	$(ANOND) run --log-level info
 
+# platedet (AGPL-3.0, an opt-in): some tests bring it as an operator's own model, and the
+# benchmarks use it as the independent plate checker; never installed by `make run`.
 test: setup
+	$(ANOND) models install platedet-yolov8s-seg
 	$(PY) -m pytest -q
 
 bench: setup
+	$(ANOND) models install platedet-yolov8s-seg
 	$(PY) bench/accuracy.py
 	$(PY) bench/throughput.py
 

@@ -57,12 +57,12 @@ class ModelSettings(_Section):
     dir: Path = DEFAULT_MODELS_DIR
     manifest: Path | None = None  # default: the manifest shipped with anond
     face: str = "centerface"
-    # platedet's ONNX metadata says Ultralytics, AGPL-3.0 (models/README.md). The project's own
-    # MIT models are installed beside it but are not the default yet (docs/BENCHMARKS.md):
-    # anond-plate-db (with its second look) masks every openalpr plate but 1.8x platedet's
-    # area elsewhere and misses small plates in video; anond-plate-mnet025 finds those but
-    # masks far more on photos. Each model brings its own threshold (Settings below).
-    plate: str = "platedet-yolov8s-seg"
+    # Plates: the project's own MIT models (models/README.md, docs/BENCHMARKS.md).
+    # anond-plate-db with its second look masks every openalpr eu + br plate at ~5x
+    # platedet's photos a second and less area far from plates than platedet; platedet
+    # (Ultralytics, AGPL-3.0 per its ONNX metadata) stays an opt-in. Each model brings its
+    # own threshold (Settings below).
+    plate: str = "anond-plate-db"
     # Faces in videos: a model of its own, "" = the same as `face`. RetinaFace-MobileNet0.25
     # runs in ~60 % of CenterFace's time per frame, and on the hamilton clip an independent
     # CenterFace finds 0.9 % of the input's faces in its output, where CenterFace masking
@@ -70,10 +70,10 @@ class ModelSettings(_Section):
     # CenterFace finds more of the small faces of still images.
     video_face: str = "retinaface-mnet025"
     # Plates in videos: a model of its own, "" = the same as `plate`. With its own threshold
-    # (`detect.video_plate_threshold`, else the model's): e.g. an all-MIT setup with
-    # plate = "anond-plate-db" (photos: every openalpr plate) and video_plate =
-    # "anond-plate-mnet025" (video: small distant plates, a fifth of platedet's time a frame).
-    video_plate: str = ""
+    # (`detect.video_plate_threshold`, else the model's). anond-plate-mnet025 with its check
+    # model finds the small distant plates of dashcam footage that anond-plate-db misses, in
+    # about a fifth of platedet's time a frame.
+    video_plate: str = "anond-plate-mnet025"
 
 
 # The weakest mask strengths allowed without `mask.allow_weak` (docs/PRIVACY.md: from the

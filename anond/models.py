@@ -479,6 +479,9 @@ def main(args: argparse.Namespace) -> int:
 def _list(models_dir: Path, manifest: Path | None, defaults: set[str]) -> int:
     specs = load_manifest(manifest)
     installed = read_installed(models_dir)
+    # A default detector's check model or second look serves every job it serves.
+    defaults = defaults | {m for name in defaults if name in specs
+                           for m in (specs[name].check, specs[name].second_look) if m}
     rows = [("NAME", "TASK", "FAMILY", "LICENCE", "STATUS")]
     bad = []
     for spec in specs.values():

@@ -7,8 +7,9 @@ real photos from ../shared/data cut to the input size the pipeline feeds it:
   whole frames (video frames at their own aspect, as the pipeline feeds them) and 640x640
   tiles (`detect.tile_size`, the photo detail pass);
 - fixed-size models (YOLOv8 plates): their 640x640 letterbox, whatever the source size.
-A model with a check model (manifest `check`, anond.detect.check) is timed with its check run on
-the boxes it finds at the threshold, as the Engine runs them. A second table gives each plate
+A model with a second stage (manifest `check`, anond.detect.check, or `second_look`,
+anond.detect.rescale) is timed with it, as the Engine runs it: candidates found at the stage's
+first threshold, then reviewed. A second table gives each plate
 model's time per frame relative to platedet's (batch 1) at the same frame size: what replacing
 platedet costs (issue 23: at most 25 %).
 Batch 1 and the video batch size (`video.batch_size`) are measured; the first call is a warm-up.
@@ -57,14 +58,14 @@ def measure(detector, views, batch: int, threshold: float, seconds: float) -> tu
 
 
 class Checked:
-    """A detector followed by its check model on each view's boxes (what the Engine runs)."""
+    """A detector followed by its second stage on each view's candidates (what the Engine runs)."""
 
-    def __init__(self, detector, check) -> None:
-        self.detector, self.check = detector, check
+    def __init__(self, detector, stage) -> None:
+        self.detector, self.stage = detector, stage
 
     def detect(self, views, threshold):
-        found = self.detector.detect(views, threshold)
-        return [self.check.accept(view, xyxy) for view, (xyxy, _) in zip(views, found)]
+        found = self.detector.detect(views, self.stage.first_threshold(threshold))
+        return [self.stage.review(view, xyxy, score, threshold) for view, (xyxy, score) in zip(views, found)]
 
 
 def main() -> int:
@@ -106,7 +107,8 @@ def main() -> int:
                          else f"{size[1]}x{size[0]}")
                 if det.fixed_size:
                     shown += f" (from {size[1]}x{size[0]})"
-                rows.append([name + (f" + {model.spec.check}" if timed is not det else ""), det.provider.replace("ExecutionProvider", ""), shown, batch,
+                second = model.spec.check or model.spec.second_look
+                rows.append([name + (f" + {second}" if timed is not det else ""), det.provider.replace("ExecutionProvider", ""), shown, batch,
                              f"{ips:.1f}", f"{1000 / ips:.1f}", n])
                 if model.spec.task == "plate" and batch == 1:
                     plate_ms.setdefault(name, {})[size] = 1000 / ips

@@ -119,13 +119,8 @@ def own_engine(own_models):
     return own_models(OWN)[1]
 
 
-SMALL_MISSED_BY_PLATEDET = pytest.mark.xfail(
-    strict=True, reason="platedet (the default until anond-plate-mnet025 replaces it) misses this "
-                        "40 px plate in a 960x540 scene; anond-plate-mnet025 masks it")
-
-
 @pytest.mark.parametrize("model,scale,at", [
-    pytest.param("default", 0.5, (300, 300), marks=SMALL_MISSED_BY_PLATEDET),
+    ("default", 0.5, (300, 300)),
     ("default", 1.0, (120, 80)), ("default", 2.2, (400, 120)),
     (OWN, 0.5, (300, 300)), (OWN, 1.0, (120, 80)), (OWN, 2.2, (400, 120)),
     (DB, 0.5, (300, 300)), (DB, 1.0, (120, 80)), (DB, 2.2, (400, 120))])
@@ -329,7 +324,7 @@ def test_video_plate_threshold_comes_from_the_video_plate_model(models_dir):
     assert (detect.plate_threshold, detect.video_plate_threshold) == (spec[DB].threshold, spec[OWN].threshold)
     assert spec[DB].threshold != spec[OWN].threshold == 0.3
     assert detect.for_video().plate_threshold == 0.3 and detect.for_video().face_threshold == detect.face_threshold
-    same = load_settings(None, models={"dir": models_dir, "plate": DB})
+    same = load_settings(None, models={"dir": models_dir, "plate": DB, "video_plate": ""})
     assert same.profile.detect.video_plate_threshold is None
     assert same.profile.detect.for_video() is same.profile.detect
     platedet = load_settings(None, models={"dir": models_dir, "plate": DB, "video_plate": "platedet-yolov8s-seg"})
