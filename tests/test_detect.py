@@ -147,17 +147,24 @@ def test_unloaded_target_is_an_error(face_engine, astronaut):
 
 
 @pytest.mark.data
-def test_plate_found_on_real_photos(engine, data_dir):
+def test_plate_found_on_real_photos(settings, engine, data_dir):
+    """The default plate model, at its own threshold, finds the labelled plate of real photos
+    and its mask covers it (the masked-recall rule: >= 80 % of the plate's box). Not IoU with
+    the box: anond-plate-db's regions follow the characters, not the plate's outline."""
     from anond.evaluation.datasets import read_openalpr
+    from anond.evaluation.metrics import coverage_fractions
+    from anond.mask import coverage_mask
 
+    detect = settings.profile.detect.model_copy(update={"tiling": False})
     for region in ("openalpr_eu", "openalpr_br"):
         samples = read_openalpr(data_dir / "plates" / region)[:3]
         for sample in samples:
             image = cv2.imread(str(sample.image))
-            found = engine.detect([image], DetectSettings(tiling=False), ["plate"])[0]
+            found = engine.detect([image], detect, ["plate"])[0]
             assert (found.cls == Target.PLATE).all()
-            best = max((iou(b, sample.boxes[0]) for b in found.xyxy), default=0.0)
-            assert best > 0.5
+            assert max((iou(b, sample.boxes[0]) for b in found.xyxy), default=0.0) > 0.1
+            cover = coverage_mask(image.shape[:2], found, settings.profile.mask)
+            assert coverage_fractions(sample.boxes[:1], cover)[0] >= 0.8
 
 
 def test_the_video_face_model_runs_one_thread_per_call(settings, engine):
