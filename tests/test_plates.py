@@ -78,6 +78,21 @@ def test_platedet_licence_in_the_manifest_is_what_its_onnx_file_says(models_dir)
     assert "AGPL-3.0" in models.load_manifest()["platedet-yolov8s-seg"].licence
 
 
+def test_every_default_model_is_permissively_licensed_and_platedet_is_an_opt_in():
+    """What `make run` installs and the embedded defaults use (detectors, their checks and
+    second looks) carries no AGPL weights; platedet is installed only when named."""
+    chosen = load_settings(None).models
+    manifest = models.load_manifest()
+    defaults = {chosen.face, chosen.plate, chosen.video_face, chosen.video_plate} - {""}
+    defaults |= {m for n in defaults for m in (manifest[n].check, manifest[n].second_look) if m}
+    assert {chosen.plate, chosen.video_plate} == {DB, OWN}
+    for name in defaults:
+        spec = manifest[name]
+        assert not spec.optional and spec.licence.startswith(("MIT", "Apache-2.0")), name
+    platedet = manifest["platedet-yolov8s-seg"]
+    assert platedet.optional and "AGPL-3.0" in platedet.licence
+
+
 def test_install_copies_the_shipped_model_without_a_download(tmp_path):
     default = OWN
     env = dict(os.environ, PIP_INDEX_URL="http://127.0.0.1:9/none", PIP_NO_INDEX="1")
