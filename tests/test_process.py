@@ -266,6 +266,22 @@ def test_png_alpha_survives_the_pipeline(tmp_path, fast_settings, engine, astron
     assert report.media.has_alpha and report.masked["face"] >= 1
 
 
+def test_a_photo_with_nothing_to_mask_is_not_searched_twice(tmp_path, fast_settings, engine, astronaut):
+    """Nothing found, nothing masked: the picture is the one the first pass searched, so the
+    pipeline skips verification (a whole second pass); searching it again finds nothing."""
+    profile = fast_settings.profiles["default"]
+    empty = cv2.GaussianBlur(astronaut[300:, 300:], (0, 0), 9)  # shuttle hull, no face, no plate
+    assert not len(engine.detect([empty], profile.detect, profile.targets)[0])
+    assert verify(empty.copy(), engine, profile).fixes == 0
+    src = write_image(tmp_path / "empty.png", empty)
+    report = process_file(src, tmp_path / "out.png", settings=fast_settings, engine=engine, job_id="j6")
+    assert "verify" not in report.durations and report.verify_fixes == 0
+    assert np.array_equal(cv2.imread(str(report.output_path)), empty)
+    faces = process_file(write_image(tmp_path / "a.png", astronaut), tmp_path / "b.png",
+                         settings=fast_settings, engine=engine, job_id="j7")
+    assert faces.masked.get("face") and "verify" in faces.durations
+
+
 def test_verify_masks_what_the_first_pass_missed(fast_settings, engine, astronaut):
     profile = fast_settings.profiles["default"]
     image = astronaut.copy()  # as if the first pass had missed the face entirely

@@ -50,7 +50,7 @@ def final_coverage(image: np.ndarray, found: Detections, engine, profile: Profil
     from .. import mask
 
     covered = mask.coverage_mask(image.shape[:2], found, profile.mask)
-    if profile.verify:
+    if profile.verify and len(found):  # nothing masked: nothing new to find (as the pipeline)
         from ..verify import verify
 
         masked = mask.apply(image.copy(), found, profile.mask)

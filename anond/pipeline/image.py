@@ -51,7 +51,9 @@ def process_image(
     if manual:
         report.masked[Target.MANUAL.label] = len(manual)
 
-    if profile.verify:
+    # Nothing masked: the picture is the one the first pass searched, at these thresholds and
+    # with these exclusions, so verifying would find the same nothing at the cost of a pass.
+    if profile.verify and (len(found) or manual):
         keep = (lambda d: regions.filter_detections(d, count=False)[0]) if regions.has_excludes else None
         with report.stage("verify"):
             checked = verify(image, engine, profile, keep=keep, covered=covered)
