@@ -20,10 +20,13 @@ import tempfile
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import TYPE_CHECKING, Any, Iterable
 
 from .errors import ConfigError, ModelChecksumMismatch, ModelMissing
 from .fsutil import file_sha256, write_bytes_atomic
+
+if TYPE_CHECKING:
+    from .config import ModelSettings
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -471,17 +474,21 @@ def main(args: argparse.Namespace) -> int:
             log.get("anond.models").info("models.install", model=name, state=state)
             print(f"{name:24} {state}")
         return 0
-    chosen = settings.models
-    return _list(models_dir, manifest, defaults={chosen.face, chosen.plate, chosen.video_face,
-                                                     chosen.video_plate} - {""})
-
-
-def _list(models_dir: Path, manifest: Path | None, defaults: set[str]) -> int:
     specs = load_manifest(manifest)
+    return _list(models_dir, specs, in_use(settings.models, specs))
+
+
+def in_use(chosen: "ModelSettings", specs: dict[str, ModelSpec]) -> set[str]:
+    """The models `chosen` serves jobs with: its face and plate models
+    for photos and videos, and each one's check model or second look (they serve every job
+    their detector serves). Names the manifest lacks are kept (listed as such)."""
+    names = {chosen.face, chosen.plate, chosen.video_face, chosen.video_plate} - {""}
+    return names | {m for name in names if name in specs
+                    for m in (specs[name].check, specs[name].second_look) if m}
+
+
+def _list(models_dir: Path, specs: dict[str, ModelSpec], defaults: set[str]) -> int:
     installed = read_installed(models_dir)
-    # A default detector's check model or second look serves every job it serves.
-    defaults = defaults | {m for name in defaults if name in specs
-                           for m in (specs[name].check, specs[name].second_look) if m}
     rows = [("NAME", "TASK", "FAMILY", "LICENCE", "STATUS")]
     bad = []
     for spec in specs.values():

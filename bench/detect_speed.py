@@ -94,8 +94,10 @@ def main() -> int:
         model = verified_model(name, settings.models.dir, settings.models.manifest)
         det = timed = build_detector(model, settings.runtime)
         check = load_check(settings, det)
+        label = name
         if check is not None:
             timed = Checked(det, check)
+            label += f" + {model.spec.check or model.spec.second_look}"
         threshold = (settings.profile.detect.face_threshold if model.spec.task == "face"
                      else c.plate_threshold(settings, name))
         sizes = [(360, 640), (720, 1280)] + ([] if det.fixed_size else [(640, 640)])
@@ -107,8 +109,7 @@ def main() -> int:
                          else f"{size[1]}x{size[0]}")
                 if det.fixed_size:
                     shown += f" (from {size[1]}x{size[0]})"
-                second = model.spec.check or model.spec.second_look
-                rows.append([name + (f" + {second}" if timed is not det else ""), det.provider.replace("ExecutionProvider", ""), shown, batch,
+                rows.append([label, det.provider.replace("ExecutionProvider", ""), shown, batch,
                              f"{ips:.1f}", f"{1000 / ips:.1f}", n])
                 if model.spec.task == "plate" and batch == 1:
                     plate_ms.setdefault(name, {})[size] = 1000 / ips

@@ -83,9 +83,9 @@ def test_every_default_model_is_permissively_licensed_and_platedet_is_an_opt_in(
     second looks) carries no AGPL weights; platedet is installed only when named."""
     chosen = load_settings(None).models
     manifest = models.load_manifest()
-    defaults = {chosen.face, chosen.plate, chosen.video_face, chosen.video_plate} - {""}
-    defaults |= {m for n in defaults for m in (manifest[n].check, manifest[n].second_look) if m}
+    defaults = models.in_use(chosen, manifest)
     assert {chosen.plate, chosen.video_plate} == {DB, OWN}
+    assert {"anond-plate-db-look", "anond-plate-check"} <= defaults  # their second stages too
     for name in defaults:
         spec = manifest[name]
         assert not spec.optional and spec.licence.startswith(("MIT", "Apache-2.0")), name

@@ -283,7 +283,7 @@ def sweep(args) -> None:
         for t in grid:
             keep = dets.score >= t
             shown = dets.select(keep)
-            first[t] += over_mask_fraction(photo.boxes, coverage_mask((h, w), shown, MASK))
+            first[t] += over_mask_fraction(photo.boxes, coverage_mask((h, w), shown, profiles[t].mask))
             cover = final_coverage(img, shown, engine, profiles[t], "plate")
             masked[t] += int((coverage_fractions(photo.boxes, cover) >= 0.8).sum())
             over[t] += over_mask_fraction(photo.boxes, cover)
