@@ -382,3 +382,50 @@ def test_videos_mask_plates_with_their_own_model_and_its_check(tmp_path, models_
     names = [m.name for m in report.models]
     assert OWN in names and "anond-plate-check" in names and DB not in names
     assert "anond-plate-db-look" not in names
+
+
+def test_the_db_export_rewrites_decomposed_operators_into_the_same_function():
+    """training/plates/graph.py (run by the DB models' export): Paddle's chains of elementwise
+    operators become one HardSwish, and scalar affines fold into the convolutions beside them;
+    the rewritten graph computes the same maps, and the shipped DB models are rewritten."""
+    onnx = pytest.importorskip("onnx")
+    ort = pytest.importorskip("onnxruntime")
+    from onnx import TensorProto, helper, numpy_helper
+
+    sys.path.insert(0, str(ROOT / "training" / "plates"))
+    try:
+        from graph import inference_graph
+    finally:
+        sys.path.remove(str(ROOT / "training" / "plates"))
+
+    rng = np.random.default_rng(0)
+    consts = {"w1": rng.normal(size=(8, 3, 3, 3)), "b1": rng.normal(size=8), "w2": rng.normal(size=(4, 8, 1, 1)),
+              "s": 1.7, "t": -0.4, "three": 3.0, "zero": 0.0, "six": 6.0, "s2": 0.6, "t2": 0.25}
+    inits = [numpy_helper.from_array(np.asarray(v, np.float32), k) for k, v in consts.items()]
+    nodes = [
+        helper.make_node("Conv", ["x", "w1", "b1"], ["c"], pads=[1, 1, 1, 1]),
+        helper.make_node("Mul", ["c", "s"], ["cs"]), helper.make_node("Add", ["cs", "t"], ["a"]),  # affine
+        helper.make_node("Add", ["a", "three"], ["a3"]), helper.make_node("Clip", ["a3", "zero", "six"], ["cl"]),
+        helper.make_node("Mul", ["a", "cl"], ["m"]), helper.make_node("Div", ["m", "six"], ["h"]),  # hardswish
+        helper.make_node("Mul", ["h", "s2"], ["hs"]), helper.make_node("Add", ["hs", "t2"], ["ha"]),
+        helper.make_node("Conv", ["ha", "w2"], ["y"]),  # a 1x1 convolution after an affine
+    ]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 16, 24])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 12)], ir_version=7)
+    x = rng.normal(size=(1, 3, 16, 24)).astype(np.float32) * 3
+
+    def run(m):
+        return ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+
+    before = run(model)
+    rewritten, done = inference_graph(model)
+    assert done == {"hardswish": 1, "affine_after_conv": 1, "affine_into_1x1": 1}
+    assert [n.op_type for n in rewritten.graph.node] == ["Conv", "HardSwish", "Conv"]
+    np.testing.assert_allclose(run(rewritten), before, rtol=1e-5, atol=1e-5)
+    assert inference_graph(rewritten)[1] == dict.fromkeys(done, 0)  # nothing left to rewrite
+
+    for name in (DB, "anond-plate-db-look"):
+        shipped = onnx.load(str(ROOT / "models" / models.load_manifest()[name].file))
+        ops = {n.op_type for n in shipped.graph.node}
+        assert "HardSwish" in ops and "Clip" not in ops and "Div" not in ops, name
