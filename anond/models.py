@@ -82,6 +82,12 @@ class ModelSpec:
     second_look: str | None = None
     second_look_size: float = LOOK_SIZE
     second_look_floor: float = LOOK_FLOOR
+    # In video, each new track of this detector's target is looked at once by a segmentation
+    # model at a canonical scale (anond.detect.rescale.TrackLook) and masked only if its score
+    # there reaches `track_look_threshold`: the model, the size, the threshold.
+    track_look: str | None = None
+    track_look_size: float = LOOK_SIZE
+    track_look_threshold: float = 0.5
     # The detection threshold the model was calibrated for (manifest `threshold`): a profile
     # that does not set `detect.<task>_threshold` itself uses it (config.Settings).
     threshold: float | None = None
@@ -156,6 +162,7 @@ def _spec_from_entry(entry: dict[str, Any], base: Path, index: int) -> ModelSpec
         raise ConfigError(f"{where}: `file` must be a plain file name")
     check = _check_of(entry, where)
     look = _second_look_of(entry, family, where)
+    track_look = _track_look_of(entry, where)
     threshold = entry.get("threshold")
     if threshold is not None and not (isinstance(threshold, (int, float)) and 0 < threshold <= 1):
         raise ConfigError(f"{where}: `threshold` must be a number in (0, 1]")
@@ -180,6 +187,9 @@ def _spec_from_entry(entry: dict[str, Any], base: Path, index: int) -> ModelSpec
         second_look=look["model"] if look else None,
         second_look_size=float(look["size"]) if look else LOOK_SIZE,
         second_look_floor=float(look["floor"]) if look else LOOK_FLOOR,
+        track_look=track_look["model"] if track_look else None,
+        track_look_size=float(track_look["size"]) if track_look else LOOK_SIZE,
+        track_look_threshold=float(track_look["threshold"]) if track_look else 0.5,
         threshold=None if threshold is None else float(threshold),
     )
 
@@ -246,6 +256,21 @@ def _second_look_of(entry: dict[str, Any], family: str, where: str) -> dict[str,
                           f"{{ model = \"name\", size = 8..128 (optional), floor = 0..1 (optional) }}")
     if family != "ppocr":
         raise ConfigError(f"{where}: `second_look` needs a segmentation model (family ppocr)")
+    return look
+
+
+def _track_look_of(entry: dict[str, Any], where: str) -> dict[str, Any] | None:
+    """`track_look = { model, size, threshold }`, validated (size defaults to LOOK_SIZE);
+    None when the entry has none."""
+    look = entry.get("track_look")
+    if look is None:
+        return None
+    look = {"size": LOOK_SIZE, **look} if isinstance(look, dict) else look
+    if not (isinstance(look, dict) and isinstance(look.get("model"), str)
+            and isinstance(look["size"], (int, float)) and 8 <= look["size"] <= 128
+            and isinstance(look.get("threshold"), (int, float)) and 0 <= look["threshold"] <= 1):
+        raise ConfigError(f"{where}: `track_look` must be "
+                          f"{{ model = \"name\", size = 8..128 (optional), threshold = 0..1 }}")
     return look
 
 
@@ -480,11 +505,11 @@ def main(args: argparse.Namespace) -> int:
 
 def in_use(chosen: "ModelSettings", specs: dict[str, ModelSpec]) -> set[str]:
     """The models `chosen` serves jobs with: its face and plate models
-    for photos and videos, and each one's check model or second look (they serve every job
-    their detector serves). Names the manifest lacks are kept (listed as such)."""
+    for photos and videos, and each one's check model, second look or track look (they serve
+    every job their detector serves). Names the manifest lacks are kept (listed as such)."""
     names = {chosen.face, chosen.plate, chosen.video_face, chosen.video_plate} - {""}
     return names | {m for name in names if name in specs
-                    for m in (specs[name].check, specs[name].second_look) if m}
+                    for m in (specs[name].check, specs[name].second_look, specs[name].track_look) if m}
 
 
 def _list(models_dir: Path, specs: dict[str, ModelSpec], defaults: set[str]) -> int:

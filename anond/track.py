@@ -7,6 +7,15 @@ still unmatched; unmatched confident detections start new tracks. Weak detection
 start a tentative track, masked once it has been seen on `confirm_hits` detected frames in a
 row: temporal consistency stands in for the missing confidence. A track missed for longer than `max_gap` frames ends.
 
+Classes in `looked` (plates, when the video plate model has a track look) need one more thing
+before a track is masked: a look. The tracker lists the tracks waiting for one (`to_look`), the
+caller looks at each on its latest frame with a model that sees it at a canonical scale
+(anond.detect.rescale.TrackLook) and says what it saw (`looked_at`). An accepted track is
+masked over its whole span, the frames before the look included (they are still in the
+lookahead); a refused one stays alive without a mask, so the detections of the same object
+extend it instead of starting new tracks, and it is looked at again `look_again` frames later
+(a plate coming closer). One look per track, not one per frame: the cost follows the tracks.
+
 Offline part: video is processed with a bounded lookahead, so a frame is only finalised once
 the frames `horizon` after it have been detected. By then it is known whether a track comes
 back after a miss (the gap is interpolated), starts a little later (the mask starts
@@ -41,10 +50,12 @@ class TrackParams:
     smooth: int = 5
     gap_growth: float = 0.02
     confirm_hits: int = 0  # weak detections seen this many detected frames in a row start a track
+    looked: frozenset[int] = frozenset()  # classes whose tracks are masked only once looked at
+    look_again: int = 5  # frames before a refused track is looked at again
 
     @classmethod
     def from_settings(cls, track, *, fps: float, lookahead_frames: int, stride: int,
-                      high_score: dict[int, float]) -> "TrackParams":
+                      high_score: dict[int, float], looked: frozenset[int] = frozenset()) -> "TrackParams":
         """Convert `TrackSettings` (seconds, frames) to frames bounded by the lookahead."""
         max_gap = int(round(track.max_gap_s * fps))
         max_gap = max(stride, min(max_gap, lookahead_frames))
@@ -60,6 +71,8 @@ class TrackParams:
             smooth=track.smooth_frames,
             gap_growth=track.gap_growth,
             confirm_hits=min(track.low_confirm_hits, lookahead_frames),
+            looked=frozenset(looked),
+            look_again=max(stride, int(round(track.look_again_s * fps))),
         )
 
     @property
@@ -128,7 +141,10 @@ class _Track:
     scores: list[float] = field(default_factory=list)
     velocity: np.ndarray = field(default_factory=lambda: np.zeros(4))  # cx, cy, w, h per frame
     ended: bool = False
-    confirmed: bool = True  # False: started by weak detections, not (yet) masked
+    confirmed: bool = True  # False: not (yet) masked: tentative (weak detections), or unlooked/refused
+    awaiting_look: bool = False  # its class is looked at (TrackParams.looked): masked once accepted
+    looked: int = -1  # frame of its last look (-1: none yet)
+    look_scores: list[float] = field(default_factory=list)  # what each look scored it
 
     @property
     def last(self) -> int:
@@ -199,6 +215,7 @@ class Tracker:
         self._next_id = 0
         self._last_update = -1
         self.tracks_per_class: dict[int, int] = {}
+        self.looks = {"accepted": 0, "refused": 0}  # track looks, by outcome
 
     @property
     def horizon(self) -> int:
@@ -213,7 +230,7 @@ class Tracker:
             if not t.ended and frame - t.last > self.p.max_gap:
                 t.ended = True
         # A tentative track must be seen on every detected frame until it is confirmed.
-        self._tracks = [t for t in self._tracks if t.confirmed or t.last >= previous]
+        self._tracks = [t for t in self._tracks if t.confirmed or t.awaiting_look or t.last >= previous]
         for cls in sorted(set(int(c) for c in dets.cls)):
             self._update_class(frame, cls, dets.select(dets.cls == cls))
 
@@ -265,18 +282,46 @@ class Tracker:
                                 confirmed=self.p.confirm_hits <= 1)
 
     def _start(self, frame: int, cls: int, box, score, *, confirmed: bool) -> None:
-        t = _Track(self._next_id, cls, frame, confirmed=confirmed)
+        t = _Track(self._next_id, cls, frame, confirmed=False)
         t.observe(frame, box, score)
         self._next_id += 1
         self._tracks.append(t)
         if confirmed:
-            self.tracks_per_class[cls] = self.tracks_per_class.get(cls, 0) + 1
+            self._confirm(t)
 
     def _confirm(self, t: _Track, weak: bool = False) -> None:
-        if t.confirmed or (weak and len(t.frames) < self.p.confirm_hits):
+        if t.confirmed or t.awaiting_look or (weak and len(t.frames) < self.p.confirm_hits):
+            return
+        if t.cls in self.p.looked:
+            t.awaiting_look = True  # masked once a look accepts it (`looked_at`)
             return
         t.confirmed = True
         self.tracks_per_class[t.cls] = self.tracks_per_class.get(t.cls, 0) + 1
+
+    def to_look(self, frame: int) -> list[tuple[int, int, np.ndarray]]:
+        """(track id, class, its box on `frame`) for each track waiting for a look and observed
+        on `frame`: never looked at, or refused at least `look_again` frames ago."""
+        return [(t.id, t.cls, t.boxes[-1]) for t in self._tracks
+                if t.awaiting_look and not t.confirmed and not t.ended and t.last == frame
+                and (t.looked < 0 or frame - t.looked >= self.p.look_again)]
+
+    def looked_at(self, frame: int, ids: list[int], scores: np.ndarray, threshold: float) -> None:
+        """What the looks of `to_look(frame)` scored: a track whose looks so far average at
+        least `threshold` is masked from now on (its whole span); the others wait for their
+        next look. The mean, not the last look: a false plate looked at again and again would
+        otherwise pass on its luckiest look (a wheel arch seen 7 times: 0.03-0.05, then 0.16)."""
+        scored = dict(zip(ids, np.asarray(scores, np.float64).tolist()))
+        for t in self._tracks:
+            if t.id not in scored:
+                continue
+            t.looked = frame
+            t.look_scores.append(scored[t.id])
+            if np.mean(t.look_scores) >= threshold:
+                t.confirmed = True
+                self.tracks_per_class[t.cls] = self.tracks_per_class.get(t.cls, 0) + 1
+                self.looks["accepted"] += 1
+            else:
+                self.looks["refused"] += 1
 
     def boxes(self, frame: int) -> Detections:
         """Final boxes of every track at `frame` (call once detections reach frame + horizon)."""

@@ -105,6 +105,7 @@ class DetectorEngine(Protocol):
 
     provider: str  # the ONNX Runtime provider really active ("CPUExecutionProvider"...)
     models: list  # name, sha256 (and provider) of each model loaded
+    track_looks: dict  # target -> the look each new video track of it needs (detect.rescale.TrackLook)
 
     def detect(self, images: list[np.ndarray], detect, targets) -> list[Detections]: ...
 

@@ -92,8 +92,8 @@ def versions() -> dict:
 
 
 def models(settings) -> list[dict]:
-    """Name, sha256 and task of the models the settings select (from installed.json), with the
-    check model (and its threshold) of any that has one."""
+    """Name, sha256 and task of the models the settings select (from installed.json), with each
+    one's check model (and its threshold), second look and track look."""
     from anond.models import load_manifest, read_installed
 
     installed = read_installed(Path(settings.models.dir))
@@ -104,9 +104,14 @@ def models(settings) -> list[dict]:
         name = getattr(settings.models, key) or getattr(settings.models, key.removeprefix("video_"))
         rows.append({"task": task, "name": name, "sha256": installed.get(name, {}).get("sha256", "?")})
         spec = manifest.get(name)
-        if spec is not None and spec.check:
-            rows.append({"task": f"{task} check (>= {spec.check_threshold})", "name": spec.check,
-                         "sha256": installed.get(spec.check, {}).get("sha256", "?")})
+        if spec is None:
+            continue
+        for label, helper in ((f"check (>= {spec.check_threshold})", spec.check),
+                              ("second look", spec.second_look),
+                              (f"track look (>= {spec.track_look_threshold})", spec.track_look)):
+            if helper:
+                rows.append({"task": f"{task} {label}", "name": helper,
+                             "sha256": installed.get(helper, {}).get("sha256", "?")})
     return rows
 
 

@@ -351,8 +351,9 @@ def test_video_plate_threshold_comes_from_the_video_plate_model(models_dir):
 
 def test_videos_mask_plates_with_their_own_model_and_its_check(tmp_path, models_dir):
     """plate = anond-plate-db (photos), video_plate = anond-plate-mnet025 (videos): the video
-    job runs mnet025 with its check model at mnet025's threshold, masks the plate on every
-    frame and names those models in its report, not the photo model."""
+    job runs mnet025 with its check model at mnet025's threshold, has its plate track looked
+    at by anond-plate-db-look (its track look), masks the plate on every frame, the frames
+    before the look included, and names those models in its report, not the photo model."""
     av = pytest.importorskip("av")
     from anond.detect.engine import Engine
     from anond.pipeline.plan import VideoPlan
@@ -366,8 +367,11 @@ def test_videos_mask_plates_with_their_own_model_and_its_check(tmp_path, models_
     assert engine.detectors["plate"].spec.name == DB
     assert engine.checks["plate"].spec.name == "anond-plate-db-look"  # photos: its second look
     assert video.detectors["plate"].spec.name == OWN and video.checks["plate"].spec.name == "anond-plate-check"
+    assert video.track_looks["plate"].spec.name == "anond-plate-db-look"
+    assert video.track_looks["plate"].look.detector is engine.checks["plate"].detector  # one session
     plan = VideoPlan.build(settings.video, settings.profile, 25.0, video)
     assert plan.track.high_score[int(Target.PLATE)] == 0.3
+    assert plan.track.looked == {int(Target.PLATE)}
 
     src, dst = tmp_path / "in.mp4", tmp_path / "out.mp4"
     boxes = make_plate_clip(src, 20)
@@ -381,7 +385,9 @@ def test_videos_mask_plates_with_their_own_model_and_its_check(tmp_path, models_
     assert not unmasked, f"plate readable on frames {unmasked}"
     names = [m.name for m in report.models]
     assert OWN in names and "anond-plate-check" in names and DB not in names
-    assert "anond-plate-db-look" not in names
+    assert "anond-plate-db-look" in names
+    looks = report.rules["plate_track_look"]
+    assert looks["accepted"] >= 1 and report.tracks["plate"] == looks["accepted"]
 
 
 def test_the_db_export_rewrites_decomposed_operators_into_the_same_function():

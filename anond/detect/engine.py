@@ -18,7 +18,7 @@ from ..models import InstalledModel, verified_model
 from ..types import Detections, Target
 from .base import Detector
 from .check import CropCheck
-from .rescale import SecondLook
+from .rescale import SecondLook, TrackLook
 from .nms import merge
 from .tiling import plan
 
@@ -82,6 +82,28 @@ def load_check(settings: Settings, detector: Detector) -> "CropCheck | SecondLoo
                      detector.spec.check_min_width)
 
 
+def load_track_look(settings: Settings, detector: Detector,
+                    loaded: dict[str, Detector] | None = None) -> TrackLook | None:
+    """The look at each new video track of `detector` (manifest `track_look`), verified and
+    loaded (or taken from `loaded`, detectors by name already in memory); None if it has none."""
+    name = detector.spec.track_look
+    if name is None:
+        return None
+    looker = (loaded or {}).get(name) or _load_detector(settings, name, detector.spec.task)
+    if looker.spec.family != "ppocr":
+        raise ConfigError(f"model {detector.spec.name!r}: its track look {name!r} is not a "
+                          "segmentation model (family ppocr)")
+    return TrackLook(SecondLook(looker, detector.spec.track_look_size, 0.0),
+                     detector.spec.track_look_threshold)
+
+
+def _by_name(detectors: dict[str, Detector], checks: dict) -> dict[str, Detector]:
+    """Detectors already loaded, by model name: the targets' and those of their second looks."""
+    found = {d.spec.name: d for d in detectors.values()}
+    found.update({c.detector.spec.name: c.detector for c in checks.values() if isinstance(c, SecondLook)})
+    return found
+
+
 def _as_bgr(image: np.ndarray) -> np.ndarray:
     """Grey or BGRA input (not the contract, but cheap to accept) as 3-channel BGR."""
     if image.ndim == 2:
@@ -98,16 +120,20 @@ class Engine:
 
     def __init__(self, detectors: dict[str, Detector], video: "Engine | None" = None,
                  checks: "dict[str, CropCheck | SecondLook] | None" = None,
-                 second: dict[str, Detector] | None = None) -> None:
+                 second: dict[str, Detector] | None = None,
+                 track_looks: dict[str, TrackLook] | None = None) -> None:
         self.detectors = detectors
         self.checks = checks or {}
+        # Per target, the look each new video track of it needs before it is masked
+        # (`TrackLook`; anond/track.py): the video job asks, the Engine only holds it.
+        self.track_looks = track_looks or {}
         # Per target, another model of it (the video engine's faces: the photo face model),
         # for a second look at weak detections (anond/detect/support.py).
         self.second = second or {}
         infos = {
             d.spec.name: ModelInfo(d.spec.name, d.spec.task, d.spec.family, d.sha256, d.provider,
                                    d.spec.licence)
-            for d in [*detectors.values(), *self.checks.values()]
+            for d in [*detectors.values(), *self.checks.values(), *self.track_looks.values()]
         }  # by name: a model looking again at its own regions is listed once
         self.models = list(infos.values())
         self.provider = self.models[0].provider if self.models else "none"
@@ -133,6 +159,7 @@ class Engine:
         wanted = list(targets) if targets is not None else list(TARGETS)
         detectors: dict[str, Detector] = {}
         checks: dict[str, CropCheck | SecondLook] = {}
+        looks: dict[str, TrackLook] = {}
         for target in wanted:
             if target not in TARGETS:
                 raise ConfigError(f"unknown target {target!r}")
@@ -140,12 +167,16 @@ class Engine:
             check = load_check(settings, detectors[target])
             if check is not None:
                 checks[target] = check
-        video = cls._load_video(settings, detectors, checks)
-        return cls(detectors, video, checks)
+            look = load_track_look(settings, detectors[target], _by_name(detectors, checks))
+            if look is not None:
+                looks[target] = look
+        video = cls._load_video(settings, detectors, checks, looks)
+        return cls(detectors, video, checks, track_looks=looks)
 
     @classmethod
     def _load_video(cls, settings: Settings, detectors: dict[str, Detector],
-                    checks: "dict[str, CropCheck | SecondLook]") -> "Engine | None":
+                    checks: "dict[str, CropCheck | SecondLook]",
+                    looks: dict[str, TrackLook]) -> "Engine | None":
         """The engine of video jobs when `models.video_face` or `models.video_plate` names a
         model of its own (with its check model); None: videos use the photo engine."""
         own = {t: n for t, n in (("face", settings.models.video_face), ("plate", settings.models.video_plate))
@@ -155,16 +186,21 @@ class Engine:
         if settings.video.intra_op_threads:  # its sessions serve video jobs only
             settings = settings.model_copy(update={"runtime": settings.runtime.model_copy(
                 update={"intra_op_threads": settings.video.intra_op_threads})})
-        video, video_checks = dict(detectors), dict(checks)
+        video, video_checks, track_looks = dict(detectors), dict(checks), dict(looks)
         for target, name in own.items():
             video[target] = _load_detector(settings, name, target)
             video_checks.pop(target, None)
+            track_looks.pop(target, None)
             check = load_check(settings, video[target])
             if check is not None:
                 video_checks[target] = check
+            # The look model may be one the photo engine holds already (a second look): shared.
+            look = load_track_look(settings, video[target], _by_name(detectors, checks))
+            if look is not None:
+                track_looks[target] = look
         # A weak video face may be looked at again by the photo face model (detect.support).
         second = {"face": detectors["face"]} if "face" in own else {}
-        return cls(video, checks=video_checks, second=second)
+        return cls(video, checks=video_checks, second=second, track_looks=track_looks)
 
     def detect(
         self, images: list[np.ndarray], detect: DetectSettings, targets: Sequence[str]
@@ -220,5 +256,5 @@ class Engine:
         """One tiny inference per model (before the service reports READY=1)."""
         if self._video is not None:
             self._video.warmup()
-        for detector in [*self.detectors.values(), *self.checks.values()]:
+        for detector in [*self.detectors.values(), *self.checks.values(), *self.track_looks.values()]:
             detector.warmup()

@@ -115,3 +115,22 @@ def mean_inside(prob: np.ndarray, box: np.ndarray) -> float:
     x1, y1 = min(w, max(x0 + 1, int(np.ceil(box[2])))), min(h, max(y0 + 1, int(np.ceil(box[3]))))
     region = prob[y0:y1, x0:x1]
     return float(region.mean()) if region.size else 0.0
+
+
+class TrackLook:
+    """A look per video track (manifest `track_look`): `scores(image, xyxy)` is what the look
+    model, seeing each new track's box at one canonical scale with its surroundings, makes of
+    it (the second look's view, on the look's score alone: the video detector's own scores are
+    another model's); a track is masked once its looks average `threshold`. The tracker asks
+    per track, not per frame (anond/track.py), so the cost follows the tracks."""
+
+    def __init__(self, look: SecondLook, threshold: float) -> None:
+        self.look = look
+        self.spec, self.sha256, self.provider = look.spec, look.sha256, look.provider
+        self.threshold = threshold
+
+    def scores(self, image: np.ndarray, xyxy: np.ndarray) -> np.ndarray:
+        return self.look.scores(image, xyxy)
+
+    def warmup(self) -> None:
+        self.look.warmup()

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from ..config import DetectSettings, Profile, VideoSettings
 from ..track import TrackParams
-from ..types import DetectorEngine
+from ..types import DetectorEngine, Target
 
 
 @dataclass(frozen=True)
@@ -35,7 +35,9 @@ class VideoPlan:
             plate_every=plate_every,
             track=TrackParams.from_settings(
                 vs.track, fps=fps, lookahead_frames=lookahead, stride=vs.detect_stride * plate_every,
-                high_score=detect.thresholds_by_class()),
+                high_score=detect.thresholds_by_class(),
+                looked=frozenset(int(Target[t.upper()]) for t in engine.track_looks
+                                 if t in profile.targets)),
             detect_low=detect.with_thresholds_scaled(vs.track.low_score_ratio, tiling=tiling),
             detect_verify=detect.model_copy(update={"tiling": tiling}),
             detector_batch=min(vs.batch_size, vs.cpu_batch_size) if on_cpu else vs.batch_size,

@@ -322,7 +322,7 @@ class _VideoJob:
             if self.support is not None:
                 self._second_look(images, found)
         with self.report.stage("track"):
-            for slot, dets in zip(batch, found):
+            for slot, image, dets in zip(batch, images, found):
                 # The report's rule (anond.report): confident detections after the exclusions.
                 dets, _ = self.regions.filter_detections(dets, slot.index, slot.t,
                                                          counted=self._confident(dets))
@@ -331,8 +331,20 @@ class _VideoJob:
                 if self.observer is not None:
                     self.observer.tracker_input(slot.index, dets)
                 self.tracker.update(slot.index, dets)
+                self._look_at_new_tracks(slot.index, image)
                 slot.detected = True
                 self.last_detected = slot.index
+
+    def _look_at_new_tracks(self, index: int, image: np.ndarray) -> None:
+        """Tracks of a looked-at class (a plate model with a track look) waiting for their
+        look are shown to it on this frame, all in one call; the tracker masks those accepted
+        (anond/track.py)."""
+        waiting = self.tracker.to_look(index)
+        for cls in sorted({c for _, c, _ in waiting}):
+            ids = [i for i, c, _ in waiting if c == cls]
+            boxes = self.orient.to_upright(np.array([b for _, c, b in waiting if c == cls], np.float32))
+            look = self.engine.track_looks[Target(cls).label]
+            self.tracker.looked_at(index, ids, look.scores(image, boxes), look.threshold)
 
     def _detect_targets(self, batch: list[_Slot], images: list[np.ndarray]) -> list[Detections]:
         """Every target on every frame, except plates off their stride (`plate_detect_stride`)."""
@@ -536,6 +548,8 @@ def _fill_report(job: _VideoJob) -> None:
     r.verify_on_mask = job.counts.verify_on_mask
     if job.support is not None:
         r.rules["second_look"] = dict(job.counts.second_look)
+    if job.plan.track.looked:
+        r.rules["plate_track_look"] = dict(job.tracker.looks)
     r.decoder = reader.decoder_name
     r.encoder = writer.encoder_name + (f" ({writer.note})" if writer.note else "")
     r.skipped_packets = reader.skipped_packets
