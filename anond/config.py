@@ -233,7 +233,8 @@ class TrackSettings(_Section):
     smooth_frames: int = Field(5, ge=1)  # centred moving average over this many observations
     # A video plate model with a track look (manifest `track_look`: anond-plate-mnet025's is
     # anond-plate-db-look) has each new plate track looked at once before it is masked; a track
-    # the look refused is looked at again after this long (anond/track.py).
+    # the look refused is looked at again after this long, then twice as long after each
+    # refusal, at most lookahead_s / 2 apart (anond/track.py).
     look_again_s: float = Field(0.2, gt=0)
     # Interpolated and extended boxes grow by this fraction per frame away from the nearest
     # observation (capped at +50 %), because the object may have moved off the straight line.

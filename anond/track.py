@@ -13,8 +13,13 @@ caller looks at each on its latest frame with a model that sees it at a canonica
 (anond.detect.rescale.TrackLook) and says what it saw (`looked_at`). An accepted track is
 masked over its whole span, the frames before the look included (they are still in the
 lookahead); a refused one stays alive without a mask, so the detections of the same object
-extend it instead of starting new tracks, and it is looked at again `look_again` frames later
-(a plate coming closer). One look per track, not one per frame: the cost follows the tracks.
+extend it instead of starting new tracks, and it is looked at again (a plate coming closer):
+`look_again` frames later, then twice as long after each refusal, at most half the lookahead
+apart (so a plate accepted on a later look still has the frames since its last refusal in the
+lookahead). A track is judged on the mean of its last LOOK_WINDOW looks: a false plate looked
+at again and again does not pass on its luckiest look, a plate that came closer is not held
+back by how it looked far away. One look per track, not one per frame: the cost follows the
+tracks, and a false plate that stays in view costs fewer looks the longer it stays.
 
 Offline part: video is processed with a bounded lookahead, so a frame is only finalised once
 the frames `horizon` after it have been detected. By then it is known whether a track comes
@@ -35,6 +40,7 @@ import numpy as np
 from .types import Detections, iou_matrix
 
 MAX_GROWTH = 0.5  # interpolated/extended boxes grow at most this fraction on each axis
+LOOK_WINDOW = 3  # a looked-at track is judged on the mean of its last this many looks
 
 
 @dataclass(frozen=True)
@@ -51,7 +57,8 @@ class TrackParams:
     gap_growth: float = 0.02
     confirm_hits: int = 0  # weak detections seen this many detected frames in a row start a track
     looked: frozenset[int] = frozenset()  # classes whose tracks are masked only once looked at
-    look_again: int = 5  # frames before a refused track is looked at again
+    look_again: int = 5  # frames before a refused track is looked at again (doubling after each refusal)...
+    look_again_max: int = 25  # ...up to this many
 
     @classmethod
     def from_settings(cls, track, *, fps: float, lookahead_frames: int, stride: int,
@@ -73,6 +80,7 @@ class TrackParams:
             confirm_hits=min(track.low_confirm_hits, lookahead_frames),
             looked=frozenset(looked),
             look_again=max(stride, int(round(track.look_again_s * fps))),
+            look_again_max=max(stride, int(round(track.look_again_s * fps)), lookahead_frames // 2),
         )
 
     @property
@@ -303,20 +311,26 @@ class Tracker:
         on `frame`: never looked at, or refused at least `look_again` frames ago."""
         return [(t.id, t.cls, t.boxes[-1]) for t in self._tracks
                 if t.awaiting_look and not t.confirmed and not t.ended and t.last == frame
-                and (t.looked < 0 or frame - t.looked >= self.p.look_again)]
+                and (t.looked < 0 or frame - t.looked >= self._look_interval(t))]
+
+    def _look_interval(self, t: _Track) -> int:
+        """Frames between a refused track's looks: look_again, doubled after each refusal."""
+        refusals = max(len(t.look_scores), 1)
+        return min(self.p.look_again * 2 ** min(refusals - 1, 16), self.p.look_again_max)
 
     def looked_at(self, frame: int, ids: list[int], scores: np.ndarray, threshold: float) -> None:
-        """What the looks of `to_look(frame)` scored: a track whose looks so far average at
-        least `threshold` is masked from now on (its whole span); the others wait for their
-        next look. The mean, not the last look: a false plate looked at again and again would
-        otherwise pass on its luckiest look (a wheel arch seen 7 times: 0.03-0.05, then 0.16)."""
+        """What the looks of `to_look(frame)` scored: a track whose last LOOK_WINDOW looks
+        average at least `threshold` is masked from now on (its whole span); the others wait
+        for their next look. A mean, not the last look: a false plate looked at again and again
+        would otherwise pass on its luckiest look (a wheel arch seen 7 times: 0.03-0.05, then
+        0.16)."""
         scored = dict(zip(ids, np.asarray(scores, np.float64).tolist()))
         for t in self._tracks:
             if t.id not in scored:
                 continue
             t.looked = frame
             t.look_scores.append(scored[t.id])
-            if np.mean(t.look_scores) >= threshold:
+            if np.mean(t.look_scores[-LOOK_WINDOW:]) >= threshold:
                 t.confirmed = True
                 self.tracks_per_class[t.cls] = self.tracks_per_class.get(t.cls, 0) + 1
                 self.looks["accepted"] += 1

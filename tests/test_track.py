@@ -199,37 +199,48 @@ def test_frames_must_increase():
 def test_a_looked_at_class_is_masked_once_its_looks_average_the_threshold():
     """Plates with a track look: a new track waits for its look (nothing masked meanwhile); an
     accepted one is masked over its whole span, the frames before the look and pre_frames
-    included; a refused one keeps the object's later detections (no new track, no new look
-    until `look_again` frames later) and is masked only once the mean of its looks reaches
-    the threshold, not on its luckiest look."""
-    p = params(looked=frozenset({PLATE}), look_again=3, pre_frames=2)
+    included; a refused one keeps the object's later detections (no new track) and is looked
+    at again `look_again` frames later, then twice as long after each refusal (at most
+    `look_again_max`); it is masked once the mean of its last three looks reaches the
+    threshold, not on its luckiest look."""
+    p = params(looked=frozenset({PLATE}), look_again=3, look_again_max=6, pre_frames=2, max_gap=30)
     tr = Tracker(p)
     plate, wheel = [100, 100, 140, 112], [300, 200, 330, 230]
     tr.update(0, det([plate, wheel], cls=PLATE))
     waiting = tr.to_look(0)
     assert [c for _, c, _ in waiting] == [PLATE, PLATE] and len(tr.boxes(0)) == 0
     ids = [i for i, _, _ in waiting]
-    tr.looked_at(0, ids, np.array([0.6, 0.05]), 0.15)  # the plate accepted, the wheel refused
+    tr.looked_at(0, ids, np.array([0.6, 0.05]), 0.2)  # the plate accepted, the wheel refused
     assert tr.looks == {"accepted": 1, "refused": 1} and tr.tracks_per_class == {PLATE: 1}
     masked = tr.boxes(0)
     assert len(masked) == 1 and masked.track_id[0] == ids[0]
 
-    seen = {}
-    for f in range(1, 10):
+    looked = {}
+    for f in range(1, 16):
         tr.update(f, det([plate, wheel], cls=PLATE))
         waiting = tr.to_look(f)
-        if waiting:  # only the refused wheel, every third frame, never a new track
+        if waiting:  # only the refused wheel, never a new track
             assert [i for i, _, _ in waiting] == [ids[1]]
-            seen[f] = 0.3 if f == 3 else 0.05  # one lucky look: mean (0.05 + 0.3) / 2 > 0.15
-            tr.looked_at(f, [ids[1]], np.array([seen[f]]), 0.2)
-    assert sorted(seen) == [3, 6, 9]
-    assert tr.tracks_per_class == {PLATE: 1} and len(tr.boxes(5)) == 1  # the mean stays under 0.2
+            looked[f] = {3: 0.3, 9: 0.05, 15: 0.9}[f]  # one lucky look at frame 3
+            tr.looked_at(f, [ids[1]], np.array([looked[f]]), 0.2)
+            if f < 15:
+                assert tr.tracks_per_class == {PLATE: 1} and len(tr.boxes(5)) == 1
+    assert sorted(looked) == [3, 9, 15]  # after 3 frames, then 6 (doubled, the most)
+    # (0.3 + 0.05 + 0.9) / 3 >= 0.2: accepted on its fourth look, masked from its first frame
+    assert tr.looks == {"accepted": 2, "refused": 3}
+    assert len(tr.boxes(0)) == 2 and tr.to_look(15) == []
 
-    tr.update(12, det([plate, wheel], cls=PLATE))
-    tr.looked_at(12, [ids[1]], np.array([0.9]), 0.2)  # the mean of 5 looks reaches 0.24
-    assert tr.looks == {"accepted": 2, "refused": 4}
-    assert len(tr.boxes(0)) == 2, "accepted late, it is masked from its first frame on"
-    assert tr.to_look(12) == []
+
+def test_a_plate_coming_closer_is_judged_on_its_recent_looks():
+    tr = Tracker(params(looked=frozenset({PLATE}), look_again=1, look_again_max=1, max_gap=30))
+    box = [100, 100, 140, 112]
+    scores = [0.05, 0.05, 0.05, 0.05, 0.4, 0.4]  # far away four times, then near
+    for f, score in enumerate(scores):
+        tr.update(f, det([box], cls=PLATE))
+        (tid, _, _), = tr.to_look(f)
+        tr.looked_at(f, [tid], np.array([score]), 0.2)
+    assert tr.looks == {"accepted": 1, "refused": 5}  # the mean of all six (0.17) would refuse it
+    assert len(tr.boxes(0)) == 1
 
 
 def test_tracks_of_other_classes_need_no_look():
