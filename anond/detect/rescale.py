@@ -121,7 +121,7 @@ class TrackLook:
     """A look per video track (manifest `track_look`): `scores(image, xyxy)` is what the look
     model, seeing each new track's box at one canonical scale with its surroundings, makes of
     it (the second look's view, on the look's score alone: the video detector's own scores are
-    another model's); a track is masked once its looks average `threshold`. The tracker asks
+    another model's); a track is masked once its recent looks average `threshold`. The tracker asks
     per track, not per frame (anond/track.py), so the cost follows the tracks."""
 
     def __init__(self, look: SecondLook, threshold: float) -> None:
