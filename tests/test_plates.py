@@ -390,6 +390,42 @@ def test_videos_mask_plates_with_their_own_model_and_its_check(tmp_path, models_
     assert looks["accepted"] >= 1 and report.tracks["plate"] == looks["accepted"]
 
 
+def test_false_plates_the_video_model_is_sure_of_are_refused_by_the_track_look(tmp_path, models_dir, astronaut):
+    """The astronaut photo (scikit-image) has no licence plate, yet the default video plate
+    model (anond-plate-mnet025 with its check) finds several in it, the surest at 0.6 (the
+    patch on the suit). As a video, those detections are counted and their tracks looked at by
+    anond-plate-db-look; the patch's is refused and never masked (without the look it would
+    be, on every frame)."""
+    av = pytest.importorskip("av")
+    from anond.detect.engine import Engine
+    from anond.pipeline.video import process_video
+
+    settings = load_settings(None, models={"dir": models_dir}, profile={"targets": ["plate"]})
+    engine = Engine.load(settings, ["plate"])
+    src, dst = tmp_path / "in.mp4", tmp_path / "out.mp4"
+    out = av.open(str(src), "w")
+    vs = out.add_stream("libx264", rate=25)
+    vs.width, vs.height, vs.pix_fmt = astronaut.shape[1], astronaut.shape[0], "yuv444p"
+    vs.codec_context.options = {"crf": "10"}
+    for _ in range(12):
+        for p in vs.encode(av.VideoFrame.from_ndarray(astronaut, format="bgr24")):
+            out.mux(p)
+    for p in vs.encode():
+        out.mux(p)
+    out.close()
+
+    report = JobReport.start("t", "video", engine=engine, profile=settings.profile)
+    process_video(src, dst, settings=settings, engine=engine, profile=settings.profile, report=report)
+    assert report.detections.get("plate", 0) >= 12, "the video model is sure of a false plate"
+    looks = report.rules["plate_track_look"]
+    assert looks["refused"] >= 2 and looks["refused"] > looks["accepted"]
+    patch = (276, 340, 324, 375)  # where the video model is surest of a plate
+    with av.open(str(src)) as a, av.open(str(dst)) as b:
+        changes = [change(fa.to_ndarray(format="bgr24"), fb.to_ndarray(format="bgr24"), patch)
+                   for fa, fb in zip(a.decode(video=0), b.decode(video=0))]
+    assert len(changes) == 12 and max(changes) < 8, changes  # encoding alone: ~4 levels
+
+
 def test_the_db_export_rewrites_decomposed_operators_into_the_same_function():
     """training/plates/graph.py (run by the DB models' export): Paddle's chains of elementwise
     operators become one HardSwish, and scalar affines fold into the convolutions beside them;
