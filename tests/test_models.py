@@ -201,6 +201,20 @@ def test_a_malformed_second_look_entry_is_a_config_error(tmp_path, family, look,
         models.load_manifest(_write_manifest(tmp_path / "m.toml", entry))
 
 
+@pytest.mark.parametrize("look", ['"anond-plate-db-look"', '{ model = "x" }', '{ threshold = 0.2 }',
+                                  '{ model = "x", threshold = 1.5 }', '{ model = "x", threshold = 0.2, size = 4 }'])
+def test_a_malformed_track_look_entry_is_a_config_error(tmp_path, look):
+    entry = ('[[model]]\nname = "p"\ntask = "plate"\nfamily = "retinaface"\npath = "p.onnx"\n'
+             f'sha256 = "00"\ntrack_look = {look}\n')
+    with pytest.raises(ConfigError, match="track_look"):
+        models.load_manifest(_write_manifest(tmp_path / "m.toml", entry))
+
+
+def test_the_video_plate_model_names_its_track_look():
+    spec = models.load_manifest()["anond-plate-mnet025"]
+    assert (spec.track_look, spec.track_look_size, spec.track_look_threshold) == ("anond-plate-db-look", 48.0, 0.15)
+
+
 def test_a_check_that_is_not_a_crop_check_model_is_refused(models_copy, tmp_path):
     """A detector's `check` must name a crop-check model of the same task."""
     from anond.config import load_settings
