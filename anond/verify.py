@@ -203,18 +203,24 @@ def verify(
     max_rounds: int = MAX_ROUNDS,
     keep: Callable[[Detections], Detections] | None = None,
     covered: np.ndarray | None = None,
+    memo=None,
 ) -> "Verified":
     """Verify a photo (masked in place): `verify_frames` on it as one frame searched whole, all
     targets every round, up to `max_rounds` detector runs; the counts.
 
     `keep` filters residuals before masking (e.g. the operator's exclude regions); `covered`
     (bool H x W, updated in place) marks the pixels already masked, see the module docstring.
+    `memo` (`anond.detect.engine.ViewMemo`, filled by the first pass): views of the photo no
+    mask changed are not run again (they would find what they found); the whole-photo search
+    is the same.
     """
     h, w = image.shape[:2]
     frame = FrameToVerify(0, 0.0, image, covered if covered is not None else np.zeros((h, w), bool),
                           list(profile.targets), None)
+    run = engine.detect if memo is None else (
+        lambda views, detect, targets: engine.detect(views, detect, targets, memos=[memo] * len(views)))
     checked = verify_frames(
-        [frame], profile, profile.detect, engine.detect, engine.fixed_input, Orientation(0, (h, w)),
+        [frame], profile, profile.detect, run, engine.fixed_input, Orientation(0, (h, w)),
         (lambda dets, index, t: keep(dets)) if keep is not None else None, max_rounds)
     if not checked.settled:
         # Everything found was masked, but the last masks were not checked again.

@@ -282,6 +282,36 @@ def test_a_photo_with_nothing_to_mask_is_not_searched_twice(tmp_path, fast_setti
     assert faces.masked.get("face") and "verify" in faces.durations
 
 
+def test_verification_runs_again_only_the_views_masking_changed(settings, engine, astronaut):
+    """A large photo is searched whole and in native tiles; after masking, only the views that
+    see a masked pixel are run again (`ViewMemo`): the rest are the same pixels and would find
+    the same boxes. Verification with the memo masks exactly what it masks without one."""
+    from anond.detect.engine import ViewMemo
+
+    profile = settings.profiles["default"].model_copy(update={"targets": ["face"]})
+    rng = np.random.default_rng(1)  # > max_input_side: a whole view and 5 x 5 native tiles
+    big = cv2.GaussianBlur(rng.integers(0, 255, (2400, 2600, 3), dtype=np.uint8), (0, 0), 3)
+    big[1500:2012, 1700:2212] = astronaut
+    memo = ViewMemo()
+    first = engine.detect([big], profile.detect, ["face"], memos=[memo])[0]
+    assert first.counts() == {"face": 1} and len(memo.found) == 26
+    masked = mask.apply(big.copy(), first, profile.mask)
+    covered = mask.coverage_mask(big.shape[:2], first, profile.mask)
+    plain, remembered = masked.copy(), masked.copy()
+    checked = verify(plain, engine, profile, covered=covered.copy())
+    checked_memo = verify(remembered, engine, profile, covered=covered.copy(), memo=memo)
+    assert np.array_equal(plain, remembered), "the same pixels masked, with or without the memo"
+    assert (checked.fixes, checked.rounds) == (checked_memo.fixes, checked_memo.rounds)
+    # The face's masks lie in at most 4 of the 25 tiles (they overlap): the rest are not run
+    # again, in any round; those the masks touch are.
+    rounds = checked_memo.rounds
+    assert 21 * rounds <= memo.reused < 25 * rounds
+    # What a memo gives back is what running every view finds.
+    again = engine.detect([remembered], profile.detect, ["face"], memos=[memo])[0]
+    fresh = engine.detect([remembered], profile.detect, ["face"])[0]
+    assert np.array_equal(again.xyxy, fresh.xyxy) and np.array_equal(again.score, fresh.score)
+
+
 def test_verify_masks_what_the_first_pass_missed(fast_settings, engine, astronaut):
     profile = fast_settings.profiles["default"]
     image = astronaut.copy()  # as if the first pass had missed the face entirely

@@ -24,6 +24,7 @@ from collections.abc import Callable, Iterable
 import numpy as np
 
 from ..config import ImageSettings, Profile
+from ..detect.engine import ViewMemo
 from ..types import Detections
 from .datasets import Sample
 from .metrics import ImageResult, coverage_fractions, over_mask_fraction
@@ -43,7 +44,7 @@ def progress(items: Iterable, total: int, enabled: bool | None = None, desc: str
 
 
 def final_coverage(image: np.ndarray, found: Detections, engine, profile: Profile,
-                   target: str) -> np.ndarray:
+                   target: str, memo=None) -> np.ndarray:
     """Bool (H, W): the pixels the photo pipeline masks for `target`: `found` plus what
     `anond.verify.verify` still finds on the masked result (called as `anond.pipeline.image`
     calls it: detections lying on an existing mask are not masked again)."""
@@ -54,7 +55,8 @@ def final_coverage(image: np.ndarray, found: Detections, engine, profile: Profil
         from ..verify import verify
 
         masked = mask.apply(image.copy(), found, profile.mask)
-        verify(masked, engine, profile.model_copy(update={"targets": [target]}), covered=covered)
+        verify(masked, engine, profile.model_copy(update={"targets": [target]}), covered=covered,
+               memo=memo)
     return covered
 
 
@@ -72,8 +74,9 @@ def evaluate(samples: list[Sample], engine, profile: Profile, target: str, *,
     for i, sample in enumerate(progress(samples, len(samples), show_progress)):
         began = time.perf_counter()
         bgr = image_io.read(sample.image, image_settings).bgr
-        found = engine.detect([bgr], profile.detect, [target])[0]
-        covered_by = final_coverage(bgr, found, engine, profile, target)
+        memo = ViewMemo()  # as the photo pipeline: verification reruns only changed views
+        found = engine.detect([bgr], profile.detect, [target], memos=[memo])[0]
+        covered_by = final_coverage(bgr, found, engine, profile, target, memo)
         seconds = time.perf_counter() - began
         ap_run = engine.detect([bgr], low, [target])[0] if ap else found
         results.append(ImageResult(

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from .. import mask
 from ..config import Profile, Settings
+from ..detect.engine import ViewMemo
 from ..media import image as image_io
 from ..regions import resolve as resolve_regions
 from ..report import JobReport
@@ -37,8 +38,9 @@ def process_image(
                                       width=meta.width, height=meta.height, video=False)
     report.manual_regions.sidecar = status
 
+    memo = ViewMemo()  # what each view found, so verification runs only views masking changed
     with report.stage("detect"):
-        found = engine.detect([image], profile.detect, profile.targets)[0]
+        found = engine.detect([image], profile.detect, profile.targets, memos=[memo])[0]
     found, _ = regions.filter_detections(found)  # the operator's exclude regions
     report.detections = found.counts()
     if observer is not None:
@@ -56,7 +58,7 @@ def process_image(
     if profile.verify and (len(found) or manual):
         keep = (lambda d: regions.filter_detections(d, count=False)[0]) if regions.has_excludes else None
         with report.stage("verify"):
-            checked = verify(image, engine, profile, keep=keep, covered=covered)
+            checked = verify(image, engine, profile, keep=keep, covered=covered, memo=memo)
         report.verify_fixes, report.verify_on_mask = checked.fixes, checked.on_mask
         JobReport.add_counts(report.masked, checked.masked)
     report.manual_regions.applied = regions.applied_count
