@@ -210,9 +210,9 @@ def verify(
 
     `keep` filters residuals before masking (e.g. the operator's exclude regions); `covered`
     (bool H x W, updated in place) marks the pixels already masked, see the module docstring.
-    `memo` (`anond.detect.engine.ViewMemo`, filled by the first pass): views of the photo no
-    mask changed are not run again (they would find what they found); the whole-photo search
-    is the same.
+    `memo` (`anond.detect.engine.ViewMemo`, filled by the first pass and each round): views
+    of the photo whose pixels no mask has changed since they were run are not run again (they
+    would find what they found); the whole-photo search is the same.
     """
     h, w = image.shape[:2]
     frame = FrameToVerify(0, 0.0, image, covered if covered is not None else np.zeros((h, w), bool),

@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import time
 from dataclasses import dataclass
 from typing import Callable, Iterable, Sequence
@@ -105,31 +106,37 @@ def _by_name(detectors: dict[str, Detector], checks: dict) -> dict[str, Detector
 
 
 class ViewMemo:
-    """What each view of one photo found the first time it was searched, for verification.
+    """What each view of one photo found, for verification's searches of the same photo.
 
-    The detector sees a view and nothing else, so a view of the masked photo whose pixels are
-    the very pixels searched the first time finds the very same boxes: verification need not
-    run it again. The whole-image view always sees a mask; a large photo's native-resolution
-    tiles mostly do not (a 12 MP photo has 48, a plate or a face touches one to four). The
-    first `Engine.detect` given an empty memo fills it (with a copy of the photo); later ones
-    only read it, and a view counts as unchanged when its pixels equal that copy's.
+    The detector sees a view and nothing else, so a view whose pixels are the very pixels it was
+    run on before finds the very same boxes: it need not run again. After masking, the
+    whole-image view always sees a mask; a large photo's native-resolution tiles mostly do not
+    (a 12 MP photo has 48, a plate or a face touches one to four), and in later verification
+    rounds only the tiles the last round masked have changed. Every view an `Engine.detect` with
+    this memo runs is remembered with a digest of its pixels (BLAKE2b, 128 bits); a view is
+    reused when its pixels' digest is the one remembered.
     """
 
     def __init__(self) -> None:
-        self.image: np.ndarray | None = None  # the photo as first searched (a copy)
-        self.found: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}  # (target, threshold, view)
+        self.found: dict[tuple, tuple[bytes, tuple[np.ndarray, np.ndarray]]] = {}
         self.reused = 0  # views not run again
 
-    def recall(self, key: tuple, view, image: np.ndarray):
-        """The boxes the view found the first time, if its pixels are unchanged; else None."""
-        result = self.found.get(key)
-        if result is None or self.image is None or self.image.shape != image.shape:
-            return None
-        crop = (slice(view.y0, view.y0 + view.h), slice(view.x0, view.x0 + view.w))
-        if not np.array_equal(self.image[crop], image[crop]):
+    @staticmethod
+    def digest(view, image: np.ndarray) -> bytes:
+        crop = image[view.y0:view.y0 + view.h, view.x0:view.x0 + view.w]
+        head = np.asarray(crop.shape, np.int64).tobytes()
+        return hashlib.blake2b(head + np.ascontiguousarray(crop).tobytes(), digest_size=16).digest()
+
+    def recall(self, key: tuple, digest: bytes):
+        """The boxes the view found on these very pixels, or None."""
+        known = self.found.get(key)
+        if known is None or known[0] != digest:
             return None
         self.reused += 1
-        return result
+        return known[1]
+
+    def remember(self, key: tuple, digest: bytes, result) -> None:
+        self.found[key] = (digest, result)
 
 
 def _as_bgr(image: np.ndarray) -> np.ndarray:
@@ -240,14 +247,11 @@ class Engine:
         grows to the union of the boxes it suppressed (see `nms.merge`). A target whose model
         has a second stage runs it on the merged boxes: a check model keeps those it accepts
         (`check.CropCheck`); a second look re-scores each region (`rescale.SecondLook`).
-        `memos` (one per image, or None): what each view found the first time (`ViewMemo`);
-        a view whose pixels are unchanged since is not run again.
+        `memos` (one per image, or None): what each view found before (`ViewMemo`); a view
+        whose pixels are those it was run on is not run again.
         """
         images = [_as_bgr(img) for img in images]
         memos = list(memos) if memos is not None else [None] * len(images)
-        filling = [m is not None and m.image is None for m in memos]
-        for k in np.flatnonzero(filling):
-            memos[k].image = images[k].copy()
         per_image: list[list[Detections]] = [[] for _ in images]
         for target in targets:
             if target not in self.detectors:
@@ -256,28 +260,28 @@ class Engine:
             threshold = detect.threshold(target)
             stage = self.checks.get(target)
             first = stage.first_threshold(threshold) if stage else threshold
-            views, owners = [], []  # owners: (image, view, what it found when known already)
+            views, owners = [], []  # owners: (image, view, its digest, what it found if known)
             for k, image in enumerate(images):
                 for view in plan(image.shape[0], image.shape[1], detect, detector.fixed_size):
-                    seen = (memos[k].recall((target, first, view), view, image)
-                            if memos[k] is not None and not filling[k] else None)
+                    digest = ViewMemo.digest(view, image) if memos[k] is not None else b""
+                    seen = memos[k].recall((target, first, view), digest) if memos[k] is not None else None
                     if seen is None:
                         views.append(view.cut(image))
-                    owners.append((k, view, seen))
+                    owners.append((k, view, digest, seen))
             began = time.perf_counter()
             ran = iter(detector.detect(views, first) if views else [])
             if self.observe is not None and views:
                 self.observe(target, time.perf_counter() - began)
             found = []  # in the views' order, run or known
-            for k, view, seen in owners:
+            for k, view, digest, seen in owners:
                 if seen is None:
                     seen = next(ran)
-                    if filling[k]:
-                        memos[k].found[(target, first, view)] = seen
+                    if memos[k] is not None:
+                        memos[k].remember((target, first, view), digest, seen)
                 found.append(seen)
             boxes: list[list[np.ndarray]] = [[] for _ in images]
             scores: list[list[np.ndarray]] = [[] for _ in images]
-            for (k, view, _), (xyxy, score) in zip(owners, found):
+            for (k, view, _, _), (xyxy, score) in zip(owners, found):
                 if len(score):
                     boxes[k].append(view.to_image(xyxy))
                     scores[k].append(score)
