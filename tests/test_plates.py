@@ -222,10 +222,10 @@ class PlateCalls:
     def __getattr__(self, name):
         return getattr(self.engine, name)
 
-    def detect(self, images, detect, targets):
+    def detect(self, images, detect, targets, memos=None):
         if "plate" in targets and detect.plate_threshold == pytest.approx(self.low):
             self.plate_frames += sum(img.shape[:2] == self.frame_hw for img in images)
-        return self.engine.detect(images, detect, targets)
+        return self.engine.detect(images, detect, targets, memos)
 
 
 @pytest.mark.parametrize("stride", [1, 3])
