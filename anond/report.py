@@ -79,7 +79,9 @@ class JobReport:
     verify_fixes: int = 0  # objects still found by verification and masked then
     verify_on_mask: int = 0  # detections of the mask itself on already-masked pixels (left alone), every round
     # Precision rules, what each kept and what it turned down (counts only), e.g. video's
-    # {"second_look": {"supported": 12, "demoted": 3}} (anond/detect/support.py).
+    # {"second_look": {"supported": 12, "demoted": 3}} (anond/detect/support.py) and
+    # {"plate_track_look": {"accepted": 2, "refused": 9}} (anond/track.py), a photo's first pass
+    # {"plate_second_look": {"kept": 1, "dropped": 4}} (anond/detect/rescale.py).
     rules: dict[str, dict[str, int]] = field(default_factory=dict)
     manual_regions: ManualRegionsFacts = field(default_factory=ManualRegionsFacts)
     models: list[ModelFacts] = field(default_factory=list)

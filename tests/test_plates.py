@@ -159,6 +159,10 @@ def test_a_real_plate_is_masked(tmp_path, plate_settings, engine, own_models, mo
         results[name] = (cv2.imread(str(out)), report)
     masked, report = results["default"]
     assert report.masked.get("plate", 0) >= 1
+    # The plate model's second stage says what it kept and dropped (counts only).
+    rule = {OWN: "plate_check"}.get(model, "plate_second_look")
+    assert report.rules[rule]["kept"] >= 1 and set(report.rules[rule]) == {"kept", "dropped"}
+    assert "plate_second_look" not in results["faces"][1].rules
     assert change(img, masked, box) > 15, "plate left readable"
     assert change(img, masked, (0, 0, 100, 60)) == 0  # far from the car: untouched (PNG, lossless)
     assert change(img, results["faces"][0], box) < 1
@@ -222,10 +226,10 @@ class PlateCalls:
     def __getattr__(self, name):
         return getattr(self.engine, name)
 
-    def detect(self, images, detect, targets, memos=None):
+    def detect(self, images, detect, targets, memos=None, rules=None):
         if "plate" in targets and detect.plate_threshold == pytest.approx(self.low):
             self.plate_frames += sum(img.shape[:2] == self.frame_hw for img in images)
-        return self.engine.detect(images, detect, targets, memos)
+        return self.engine.detect(images, detect, targets, memos, rules)
 
 
 @pytest.mark.parametrize("stride", [1, 3])

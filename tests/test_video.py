@@ -152,8 +152,8 @@ class MissingFrames:
     def __getattr__(self, name):  # everything else is the real engine's
         return getattr(self.engine, name)
 
-    def detect(self, images, detect, targets, memos=None):
-        found = self.engine.detect(images, detect, targets, memos)
+    def detect(self, images, detect, targets, memos=None, rules=None):
+        found = self.engine.detect(images, detect, targets, memos, rules)
         self.frame_hw = self.frame_hw or images[0].shape[:2]
         out = []
         for img, dets in zip(images, found):

@@ -54,6 +54,8 @@ def crops(image: np.ndarray, xyxy: np.ndarray) -> np.ndarray:
 class CropCheck:
     """The check model of one detector: `accept(image, xyxy)` says which boxes to keep."""
 
+    rule = "check"  # its name in a job report's `rules`
+
     def __init__(self, installed: InstalledModel, runtime: RuntimeSettings, threshold: float,
                  min_width: float = 0.0) -> None:
         self.spec = installed.spec

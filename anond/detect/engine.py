@@ -240,6 +240,7 @@ class Engine:
     def detect(
         self, images: list[np.ndarray], detect: DetectSettings, targets: Sequence[str],
         memos: "Sequence[ViewMemo | None] | None" = None,
+        rules: dict[str, dict[str, int]] | None = None,
     ) -> list[Detections]:
         """Boxes per image (pixel coordinates of that image), thresholds applied, NMS done.
 
@@ -248,7 +249,9 @@ class Engine:
         has a second stage runs it on the merged boxes: a check model keeps those it accepts
         (`check.CropCheck`); a second look re-scores each region (`rescale.SecondLook`).
         `memos` (one per image, or None): what each view found before (`ViewMemo`); a view
-        whose pixels are those it was run on is not run again.
+        whose pixels are those it was run on is not run again. `rules` (a caller's dict, e.g.
+        a job report's): each second stage's counts are added to it, what it kept and what it
+        dropped ({"plate_second_look": {"kept": 2, "dropped": 5}}; counts only).
         """
         images = [_as_bgr(img) for img in images]
         memos = list(memos) if memos is not None else [None] * len(images)
@@ -293,6 +296,10 @@ class Engine:
                 if stage is not None:
                     keep, score = stage.review(images[k], xyxy, score, threshold)
                     xyxy, score = xyxy[keep], score[keep]
+                    if rules is not None:
+                        tally = rules.setdefault(f"{target}_{stage.rule}", {"kept": 0, "dropped": 0})
+                        tally["kept"] += int(keep.sum())
+                        tally["dropped"] += int(len(keep) - keep.sum())
                 cls_ = np.full(len(score), int(TARGETS[target]), np.int16)
                 per_image[k].append(Detections(xyxy, score, cls_))
         return [Detections.concat(parts) for parts in per_image]

@@ -72,6 +72,8 @@ def canvases(image: np.ndarray, xyxy: np.ndarray, size: float,
 class SecondLook:
     """`scores(image, xyxy)`: each region's second score; `rescored(...)`: the mean of both."""
 
+    rule = "second_look"  # its name in a job report's `rules`
+
     def __init__(self, detector, size: float, floor: float) -> None:
         self.detector = detector  # a DB-family Detector (anond.detect.dbnet)
         self.spec, self.sha256, self.provider = detector.spec, detector.sha256, detector.provider

@@ -40,7 +40,8 @@ def process_image(
 
     memo = ViewMemo()  # what each view found, so verification runs only views masking changed
     with report.stage("detect"):
-        found = engine.detect([image], profile.detect, profile.targets, memos=[memo])[0]
+        found = engine.detect([image], profile.detect, profile.targets, memos=[memo],
+                              rules=report.rules)[0]
     found, _ = regions.filter_detections(found)  # the operator's exclude regions
     report.detections = found.counts()
     if observer is not None:
