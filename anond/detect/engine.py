@@ -66,11 +66,8 @@ def load_check(settings: Settings, detector: Detector) -> "CropCheck | SecondLoo
     """The detector's second stage, verified and loaded: its check model (manifest `check`) or
     its second look at a canonical scale (`second_look`, maybe by itself); None if neither."""
     if detector.spec.second_look is not None:
-        name = detector.spec.second_look
-        looker = detector if name == detector.spec.name else _load_detector(settings, name, detector.spec.task)
-        if looker.spec.family != "ppocr":
-            raise ConfigError(f"model {detector.spec.name!r}: its second look {name!r} is not a "
-                              "segmentation model (family ppocr)")
+        looker = _load_looker(settings, detector, detector.spec.second_look, "second look",
+                              {detector.spec.name: detector})
         return SecondLook(looker, detector.spec.second_look_size, detector.spec.second_look_floor)
     name = detector.spec.check
     if name is None:
@@ -87,15 +84,22 @@ def load_track_look(settings: Settings, detector: Detector,
                     loaded: dict[str, Detector] | None = None) -> TrackLook | None:
     """The look at each new video track of `detector` (manifest `track_look`), verified and
     loaded (or taken from `loaded`, detectors by name already in memory); None if it has none."""
-    name = detector.spec.track_look
-    if name is None:
+    if detector.spec.track_look is None:
         return None
-    looker = (loaded or {}).get(name) or _load_detector(settings, name, detector.spec.task)
-    if looker.spec.family != "ppocr":
-        raise ConfigError(f"model {detector.spec.name!r}: its track look {name!r} is not a "
-                          "segmentation model (family ppocr)")
+    looker = _load_looker(settings, detector, detector.spec.track_look, "track look", loaded or {})
     return TrackLook(SecondLook(looker, detector.spec.track_look_size, 0.0),
                      detector.spec.track_look_threshold)
+
+
+def _load_looker(settings: Settings, detector: Detector, name: str, role: str,
+                 loaded: dict[str, Detector]) -> Detector:
+    """The segmentation model `name` that looks again at `detector`'s regions (its `role`):
+    taken from `loaded` (detectors by name already in memory) or verified and loaded."""
+    looker = loaded.get(name) or _load_detector(settings, name, detector.spec.task)
+    if looker.spec.family != "ppocr":
+        raise ConfigError(f"model {detector.spec.name!r}: its {role} {name!r} is not a "
+                          "segmentation model (family ppocr)")
+    return looker
 
 
 def _by_name(detectors: dict[str, Detector], checks: dict) -> dict[str, Detector]:
