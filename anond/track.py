@@ -303,6 +303,10 @@ class Tracker:
         if t.cls in self.p.looked:
             t.awaiting_look = True  # masked once a look accepts it (`looked_at`)
             return
+        self._mask(t)
+
+    def _mask(self, t: _Track) -> None:
+        """From now on the track is masked (over its whole span) and counted."""
         t.confirmed = True
         self.tracks_per_class[t.cls] = self.tracks_per_class.get(t.cls, 0) + 1
 
@@ -331,8 +335,7 @@ class Tracker:
             t.looked = frame
             t.look_scores.append(scored[t.id])
             if np.mean(t.look_scores[-LOOK_WINDOW:]) >= threshold:
-                t.confirmed = True
-                self.tracks_per_class[t.cls] = self.tracks_per_class.get(t.cls, 0) + 1
+                self._mask(t)
                 self.looks["accepted"] += 1
             else:
                 self.looks["refused"] += 1
