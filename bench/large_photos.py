@@ -69,17 +69,19 @@ def main() -> int:
         compose(width, height, src)
         best = {True: float("inf"), False: float("inf")}
         outputs, report = {}, None
-        for _ in range(args.rounds):
-            for memo in (True, False):
-                engine_mod.ViewMemo.recall = recall if memo else (lambda self, *a: None)
-                out = work / f"out-{width}x{height}-{'memo' if memo else 'plain'}.jpg"
-                began = time.perf_counter()
-                r = process_file(src, out, settings=settings, engine=engine, job_id="bench")
-                best[memo] = min(best[memo], time.perf_counter() - began)
-                outputs[memo] = r.output_path.read_bytes()
-                if memo:
-                    report = r
-        engine_mod.ViewMemo.recall = recall
+        try:
+            for _ in range(args.rounds):
+                for memo in (True, False):
+                    engine_mod.ViewMemo.recall = recall if memo else (lambda self, *a: None)
+                    out = work / f"out-{width}x{height}-{'memo' if memo else 'plain'}.jpg"
+                    began = time.perf_counter()
+                    r = process_file(src, out, settings=settings, engine=engine, job_id="bench")
+                    best[memo] = min(best[memo], time.perf_counter() - began)
+                    outputs[memo] = r.output_path.read_bytes()
+                    if memo:
+                        report = r
+        finally:
+            engine_mod.ViewMemo.recall = recall
         same = outputs[True] == outputs[False]
         rows.append([f"{width}x{height}", f"{width * height / 1e6:.0f}", dict(report.masked),
                      f"{report.durations.get('verify', 0):.1f}", f"{best[False]:.1f}", f"{best[True]:.1f}",
