@@ -7,7 +7,12 @@ next to anond's (tracked + verified). pedestrians_topdown is treated as the nega
 (no car, so every plate detection is false; its faces are almost all invisible or < 10 px, so
 its face figure is an upper bound on false positives). Definitions: anond/evaluation/video.py.
 
-    python bench/video_metrics.py [--clips hamilton,...] [--limit N] [--no-append]
+Clips with no person in them (NO_PERSON: the highway dashcam; the overhead crowd, whose faces
+are invisible or under 10 px, as an upper bound) are also run for faces alone: every face mask
+there is false. Their table: false face tracks per hour and the share of the picture masked
+(mean over frames, worst frame). `--no-person` runs that table only.
+
+    python bench/video_metrics.py [--clips hamilton,...] [--limit N] [--no-person] [--no-append]
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ import argparse
 import _common as c  # noqa: E402  (sets sys.path for anond)
 
 NEGATIVE = {"pedestrians_topdown"}
+NO_PERSON = ("dashcam_udacity", "pedestrians_topdown")
 
 
 def pct(v) -> str:
@@ -29,6 +35,8 @@ def main() -> int:
     parser.add_argument("--limit", type=int, default=None, help="first N frames (trial runs)")
     parser.add_argument("--no-append", action="store_true", help="print only")
     parser.add_argument("--progress", choices=("auto", "on", "off"), default="auto")
+    parser.add_argument("--no-person", action="store_true",
+                        help="only the faces-alone table of the clips with no person")
     args = parser.parse_args()
 
     from anond.detect.engine import Engine
@@ -40,6 +48,8 @@ def main() -> int:
     engine = Engine.load(settings)
     show = {"auto": None, "on": True, "off": False}[args.progress]
     wanted = args.clips.split(",") if args.clips else None
+    if args.no_person:
+        return no_person(args, settings, load_before, show, wanted)
     rows, fp_rows = [], []
     for name, clip in clips().items():
         if wanted and name not in wanted:
@@ -82,6 +92,41 @@ def main() -> int:
         c.append(c.header("Video: mask stability, flicker, false positives", c.command_line(), settings,
                           extra, load_before=load_before)
                  + "\n" + main_table + "\n\n" + fp_table + "\n")
+    return 0
+
+
+def no_person(args, settings, load_before, show, wanted) -> int:
+    """Faces alone on the clips with no person: every face mask is false."""
+    from anond.detect.engine import Engine
+    from anond.evaluation.video import evaluate_video
+    from throughput import clips
+
+    faces = settings.profiles["default"].model_copy(update={"targets": ["face"]})
+    settings = settings.model_copy(update={"profiles": {**settings.profiles, "faces": faces}})
+    engine = Engine.load(settings, targets=["face"])
+    rows = []
+    for name, clip in clips().items():
+        if name not in NO_PERSON or (wanted and name not in wanted):
+            continue
+        print(f"{name} (faces alone) ...", flush=True)
+        r = evaluate_video(clip, settings, "faces", negative=True, max_frames=args.limit,
+                           show_progress=show, engine=engine)
+        hours = r["duration_s"] / 3600
+        rows.append([name, r["frames"], f"{r['duration_s']:.1f}", r["anond_tracks"]["face"],
+                     f"{r['anond_tracks']['face'] / hours:.0f}",
+                     f"{r['detections_per_frame']['face'] * r['frames'] / hours:.0f}",
+                     pct(r["frames_with_mask"]), f"{100 * r['masked_area']['mean']:.3f} %",
+                     f"{100 * r['masked_area']['worst']:.2f} %", f"{r['seconds']:.0f}"])
+    table = c.table(["clip (no person; faces alone)", "frames", "seconds of video", "face tracks",
+                     "false face tracks / hour", "false face detections / hour (per-frame)",
+                     "frames with a face mask", "masked area (mean)", "masked area (worst frame)",
+                     "s"], rows)
+    print("\n" + table)
+    if not args.no_append and rows:
+        extra = {"profile": "default, faces alone (every face mask on these clips is false)",
+                 "frames": "all" if args.limit is None else f"first {args.limit} (trial run)"}
+        c.append(c.header("Video: false face masks on clips with no person", c.command_line(),
+                          settings, extra, load_before=load_before) + "\n" + table + "\n")
     return 0
 
 

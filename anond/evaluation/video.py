@@ -23,7 +23,9 @@ object counts as masked when the mask covers >= `mask_cover` (0.8) of its box.
 - detections per frame: confident detections per frame, per class; masks per frame likewise;
 - on a clip known to contain no face or plate (`negative=True`), every detection is false:
   false detections per hour (frame-level, what a per-frame anonymizer masks wrongly) and false
-  masked objects per hour (anond's tracks started, each a blurred patch that should not be).
+  masked objects per hour (anond's tracks started, each a blurred patch that should not be);
+- masked area: the share of the picture masked, mean over all frames and the worst frame (on
+  a clip with no person, run for faces only, every masked pixel is a false face mask).
 """
 
 from __future__ import annotations
@@ -163,6 +165,14 @@ class _Recorder:
     def frame_boxes(self, frame: int, xyxy: np.ndarray, dets: Detections) -> None:
         pass  # measured from the tracker's input and the coverage
 
+    def masked_area(self, frames: int) -> dict[str, float]:
+        """Share of the picture masked: mean over all `frames` encoded, and the worst frame."""
+        if not self.coverage or self.shape is None:
+            return {"mean": 0.0, "worst": 0.0}
+        pixels = self.shape[0] * self.shape[1]
+        shares = [float(np.unpackbits(p)[:pixels].sum()) / pixels for p in self.coverage.values()]
+        return {"mean": sum(shares) / max(frames, 1), "worst": max(shares)}
+
     def covered(self, frame: int) -> np.ndarray | None:
         packed = self.coverage.get(frame)
         if packed is None or self.shape is None:
@@ -225,6 +235,7 @@ def evaluate_video(path, settings, profile: str = "default", *, negative: bool =
         "detections_per_frame": {t: raw_counts.get(t, 0) / n for t in labels},
         "masks_per_frame": {t: masked_counts.get(t, 0) / n for t in labels},
         "frames_with_mask": len(seen.coverage) / n,
+        "masked_area": seen.masked_area(n),
         "anond_tracks": {t: tracks_started.get(t, 0) for t in labels},
         "verify_residuals": report.verify_fixes,
         "reference_tracks": {
