@@ -154,11 +154,25 @@ class DetectSettings(_Section):
     # reaches `upscale_to`, then scanned in tiles, so faces of ~8-10 px are still found.
     upscale: float = Field(2.0, ge=1, le=4)
     upscale_to: int = Field(1280, ge=160)
+    # Faces: a box only the whole-image view finds, scoring under `face_confident`, is kept
+    # only when a detail view (the enlarged image or its tiles) sees it too, at
+    # `face_view_support` or more (anond/detect/engine.py `_supported`): the detail views see
+    # the same small faces larger and better, and half the whole view's weak boxes are
+    # textures they do not confirm. 0: off (every box at the threshold is kept).
+    face_confident: float = Field(0.5, gt=0, le=1)
+    face_view_support: float = Field(0.1, ge=0, le=1)
 
     def threshold(self, target: str) -> float:
         """`<target>_threshold` ("face", "plate"): per-target settings are read by target name
         everywhere, so a new target needs its fields here and nowhere else."""
         return getattr(self, f"{target}_threshold")
+
+    def view_support(self, target: str) -> tuple[float, float] | None:
+        """(confident, support) of the target's view-support rule, or None (plates: their
+        models' second stages judge weak boxes)."""
+        if target != "face" or not self.face_view_support:
+            return None
+        return self.face_confident, self.face_view_support
 
     def thresholds_by_class(self) -> dict[int, float]:
         """{class id (`Target`): threshold} for every detector target."""

@@ -249,3 +249,43 @@ def test_a_second_look_scores_the_mean_of_both_looks_and_keeps_by_the_threshold(
     keep, score = look.review(image, xyxy, np.array([0.9, 0.5], np.float32), threshold=0.5)
     assert score == pytest.approx([0.55, 0.35]) and keep.tolist() == [True, False]
     assert look.first_threshold(0.625) == 0.4 and look.first_threshold(0.3) == 0.3
+
+
+def test_a_weak_box_only_the_whole_image_view_finds_needs_a_detail_view_to_see_it():
+    """`_supported`: detail-view boxes count from the threshold; a whole-view box from
+    `confident`, or from the threshold when a detail-view box (down to the support score)
+    overlaps it; boxes under the threshold only support."""
+    from anond.detect.engine import _supported
+
+    xyxy = np.array([
+        [10, 10, 30, 30],     # whole view, confident
+        [100, 100, 120, 120],  # whole view, weak, a detail box at 0.12 overlaps it
+        [200, 200, 220, 220],  # whole view, weak, nothing in the detail views
+        [101, 101, 121, 121],  # detail view, 0.12: support only
+        [300, 300, 320, 320],  # detail view, 0.25: a detection
+    ], np.float32)
+    score = np.array([0.8, 0.3, 0.3, 0.12, 0.25], np.float32)
+    whole = np.array([True, True, True, False, False])
+    keep = _supported(xyxy, score, whole, 0.2, 0.5, 0.1)
+    assert keep.tolist() == [True, True, False, False, True]
+    # Without any detail box at the support score, weak whole-view boxes go.
+    assert _supported(xyxy[:3], score[:3], whole[:3], 0.2, 0.5, 0.1).tolist() == [True, False, False]
+
+
+def test_the_view_support_rule_keeps_a_real_face_and_counts_what_it_judged(face_engine, astronaut):
+    """A small photo is searched whole and enlarged; the astronaut's face, seen in both, is
+    kept with the rule on, as with it off; the job's rules count the weak whole-view boxes
+    kept and dropped (counts only)."""
+    on = DetectSettings()
+    off = DetectSettings(face_view_support=0)
+    small = cv2.resize(astronaut, (256, 256), interpolation=cv2.INTER_AREA)
+    assert len(plan(256, 256, on, None)) == 2
+    rules: dict = {}
+    with_rule = face_engine.detect([small], on, ["face"], rules=rules)[0]
+    without = face_engine.detect([small], off, ["face"])[0]
+    assert with_rule.counts() == {"face": 1}
+    assert len(without) >= len(with_rule)
+    assert set(rules) <= {"face_view_support"}
+    if rules:
+        assert set(rules["face_view_support"]) == {"kept", "dropped"}
+    assert DetectSettings().view_support("plate") is None and off.view_support("face") is None

@@ -16,14 +16,16 @@ import numpy as np
 from ..config import DetectSettings, Settings
 from ..errors import ConfigError, ModelMissing
 from ..models import InstalledModel, verified_model
-from ..types import Detections, Target
+from ..types import Detections, Target, iou_matrix
 from .base import Detector
 from .check import CropCheck
 from .rescale import SecondLook, TrackLook
 from .nms import merge
-from .tiling import plan
+from .tiling import View, plan
 
 TARGETS = {"face": Target.FACE, "plate": Target.PLATE}
+# A weak box of the whole-image view is supported by a detail view's box overlapping it this much.
+SUPPORT_IOU = 0.3
 
 
 @dataclass(frozen=True)
@@ -141,6 +143,23 @@ class ViewMemo:
 
     def remember(self, key: tuple, digest: bytes, result) -> None:
         self.found[key] = (digest, result)
+
+
+def _supported(xyxy: np.ndarray, score: np.ndarray, whole: np.ndarray, threshold: float,
+               confident: float, support: float) -> np.ndarray:
+    """Which boxes of one image's views to keep: every box of a detail view (enlarged or
+    tiles) at >= threshold; a box of the whole-image view at >= confident, or at >= threshold
+    when a detail view sees it too (a box there at >= support overlapping it, IoU >=
+    SUPPORT_IOU). Boxes under `threshold` only support."""
+    keep = score >= threshold
+    weak = np.flatnonzero(whole & keep & (score < confident))
+    helpers = ~whole & (score >= support)
+    if len(weak) and helpers.any():
+        seen = iou_matrix(xyxy[weak].astype(np.float64), xyxy[helpers].astype(np.float64)).max(axis=1)
+        keep[weak] = seen >= SUPPORT_IOU
+    elif len(weak):
+        keep[weak] = False
+    return keep
 
 
 def _as_bgr(image: np.ndarray) -> np.ndarray:
@@ -267,16 +286,23 @@ class Engine:
             threshold = detect.threshold(target)
             stage = self.checks.get(target)
             first = stage.first_threshold(threshold) if stage else threshold
+            support = detect.view_support(target)
+            # With a view-support rule, views report down to its support score (what a weak
+            # box of the whole-image view needs from the detail views, `_supported`).
+            low = min(first, support[1]) if support is not None else first
             views, owners = [], []  # owners: (image, view, its digest, what it found if known)
+            heads: list[View | None] = []  # per image: its whole-image view, if it has detail views
             for k, image in enumerate(images):
-                for view in plan(image.shape[0], image.shape[1], detect, detector.fixed_size):
+                planned = plan(image.shape[0], image.shape[1], detect, detector.fixed_size)
+                heads.append(planned[0] if len(planned) > 1 else None)
+                for view in planned:
                     digest = ViewMemo.digest(view, image) if memos[k] is not None else b""
-                    seen = memos[k].recall((target, first, view), digest) if memos[k] is not None else None
+                    seen = memos[k].recall((target, low, view), digest) if memos[k] is not None else None
                     if seen is None:
                         views.append(view.cut(image))
                     owners.append((k, view, digest, seen))
             began = time.perf_counter()
-            ran = iter(detector.detect(views, first) if views else [])
+            ran = iter(detector.detect(views, low) if views else [])
             if self.observe is not None and views:
                 self.observe(target, time.perf_counter() - began)
             found = []  # in the views' order, run or known
@@ -284,18 +310,30 @@ class Engine:
                 if seen is None:
                     seen = next(ran)
                     if memos[k] is not None:
-                        memos[k].remember((target, first, view), digest, seen)
+                        memos[k].remember((target, low, view), digest, seen)
                 found.append(seen)
             boxes: list[list[np.ndarray]] = [[] for _ in images]
             scores: list[list[np.ndarray]] = [[] for _ in images]
+            whole: list[list[np.ndarray]] = [[] for _ in images]  # per box: from the whole-image view
             for (k, view, _, _), (xyxy, score) in zip(owners, found):
                 if len(score):
                     boxes[k].append(view.to_image(xyxy))
                     scores[k].append(score)
+                    whole[k].append(np.full(len(score), view == heads[k], bool))
             for k in range(len(images)):
                 if not scores[k]:
                     continue
                 xyxy, score = np.concatenate(boxes[k]), np.concatenate(scores[k])
+                if support is not None:
+                    keep = _supported(xyxy, score, np.concatenate(whole[k]), first, *support)
+                    if rules is not None:
+                        tally = rules.setdefault(f"{target}_view_support", {"kept": 0, "dropped": 0})
+                        weak = np.concatenate(whole[k]) & (score >= first) & (score < support[0])
+                        tally["kept"] += int((weak & keep).sum())
+                        tally["dropped"] += int((weak & ~keep).sum())
+                    xyxy, score = xyxy[keep], score[keep]
+                    if not len(score):
+                        continue
                 xyxy, score = merge(xyxy, score, detect.nms_iou)
                 if stage is not None:
                     keep, score = stage.review(images[k], xyxy, score, threshold)
