@@ -229,11 +229,11 @@ class TrackSettings(_Section):
     # A face detection at or above the profile threshold but under `support_below` starts a
     # track only if the other face model (`models.face` for video) also sees a face around it,
     # scoring at least `support_threshold`; otherwise it only extends existing tracks, like a
-    # low-score one (anond/detect/support.py). Needs two face models. 0 (default): no second
-    # look. 0.5 removed 3 of the 4 false face tracks of a highway clip with no person in it,
-    # but on a stage clip it also demoted a real profile face cut by the frame's edge
-    # (docs/BENCHMARKS.md): for inboxes where false blobs cost more than that risk.
-    support_below: float = Field(0.0, ge=0, le=1)
+    # low-score one (anond/detect/support.py). Needs two face models; 0: no second look.
+    # 0.5 removes 3 of the 4 false face tracks of a highway clip with no person in it (masked
+    # area / 15); faces the picture's edge cuts are not asked (their crop is mostly replicated
+    # border: a real profile at a stage clip's edge was demoted before that; docs/BENCHMARKS.md).
+    support_below: float = Field(0.5, ge=0, le=1)
     support_threshold: float = Field(0.1, gt=0, le=1)
     match_iou: float = Field(0.2, ge=0, lt=1)  # first stage: IoU with the predicted box
     low_match_iou: float = Field(0.4, ge=0, lt=1)  # second stage (low scores): stricter

@@ -251,8 +251,10 @@ def test_no_tracked_frame_is_left_unmasked_and_everything_else_survives(
     assert report.media.frames == 36 and report.skipped_packets == 0
     assert report.media.audio == "copied"
     assert report.decoder == "h264" and report.encoder.startswith("libx264")
-    # faces in videos come from models.video_face, and the report names it (not the photo model)
-    assert [m.name for m in report.models] == [face_settings.models.video_face] != [face_settings.models.face]
+    # faces in videos come from models.video_face, and the report names it first; the photo
+    # model follows as the second look at weak faces (track.support_below, on by default)
+    assert [m.name for m in report.models] == [face_settings.models.video_face, face_settings.models.face]
+    assert face_settings.models.video_face != face_settings.models.face
     for stage in ("decode", "detect", "track", "mask", "verify", "encode"):
         assert stage in report.durations
 
@@ -299,7 +301,24 @@ def test_a_second_face_model_looks_at_weak_faces_when_asked(tmp_path, astronaut,
     src, out = decode_all(src_path), decode_all(out_path)
     src.update(boxes=made["boxes"], rotation=0)
     assert all(masked_frames(src, out))
-    assert "second_look" not in run(src_path, out_path, face_settings, face_engine).rules  # off by default
+    # By default (support_below 0.5) only weak faces are looked at: this one is confident.
+    assert run(src_path, out_path, face_settings, face_engine).rules["second_look"] == {
+        "supported": 0, "demoted": 0}
+    off = face_settings.video.track.model_copy(update={"support_below": 0.0})
+    assert "second_look" not in run(src_path, out_path, face_settings, face_engine, track=off).rules
+
+
+def test_a_weak_face_the_frame_cuts_is_supported_without_a_look(face_engine):
+    """A weak face at the picture's edge (a profile half out of the frame) is not asked: the
+    crop around it would be mostly replicated border. Inside the picture, a weak box on a
+    plain grey frame is asked and not supported."""
+    from anond.detect.support import Support, at_edge
+
+    grey = np.full((360, 640, 3), 128, np.uint8)
+    boxes = np.array([[0, 100, 40, 150], [600, 10, 640, 60], [300, 150, 340, 200]], np.float32)
+    assert at_edge(boxes, grey.shape[:2]).tolist() == [True, True, False]
+    second = face_engine.detectors["face"]  # the photo face model (CenterFace)
+    assert Support(second, 0.1).supported([grey], [boxes])[0].tolist() == [True, True, False]
 
 
 def test_threads_change_nothing_in_the_output(tmp_path, astronaut, face_settings, face_engine, monkeypatch):
