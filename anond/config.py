@@ -154,13 +154,14 @@ class DetectSettings(_Section):
     # reaches `upscale_to`, then scanned in tiles, so faces of ~8-10 px are still found.
     upscale: float = Field(2.0, ge=1, le=4)
     upscale_to: int = Field(1280, ge=160)
-    # Faces: a box only the whole-image view finds, scoring under `face_confident`, is kept
-    # only when a detail view (the enlarged image or its tiles) sees it too, at
-    # `face_view_support` or more (anond/detect/engine.py `_supported`): the detail views see
-    # the same small faces larger and better, and half the whole view's weak boxes are
-    # textures they do not confirm. 0: off (every box at the threshold is kept).
+    # Faces: with `face_view_support` > 0, a box only the whole-image view finds, scoring under
+    # `face_confident`, is kept only when a detail view (the enlarged image or its tiles) sees
+    # it too at that score (anond/detect/engine.py `_supported`). Off by default: on face_mask
+    # at 0.1 it took false boxes from 4.55 to 3.97 a photo and the falsely masked area from
+    # 0.76 % to 0.53 %, but masked recall from 95.3 % to 95.0 % (docs/BENCHMARKS.md): for
+    # inboxes where false blobs cost more than a few weak faces.
     face_confident: float = Field(0.5, gt=0, le=1)
-    face_view_support: float = Field(0.1, ge=0, le=1)
+    face_view_support: float = Field(0.0, ge=0, le=1)
 
     def threshold(self, target: str) -> float:
         """`<target>_threshold` ("face", "plate"): per-target settings are read by target name

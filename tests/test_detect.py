@@ -276,8 +276,8 @@ def test_the_view_support_rule_keeps_a_real_face_and_counts_what_it_judged(face_
     """A small photo is searched whole and enlarged; the astronaut's face, seen in both, is
     kept with the rule on, as with it off; the job's rules count the weak whole-view boxes
     kept and dropped (counts only)."""
-    on = DetectSettings()
-    off = DetectSettings(face_view_support=0)
+    on = DetectSettings(face_view_support=0.1)
+    off = DetectSettings()
     small = cv2.resize(astronaut, (256, 256), interpolation=cv2.INTER_AREA)
     assert len(plan(256, 256, on, None)) == 2
     rules: dict = {}
