@@ -5,7 +5,8 @@ found at a second scale after the first pass) is caught here. Same targets, same
 as the first pass; rounds, each on the result of the previous one, go on until one finds
 nothing left outside the masks (at most `max_rounds` detector runs). One algorithm,
 `verify_frames`, for photos and video frames; they differ in where it looks (a photo: the
-whole picture, every target, up to MAX_ROUNDS; a video frame: around what masking changed,
+whole picture at its whole-image scale, and its detail views (enlarged or native tiles) around
+the masks, every target, up to MAX_ROUNDS; a video frame: around what masking changed,
 the targets it fixed, up to MAX_VIDEO_ROUNDS — the rest of a decoded frame was searched at a
 lower threshold already) and `verify` is the photo's entry.
 
@@ -34,6 +35,7 @@ import numpy as np
 from . import log, mask
 from .config import Profile
 from .detect.nms import merge
+from .detect.tiling import merge_rects
 from .media.frames import Orientation
 from .report import JobReport
 from .types import Detections
@@ -125,28 +127,7 @@ def neighbourhoods(
             costs[r] = _view_cost(boxes, r, object_px)
         return costs[r]
 
-    return _merge_overlapping(rects, cost)
-
-
-def _merge_overlapping(rects: list[tuple[int, int, int, int]], cost) -> list[tuple[int, int, int, int]]:
-    """Merge overlapping rectangles pairwise while the union costs no more than its parts."""
-    merged = True
-    while merged and len(rects) > 1:
-        merged = False
-        for i in range(len(rects)):
-            for j in range(i + 1, len(rects)):
-                a, b = rects[i], rects[j]
-                if not (a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]):
-                    continue
-                union = (min(a[0], b[0]), min(a[1], b[1]), max(a[2], b[2]), max(a[3], b[3]))
-                if cost(union) <= cost(a) + cost(b):
-                    rects[i] = union
-                    del rects[j]
-                    merged = True
-                    break
-            if merged:
-                break
-    return rects
+    return merge_rects(rects, cost)
 
 
 def _view_cost(boxes: np.ndarray, rect: tuple[int, int, int, int], object_px: float) -> float:
@@ -210,15 +191,23 @@ def verify(
 
     `keep` filters residuals before masking (e.g. the operator's exclude regions); `covered`
     (bool H x W, updated in place) marks the pixels already masked, see the module docstring.
-    `memo` (`anond.detect.engine.ViewMemo`, filled by the first pass and each round): views
-    of the photo whose pixels no mask has changed since they were run are not run again (they
-    would find what they found); the whole-photo search is the same.
+    With `covered`, the detail views are searched again only around its masked regions
+    (`Engine.detect`'s `near`, anond/detect/tiling.py `around`): elsewhere their pixels are the
+    ones the first pass searched at that scale; the whole-image view is searched whole every
+    round. `memo` (`anond.detect.engine.ViewMemo`, filled by the first pass and each round):
+    views of the photo whose pixels no mask has changed since they were run are not run again
+    (they would find what they found); the search is the same.
     """
     h, w = image.shape[:2]
     frame = FrameToVerify(0, 0.0, image, covered if covered is not None else np.zeros((h, w), bool),
                           list(profile.targets), None)
-    run = engine.detect if memo is None else (
-        lambda views, detect, targets: engine.detect(views, detect, targets, memos=[memo] * len(views)))
+
+    def run(views, detect, targets):
+        # Detail views only around the masks so far (`Engine.detect`'s `near`), when known.
+        near = [masked_boxes(frame.coverage)] if covered is not None else None
+        return engine.detect(views, detect, targets, memos=[memo] if memo is not None else None,
+                             near=near)
+
     checked = verify_frames(
         [frame], profile, profile.detect, run, engine.fixed_input, Orientation(0, (h, w)),
         (lambda dets, index, t: keep(dets)) if keep is not None else None, max_rounds)
@@ -226,6 +215,15 @@ def verify(
         # Everything found was masked, but the last masks were not checked again.
         log.get().warning("verify.unsettled", rounds=checked.rounds, fixes=checked.fixes)
     return checked
+
+
+def masked_boxes(covered: np.ndarray) -> np.ndarray:
+    """(N, 4) xyxy boxes of the connected regions of masked pixels."""
+    _, _, stats, _ = cv2.connectedComponentsWithStats(covered.astype(np.uint8), connectivity=8)
+    st = stats[1:]
+    x0, y0 = st[:, cv2.CC_STAT_LEFT], st[:, cv2.CC_STAT_TOP]
+    return np.stack([x0, y0, x0 + st[:, cv2.CC_STAT_WIDTH], y0 + st[:, cv2.CC_STAT_HEIGHT]],
+                    axis=1).astype(np.float32).reshape(-1, 4)
 
 
 @dataclass

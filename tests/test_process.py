@@ -282,10 +282,12 @@ def test_a_photo_with_nothing_to_mask_is_not_searched_twice(tmp_path, fast_setti
     assert faces.masked.get("face") and "verify" in faces.durations
 
 
-def test_verification_runs_again_only_the_views_masking_changed(settings, engine, astronaut):
-    """A large photo is searched whole and in native tiles; after masking, only the views that
-    see a masked pixel are run again (`ViewMemo`): the rest are the same pixels and would find
-    the same boxes. Verification with the memo masks exactly what it masks without one."""
+def test_verification_searches_the_detail_views_again_only_around_the_masks(settings, engine, astronaut):
+    """A large photo is searched whole and in native tiles; after masking, verification
+    searches the whole view again and, at the tiles' scale, only crops around the masks
+    (`tiling.around`): elsewhere the pixels are those the first pass searched. Views whose
+    pixels have not changed since they ran are not run again (`ViewMemo`): with or without the
+    memo, verification masks exactly the same pixels."""
     from anond.detect.engine import ViewMemo
 
     profile = settings.profiles["default"].model_copy(update={"targets": ["face"]})
@@ -295,6 +297,8 @@ def test_verification_runs_again_only_the_views_masking_changed(settings, engine
     memo = ViewMemo()
     first = engine.detect([big], profile.detect, ["face"], memos=[memo])[0]
     assert first.counts() == {"face": 1} and len(memo.found) == 26 and memo.reused == 0
+    tiles = {key[-1] for key in memo.found if key[-1].scale == 1.0}
+    assert len(tiles) == 25
     masked = mask.apply(big.copy(), first, profile.mask)
     covered = mask.coverage_mask(big.shape[:2], first, profile.mask)
     plain, remembered = masked.copy(), masked.copy()
@@ -302,11 +306,17 @@ def test_verification_runs_again_only_the_views_masking_changed(settings, engine
     checked_memo = verify(remembered, engine, profile, covered=covered.copy(), memo=memo)
     assert np.array_equal(plain, remembered), "the same pixels masked, with or without the memo"
     assert (checked.fixes, checked.rounds) == (checked_memo.fixes, checked_memo.rounds)
-    # The face's masks lie in at most 4 of the 25 tiles (they overlap): the rest are not run
-    # again, in any round; those a round's masks touched are run in the next round, and only
-    # those (the last round, which masks nothing, reruns what the one before it changed).
-    rounds = checked_memo.rounds
-    assert 21 * rounds <= memo.reused < 25 * rounds
+    # At native scale verification ran crops around the face's masks, never a whole tile.
+    crops = [key[-1] for key in memo.found if key[-1].scale == 1.0 and key[-1] not in tiles]
+    assert crops
+    ys, xs = np.nonzero(covered | (remembered != big).any(-1))
+    for view in crops:
+        assert view.x0 <= xs.max() and view.x0 + view.w >= xs.min()  # around the masks
+        assert view.y0 <= ys.max() and view.y0 + view.h >= ys.min()
+    # ...less than the tiles the masks touch, which a tile memo alone would run every round.
+    touched = [t for t in tiles if t.x0 <= xs.max() and t.x0 + t.w > xs.min()
+               and t.y0 <= ys.max() and t.y0 + t.h > ys.min()]
+    assert sum(v.w * v.h for v in crops) < sum(t.w * t.h for t in touched) * checked.rounds
     # What a memo gives back is what running every view finds.
     again = engine.detect([remembered], profile.detect, ["face"], memos=[memo])[0]
     fresh = engine.detect([remembered], profile.detect, ["face"])[0]

@@ -21,7 +21,7 @@ from .base import Detector
 from .check import CropCheck
 from .rescale import SecondLook, TrackLook
 from .nms import merge
-from .tiling import View, plan
+from .tiling import View, around, plan
 
 TARGETS = {"face": Target.FACE, "plate": Target.PLATE}
 # A weak box of the whole-image view is supported by a detail view's box overlapping it this much.
@@ -264,6 +264,7 @@ class Engine:
         self, images: list[np.ndarray], detect: DetectSettings, targets: Sequence[str],
         memos: "Sequence[ViewMemo | None] | None" = None,
         rules: dict[str, dict[str, int]] | None = None,
+        near: "Sequence[np.ndarray | None] | None" = None,
     ) -> list[Detections]:
         """Boxes per image (pixel coordinates of that image), thresholds applied, NMS done.
 
@@ -275,9 +276,14 @@ class Engine:
         whose pixels are those it was run on is not run again. `rules` (a caller's dict, e.g.
         a job report's): each second stage's counts are added to it, what it kept and what it
         dropped ({"plate_second_look": {"kept": 2, "dropped": 5}}; counts only).
+        `near` (one per image, or None): boxes of what changed since the image was searched
+        whole (verification: the masks); a model of dynamic input then searches the detail
+        views (enlarged or tiles) only around them (`tiling.around`), the whole-image view
+        whole as always (a fixed-input model would letterbox the crops: it searches every view).
         """
         images = [_as_bgr(img) for img in images]
         memos = list(memos) if memos is not None else [None] * len(images)
+        near = list(near) if near is not None else [None] * len(images)
         per_image: list[list[Detections]] = [[] for _ in images]
         for target in targets:
             if target not in self.detectors:
@@ -295,6 +301,8 @@ class Engine:
             for k, image in enumerate(images):
                 planned = plan(image.shape[0], image.shape[1], detect, detector.fixed_size)
                 heads.append(planned[0] if len(planned) > 1 else None)
+                if near[k] is not None and detector.fixed_size is None and len(planned) > 1:
+                    planned = planned[:1] + around(planned[1:], near[k], *image.shape[:2])
                 for view in planned:
                     digest = ViewMemo.digest(view, image) if memos[k] is not None else b""
                     seen = memos[k].recall((target, low, view), digest) if memos[k] is not None else None

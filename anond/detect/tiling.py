@@ -79,3 +79,61 @@ def plan(height: int, width: int, detect: DetectSettings, fixed_size: tuple[int,
         for x0 in starts(width, tile_px, detect.tile_overlap):
             views.append(View(x0, y0, min(tile_px, width - x0), min(tile_px, height - y0), detail))
     return views
+
+
+# Verification searches a photo's detail views again only around its masks (`around`): each
+# mask's box grown by this many times its size on every side, and by at least NEAR_DETAIL_PX
+# image pixels. Elsewhere the detail views' pixels are those the first pass searched at that
+# scale. Wide, because a model with global pooling (anond-plate-db's squeeze-excitation
+# blocks) scores a crop differently from the whole view: on the plate validation photos
+# (training/plates, 8 % split) 2x / 160 px kept masked recall (82.4 -> 83.0 %) and lowered
+# over-mask (0.117 -> 0.102 %), where 1x / 64 px raised it to 0.143 %.
+NEAR_DETAIL = 2.0
+NEAR_DETAIL_PX = 160
+
+
+def around(details: list[View], boxes: np.ndarray, height: int, width: int) -> list[View]:
+    """The detail views (`details`, one scale) again, only around `boxes` (xyxy image pixels:
+    what masking changed): a view at the detail's scale around each box grown by NEAR_DETAIL
+    (at least NEAR_DETAIL_PX) a side, overlapping ones merged when the union costs no more;
+    `details` themselves when that would cover as much of the image."""
+    rects = []
+    for x0, y0, x1, y1 in np.asarray(boxes, np.float64).reshape(-1, 4):
+        gx = max(NEAR_DETAIL_PX, (x1 - x0) * NEAR_DETAIL)
+        gy = max(NEAR_DETAIL_PX, (y1 - y0) * NEAR_DETAIL)
+        c0, r0 = max(0, int(np.floor(x0 - gx))), max(0, int(np.floor(y0 - gy)))
+        c1, r1 = min(width, int(np.ceil(x1 + gx))), min(height, int(np.ceil(y1 + gy)))
+        if c1 > c0 and r1 > r0:
+            rects.append((c0, r0, c1, r1))
+    rects = merge_rects(rects, _area)
+    if sum(map(_area, rects)) >= sum(v.w * v.h for v in details):
+        return details
+    scale = details[0].scale
+    return [View(c0, r0, c1 - c0, r1 - r0, scale) for c0, r0, c1, r1 in rects]
+
+
+def _area(r: tuple[int, int, int, int]) -> float:
+    return float((r[2] - r[0]) * (r[3] - r[1]))
+
+
+def merge_rects(rects: list[tuple[int, int, int, int]], cost) -> list[tuple[int, int, int, int]]:
+    """Overlapping rectangles (x0, y0, x1, y1) merged pairwise while `cost(union)` is no
+    more than the parts' costs together."""
+    rects = list(rects)
+    merged = True
+    while merged and len(rects) > 1:
+        merged = False
+        for i in range(len(rects)):
+            for j in range(i + 1, len(rects)):
+                a, b = rects[i], rects[j]
+                if not (a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]):
+                    continue
+                union = (min(a[0], b[0]), min(a[1], b[1]), max(a[2], b[2]), max(a[3], b[3]))
+                if cost(union) <= cost(a) + cost(b):
+                    rects[i] = union
+                    del rects[j]
+                    merged = True
+                    break
+            if merged:
+                break
+    return rects
