@@ -5,8 +5,8 @@ found at a second scale after the first pass) is caught here. Same targets, same
 as the first pass; rounds, each on the result of the previous one, go on until one finds
 nothing left outside the masks (at most `max_rounds` detector runs). One algorithm,
 `verify_frames`, for photos and video frames; they differ in where it looks (a photo: the
-whole picture at its whole-image scale, and its detail views (enlarged or native tiles) around
-the masks, every target, up to MAX_ROUNDS; a video frame: around what masking changed,
+whole picture at its whole-image scale, a small photo's enlarged detail view around the
+masks, every target, up to MAX_ROUNDS; a video frame: around what masking changed,
 the targets it fixed, up to MAX_VIDEO_ROUNDS — the rest of a decoded frame was searched at a
 lower threshold already) and `verify` is the photo's entry.
 
@@ -191,10 +191,10 @@ def verify(
 
     `keep` filters residuals before masking (e.g. the operator's exclude regions); `covered`
     (bool H x W, updated in place) marks the pixels already masked, see the module docstring.
-    With `covered`, the detail views are searched again only around its masked regions
-    (`Engine.detect`'s `near`, anond/detect/tiling.py `around`): elsewhere their pixels are the
-    ones the first pass searched at that scale; the whole-image view is searched whole every
-    round. `memo` (`anond.detect.engine.ViewMemo`, filled by the first pass and each round):
+    With `covered`, a small photo's enlarged detail view is searched again only around its
+    masked regions (`Engine.detect`'s `near`, anond/detect/tiling.py `around`): elsewhere its
+    pixels are the ones the first pass searched at that scale; the whole-image view is
+    searched whole every round, a large photo's tiles where masks changed them (`memo`). `memo` (`anond.detect.engine.ViewMemo`, filled by the first pass and each round):
     views of the photo whose pixels no mask has changed since they were run are not run again
     (they would find what they found); the search is the same.
     """

@@ -277,9 +277,11 @@ class Engine:
         a job report's): each second stage's counts are added to it, what it kept and what it
         dropped ({"plate_second_look": {"kept": 2, "dropped": 5}}; counts only).
         `near` (one per image, or None): boxes of what changed since the image was searched
-        whole (verification: the masks); a model of dynamic input then searches the detail
-        views (enlarged or tiles) only around them (`tiling.around`), the whole-image view
-        whole as always (a fixed-input model would letterbox the crops: it searches every view).
+        whole (verification: the masks); a model of dynamic input then searches a small
+        image's enlarged detail view only around them (`tiling.around`), the whole-image view
+        whole as always. (A large image's native tiles are left to `memos`: those no mask
+        touches are not run again, and a tile is smaller than the crop around a large mask;
+        a fixed-input model would letterbox the crops.)
         """
         images = [_as_bgr(img) for img in images]
         memos = list(memos) if memos is not None else [None] * len(images)
@@ -301,7 +303,7 @@ class Engine:
             for k, image in enumerate(images):
                 planned = plan(image.shape[0], image.shape[1], detect, detector.fixed_size)
                 heads.append(planned[0] if len(planned) > 1 else None)
-                if near[k] is not None and detector.fixed_size is None and len(planned) > 1:
+                if near[k] is not None and detector.fixed_size is None and len(planned) == 2:
                     planned = planned[:1] + around(planned[1:], near[k], *image.shape[:2])
                 for view in planned:
                     digest = ViewMemo.digest(view, image) if memos[k] is not None else b""

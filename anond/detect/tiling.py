@@ -81,7 +81,8 @@ def plan(height: int, width: int, detect: DetectSettings, fixed_size: tuple[int,
     return views
 
 
-# Verification searches a photo's detail views again only around its masks (`around`): each
+# Verification searches a small photo's enlarged detail view again only around its masks
+# (`around`; a large photo's tiles are left to the view memo, anond/detect/engine.py): each
 # mask's box grown by this many times its size on every side, and by at least NEAR_DETAIL_PX
 # image pixels. Elsewhere the detail views' pixels are those the first pass searched at that
 # scale. Wide, because a model with global pooling (anond-plate-db's squeeze-excitation
