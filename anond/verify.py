@@ -6,7 +6,8 @@ as the first pass; rounds, each on the result of the previous one, go on until o
 nothing left outside the masks (at most `max_rounds` detector runs). One algorithm,
 `verify_frames`, for photos and video frames; they differ in where it looks (a photo: the
 whole picture at its whole-image scale, a small photo's enlarged detail view around the
-masks, every target, up to MAX_ROUNDS; a video frame: around what masking changed,
+masks, every target, up to MAX_ROUNDS, a local model's later rounds only around what the round
+before masked; a video frame: around what masking changed,
 the targets it fixed, up to MAX_VIDEO_ROUNDS — the rest of a decoded frame was searched at a
 lower threshold already) and `verify` is the photo's entry.
 
@@ -194,7 +195,10 @@ def verify(
     With `covered`, a small photo's enlarged detail view is searched again only around its
     masked regions (`Engine.detect`'s `near`, anond/detect/tiling.py `around`): elsewhere its
     pixels are the ones the first pass searched at that scale; the whole-image view is
-    searched whole every round, a large photo's tiles where masks changed them (`memo`). `memo` (`anond.detect.engine.ViewMemo`, filled by the first pass and each round):
+    searched whole every round, a large photo's tiles where masks changed them (`memo`). A
+    local model (`Detector.local`, the face models) searches later rounds, whole view and
+    detail views, only around what was masked since its last search (`Engine.detect`'s
+    `recent`): elsewhere its outputs are those of that search. `memo` (`anond.detect.engine.ViewMemo`, filled by the first pass and each round):
     views of the photo whose pixels no mask has changed since they were run are not run again
     (they would find what they found); the search is the same.
     """
@@ -202,11 +206,20 @@ def verify(
     frame = FrameToVerify(0, 0.0, image, covered if covered is not None else np.zeros((h, w), bool),
                           list(profile.targets), None)
 
+    searched: dict[str, np.ndarray] = {}  # per target, the coverage when it last searched
+
     def run(views, detect, targets):
-        # Detail views only around the masks so far (`Engine.detect`'s `near`), when known.
-        near = [masked_boxes(frame.coverage)] if covered is not None else None
+        # Detail views only around the masks so far (`Engine.detect`'s `near`), when known;
+        # a local model's later rounds only around what was masked since its last search.
+        near = recent = None
+        if covered is not None:
+            near = [masked_boxes(frame.coverage)]
+            before = searched.get(targets[0])
+            if before is not None:
+                recent = [masked_boxes(frame.coverage & ~before)]
+            searched[targets[0]] = frame.coverage.copy()
         return engine.detect(views, detect, targets, memos=[memo] if memo is not None else None,
-                             near=near)
+                             near=near, recent=recent)
 
     checked = verify_frames(
         [frame], profile, profile.detect, run, engine.fixed_input, Orientation(0, (h, w)),

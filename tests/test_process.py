@@ -302,11 +302,11 @@ def test_verification_runs_again_only_the_views_masking_changed(settings, engine
     checked_memo = verify(remembered, engine, profile, covered=covered.copy(), memo=memo)
     assert np.array_equal(plain, remembered), "the same pixels masked, with or without the memo"
     assert (checked.fixes, checked.rounds) == (checked_memo.fixes, checked_memo.rounds)
-    # The face's masks lie in at most 4 of the 25 tiles (they overlap): the rest are not run
-    # again, in any round; those a round's masks touched are run in the next round, and only
-    # those (the last round, which masks nothing, reruns what the one before it changed).
+    # The face's masks lie in at most 4 of the 25 tiles (they overlap): round one does not
+    # run the rest again; a later round of the (local) face model searches only around what
+    # the round before masked (`Engine.detect`'s `recent`), no whole tile.
     rounds = checked_memo.rounds
-    assert 21 * rounds <= memo.reused < 25 * rounds
+    assert rounds >= 2 and 21 <= memo.reused < 25
     # What a memo gives back is what running every view finds.
     again = engine.detect([remembered], profile.detect, ["face"], memos=[memo])[0]
     fresh = engine.detect([remembered], profile.detect, ["face"])[0]

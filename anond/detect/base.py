@@ -22,6 +22,10 @@ PRE_NMS_IOU = 0.5  # light NMS per view; the Engine merges views with the config
 class Detector:
     """One ONNX model of one family. `detect(views, threshold)` gives boxes per view, in view pixels."""
 
+    # Outputs at a point depend only on the pixels around it (convolutions only, no global
+    # pooling): after a change, only detections near it can differ (`Engine.detect`'s `recent`).
+    local = False
+
     def __init__(self, installed: InstalledModel, runtime: RuntimeSettings) -> None:
         self.spec = installed.spec
         self.sha256 = installed.sha256

@@ -10,6 +10,8 @@ from .base import Boxes, Detector
 class CenterFace(Detector):
     """Dynamic input size (padded to /32); outputs heatmap, scale, offset, landmarks."""
 
+    local = True  # convolutions, ReLU, batch norm, transposed convolutions only
+
     def prepare(self, view: np.ndarray):
         return self.pad_to_stride(view), view.shape[:2]
 

@@ -21,7 +21,7 @@ from .base import Detector
 from .check import CropCheck
 from .rescale import SecondLook, TrackLook
 from .nms import merge
-from .tiling import View, around, plan
+from .tiling import RECENT, RECENT_PX, View, around, plan
 
 TARGETS = {"face": Target.FACE, "plate": Target.PLATE}
 # A weak box of the whole-image view is supported by a detail view's box overlapping it this much.
@@ -265,6 +265,7 @@ class Engine:
         memos: "Sequence[ViewMemo | None] | None" = None,
         rules: dict[str, dict[str, int]] | None = None,
         near: "Sequence[np.ndarray | None] | None" = None,
+        recent: "Sequence[np.ndarray | None] | None" = None,
     ) -> list[Detections]:
         """Boxes per image (pixel coordinates of that image), thresholds applied, NMS done.
 
@@ -282,10 +283,15 @@ class Engine:
         whole as always. (A large image's native tiles are left to `memos`: those no mask
         touches are not run again, and a tile is smaller than the crop around a large mask;
         a fixed-input model would letterbox the crops.)
+        `recent` (one per image, or None): boxes of what changed since this target's last search
+        of the image (a later verification round: what the round before masked); a local model
+        (`Detector.local`: convolutions only) then searches every view only around them
+        (`tiling.around`, RECENT / RECENT_PX): elsewhere its outputs are the last search's.
         """
         images = [_as_bgr(img) for img in images]
         memos = list(memos) if memos is not None else [None] * len(images)
         near = list(near) if near is not None else [None] * len(images)
+        recent = list(recent) if recent is not None else [None] * len(images)
         per_image: list[list[Detections]] = [[] for _ in images]
         for target in targets:
             if target not in self.detectors:
@@ -303,7 +309,10 @@ class Engine:
             for k, image in enumerate(images):
                 planned = plan(image.shape[0], image.shape[1], detect, detector.fixed_size)
                 heads.append(planned[0] if len(planned) > 1 else None)
-                if near[k] is not None and detector.fixed_size is None and len(planned) == 2:
+                if recent[k] is not None and detector.local and detector.fixed_size is None:
+                    planned = [v for views in ([planned[0]], planned[1:]) if views
+                               for v in around(views, recent[k], *image.shape[:2], RECENT, RECENT_PX)]
+                elif near[k] is not None and detector.fixed_size is None and len(planned) == 2:
                     planned = planned[:1] + around(planned[1:], near[k], *image.shape[:2])
                 for view in planned:
                     digest = ViewMemo.digest(view, image) if memos[k] is not None else b""

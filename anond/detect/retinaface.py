@@ -31,6 +31,8 @@ def priors(height: int, width: int) -> np.ndarray:
 class RetinaFace(Detector):
     """Dynamic input size (padded to /32); outputs loc, conf (softmaxed), landmarks."""
 
+    local = True  # convolutions, leaky ReLU, FPN upsampling only
+
     def prepare(self, view: np.ndarray):
         return self.pad_to_stride(view), view.shape[:2]
 

@@ -93,15 +93,16 @@ NEAR_DETAIL = 2.0
 NEAR_DETAIL_PX = 160
 
 
-def around(details: list[View], boxes: np.ndarray, height: int, width: int) -> list[View]:
+def around(details: list[View], boxes: np.ndarray, height: int, width: int,
+           grow: float = NEAR_DETAIL, min_px: int = NEAR_DETAIL_PX) -> list[View]:
     """The detail views (`details`, one scale) again, only around `boxes` (xyxy image pixels:
-    what masking changed): a view at the detail's scale around each box grown by NEAR_DETAIL
-    (at least NEAR_DETAIL_PX) a side, overlapping ones merged when the union costs no more;
+    what masking changed): a view at the detail's scale around each box grown by `grow` times
+    its size (at least `min_px`) a side, overlapping ones merged when the union costs no more;
     `details` themselves when that would cover as much of the image."""
     rects = []
     for x0, y0, x1, y1 in np.asarray(boxes, np.float64).reshape(-1, 4):
-        gx = max(NEAR_DETAIL_PX, (x1 - x0) * NEAR_DETAIL)
-        gy = max(NEAR_DETAIL_PX, (y1 - y0) * NEAR_DETAIL)
+        gx = max(min_px, (x1 - x0) * grow)
+        gy = max(min_px, (y1 - y0) * grow)
         c0, r0 = max(0, int(np.floor(x0 - gx))), max(0, int(np.floor(y0 - gy)))
         c1, r1 = min(width, int(np.ceil(x1 + gx))), min(height, int(np.ceil(y1 + gy)))
         if c1 > c0 and r1 > r0:
@@ -138,3 +139,9 @@ def merge_rects(rects: list[tuple[int, int, int, int]], cost) -> list[tuple[int,
             if merged:
                 break
     return rects
+
+# A later verification round of a local model (`Detector.local`) searches every view only
+# around what the previous round masked: each new mask grown by its size a side, at least
+# RECENT_PX image pixels.
+RECENT = 1.0
+RECENT_PX = 32
