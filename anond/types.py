@@ -107,7 +107,8 @@ class DetectorEngine(Protocol):
     models: list  # name, sha256 (and provider) of each model loaded
     track_looks: dict  # target -> the look each new video track of it needs (detect.rescale.TrackLook)
 
-    def detect(self, images: list[np.ndarray], detect, targets, memos=None, rules=None) -> list[Detections]: ...
+    def detect(self, images: list[np.ndarray], detect, targets, memos=None, rules=None,
+               near=None, recent=None) -> list[Detections]: ...
 
     def fixed_input(self, target: str) -> tuple[int, int] | None: ...
 

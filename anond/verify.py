@@ -198,9 +198,10 @@ def verify(
     searched whole every round, a large photo's tiles where masks changed them (`memo`). A
     local model (`Detector.local`, the face models) searches later rounds, whole view and
     detail views, only around what was masked since its last search (`Engine.detect`'s
-    `recent`): elsewhere its outputs are those of that search. `memo` (`anond.detect.engine.ViewMemo`, filled by the first pass and each round):
-    views of the photo whose pixels no mask has changed since they were run are not run again
-    (they would find what they found); the search is the same.
+    `recent`): elsewhere its outputs are those of that search. `memo`
+    (`anond.detect.engine.ViewMemo`, filled by the first pass and each round): views of the
+    photo whose pixels no mask has changed since they were run are not run again (they would
+    find what they found); the search is the same.
     """
     h, w = image.shape[:2]
     frame = FrameToVerify(0, 0.0, image, covered if covered is not None else np.zeros((h, w), bool),

@@ -20,12 +20,11 @@ from ..types import Detections, Target, iou_matrix
 from .base import Detector
 from .check import CropCheck
 from .rescale import SecondLook, TrackLook
+from .support import SUPPORT_IOU
 from .nms import merge
 from .tiling import RECENT, RECENT_PX, View, around, plan
 
 TARGETS = {"face": Target.FACE, "plate": Target.PLATE}
-# A weak box of the whole-image view is supported by a detail view's box overlapping it this much.
-SUPPORT_IOU = 0.3
 
 
 @dataclass(frozen=True)
@@ -150,7 +149,8 @@ def _supported(xyxy: np.ndarray, score: np.ndarray, whole: np.ndarray, threshold
     """Which boxes of one image's views to keep: every box of a detail view (enlarged or
     tiles) at >= threshold; a box of the whole-image view at >= confident, or at >= threshold
     when a detail view sees it too (a box there at >= support overlapping it, IoU >=
-    SUPPORT_IOU). Boxes under `threshold` only support."""
+    SUPPORT_IOU, as a second model's support: detect.support). Boxes under `threshold` only
+    support."""
     keep = score >= threshold
     weak = np.flatnonzero(whole & keep & (score < confident))
     helpers = ~whole & (score >= support)
@@ -160,6 +160,16 @@ def _supported(xyxy: np.ndarray, score: np.ndarray, whole: np.ndarray, threshold
     elif len(weak):
         keep[weak] = False
     return keep
+
+
+def _count_rule(rules: dict[str, dict[str, int]] | None, name: str, kept: np.ndarray) -> None:
+    """Add a rule's outcome to a caller's `rules` (None: not counted): `kept`, a bool per box
+    it judged."""
+    if rules is None:
+        return
+    tally = rules.setdefault(name, {"kept": 0, "dropped": 0})
+    tally["kept"] += int(kept.sum())
+    tally["dropped"] += int(len(kept) - kept.sum())
 
 
 def _as_bgr(image: np.ndarray) -> np.ndarray:
@@ -344,12 +354,10 @@ class Engine:
                     continue
                 xyxy, score = np.concatenate(boxes[k]), np.concatenate(scores[k])
                 if support is not None:
-                    keep = _supported(xyxy, score, np.concatenate(whole[k]), first, *support)
-                    if rules is not None:
-                        tally = rules.setdefault(f"{target}_view_support", {"kept": 0, "dropped": 0})
-                        weak = np.concatenate(whole[k]) & (score >= first) & (score < support[0])
-                        tally["kept"] += int((weak & keep).sum())
-                        tally["dropped"] += int((weak & ~keep).sum())
+                    from_whole = np.concatenate(whole[k])
+                    keep = _supported(xyxy, score, from_whole, first, *support)
+                    weak = from_whole & (score >= first) & (score < support[0])
+                    _count_rule(rules, f"{target}_view_support", keep[weak])
                     xyxy, score = xyxy[keep], score[keep]
                     if not len(score):
                         continue
@@ -357,10 +365,7 @@ class Engine:
                 if stage is not None:
                     keep, score = stage.review(images[k], xyxy, score, threshold)
                     xyxy, score = xyxy[keep], score[keep]
-                    if rules is not None:
-                        tally = rules.setdefault(f"{target}_{stage.rule}", {"kept": 0, "dropped": 0})
-                        tally["kept"] += int(keep.sum())
-                        tally["dropped"] += int(len(keep) - keep.sum())
+                    _count_rule(rules, f"{target}_{stage.rule}", keep)
                 cls_ = np.full(len(score), int(TARGETS[target]), np.int16)
                 per_image[k].append(Detections(xyxy, score, cls_))
         return [Detections.concat(parts) for parts in per_image]

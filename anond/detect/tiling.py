@@ -91,6 +91,11 @@ def plan(height: int, width: int, detect: DetectSettings, fixed_size: tuple[int,
 # over-mask (0.117 -> 0.102 %), where 1x / 64 px raised it to 0.143 %.
 NEAR_DETAIL = 2.0
 NEAR_DETAIL_PX = 160
+# A later verification round of a local model (`Detector.local`) searches every view only
+# around what the previous round masked: each new mask grown by its size a side, at least
+# RECENT_PX image pixels.
+RECENT = 1.0
+RECENT_PX = 32
 
 
 def around(details: list[View], boxes: np.ndarray, height: int, width: int,
@@ -139,9 +144,3 @@ def merge_rects(rects: list[tuple[int, int, int, int]], cost) -> list[tuple[int,
             if merged:
                 break
     return rects
-
-# A later verification round of a local model (`Detector.local`) searches every view only
-# around what the previous round masked: each new mask grown by its size a side, at least
-# RECENT_PX image pixels.
-RECENT = 1.0
-RECENT_PX = 32
