@@ -348,7 +348,9 @@ class Engine:
                 if len(score):
                     boxes[k].append(view.to_image(xyxy))
                     scores[k].append(score)
-                    whole[k].append(np.full(len(score), view == heads[k], bool))
+                    # The whole-image view, or a crop of it at its scale (`recent`).
+                    whole[k].append(np.full(len(score), heads[k] is not None
+                                            and view.scale == heads[k].scale, bool))
             for k in range(len(images)):
                 if not scores[k]:
                     continue
