@@ -6,6 +6,8 @@ data-marked tests (here and in test_accuracy_data.py) on the OpenALPR sets.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import cv2
 import numpy as np
 import pytest
@@ -17,7 +19,7 @@ from anond.errors import ProviderUnavailable
 from anond.types import Target
 
 ASTRONAUT_FACE = np.array([176, 55, 274, 180], np.float32)  # measured by hand on the 512x512 photo
-FACE_MODELS = ["centerface", "retinaface-mnet025"]
+FACE_MODELS = ["centerface", "retinaface-mnet025", "centerface-int8"]
 
 
 def iou(a: np.ndarray, b: np.ndarray) -> float:
@@ -38,6 +40,37 @@ def test_each_face_model_finds_the_astronauts_face(face_engine, astronaut):
     assert len(found) == 1, found.xyxy
     assert iou(found.xyxy[0], ASTRONAUT_FACE) > 0.6
     assert found.cls[0] == Target.FACE and 0 < found.score[0] <= 1
+
+
+def test_the_int8_centerface_is_shipped_and_finds_what_the_float_one_finds(settings, astronaut):
+    """centerface-int8 (training/faces/quantize.py): the project's file, packaged beside the
+    manifest, sha256 as stated, MIT; on real faces at three sizes (the astronaut whole, shrunk
+    to a 256 px photo, her head 20 px wide on a large canvas, searched in tiles) it finds the
+    float model's boxes at about the float model's scores."""
+    import hashlib
+
+    from anond import models
+
+    spec = models.load_manifest()["centerface-int8"]
+    assert spec.family == "centerface" and spec.shipped and not spec.optional
+    assert spec.licence.startswith("MIT")
+    data = (Path(__file__).resolve().parents[1] / "models" / spec.file).read_bytes()
+    assert hashlib.sha256(data).hexdigest() == spec.expected_source_sha256
+    assert spec.path.read_bytes() == data and len(data) <= 10 * 1024 * 1024
+
+    def engine_of(name):
+        return Engine.load(settings.model_copy(update={"models": settings.models.model_copy(
+            update={"face": name})}), ["face"])
+
+    float_engine, int8_engine = engine_of("centerface"), engine_of("centerface-int8")
+    scenes = [astronaut, cv2.resize(astronaut, (256, 256), interpolation=cv2.INTER_AREA),
+              _tiny_face_scene(astronaut, 20)[0]]
+    for scene in scenes:
+        ref = float_engine.detect([scene], DetectSettings(), ["face"])[0]
+        got = int8_engine.detect([scene], DetectSettings(), ["face"])[0]
+        assert len(ref) == 1 and len(got) == 1, (ref.xyxy, got.xyxy)
+        assert iou(ref.xyxy[0], got.xyxy[0]) > 0.8
+        assert abs(float(ref.score[0]) - float(got.score[0])) < 0.1
 
 
 def test_boxes_are_in_input_pixels_for_any_size(face_engine, astronaut):
