@@ -156,15 +156,13 @@ def with_overrides(settings_obj, spec: str):
             top[head] = value
         else:
             raise SystemExit(f"unknown setting {key!r} (detect.X, mask.X, verify, models.X)")
-    profiles = {k: p.model_copy(update={**top, **{name: getattr(p, name).model_copy(update=upd)
-                                                   for name, upd in sections.items() if upd}})
-                for k, p in settings_obj.profiles.items()}
     # Validated as the product validates them (a typo or a wrong type fails here, not later).
-    for p in profiles.values():
-        type(p).model_validate(p.model_dump())
-    return settings_obj.model_copy(update={
-        "models": settings_obj.models.model_copy(update=models),
-        "profiles": profiles, "profile": profiles["default"]})
+    profiles = {k: type(p).model_validate(p.model_copy(update={
+        **top, **{name: getattr(p, name).model_copy(update=upd) for name, upd in sections.items() if upd}
+    }).model_dump()) for k, p in settings_obj.profiles.items()}
+    chosen = type(settings_obj.models).model_validate({**settings_obj.models.model_dump(), **models})
+    return settings_obj.model_copy(update={"models": chosen, "profiles": profiles,
+                                           "profile": profiles["default"]})
 
 
 def settings():

@@ -158,7 +158,8 @@ def main() -> int:
         else:
             first = plate_models[0]
             runs = [("anond", model_settings[first], engines[first])] + [
-                (f"anond ({label})", vs, engines[first] if vs.models == settings.models else Engine.load(vs))
+                (f"anond ({label})", vs, engines[first] if vs.models == model_settings[first].models
+                 else Engine.load(vs))
                 for label, vs in face_variants(args.face_variants, model_settings[first])]
         for who, run_settings, engine in runs:
             results: list = []
