@@ -325,17 +325,17 @@ def test_the_view_support_rule_keeps_a_real_face_and_counts_what_it_judged(face_
 
 
 def test_a_local_model_searches_again_only_around_what_changed(face_engine, astronaut):
-    """`recent`: what changed since the last search. A local face model (convolutions only)
+    """`recent`: (a function giving) what changed since the last search. A local face model (convolutions only)
     searches only around it, whole view and detail views alike: nothing changed, nothing run;
     a change around the face, the face found there, as by a whole search."""
     detect = DetectSettings()
     assert face_engine.detectors["face"].local
     whole = face_engine.detect([astronaut], detect, ["face"])[0]
     assert whole.counts() == {"face": 1}
-    nothing = face_engine.detect([astronaut], detect, ["face"], recent=[np.zeros((0, 4), np.float32)])[0]
+    nothing = face_engine.detect([astronaut], detect, ["face"], recent=[lambda: np.zeros((0, 4), np.float32)])[0]
     assert len(nothing) == 0
     x0, y0, x1, y1 = whole.xyxy[0]
     near = face_engine.detect([astronaut], detect, ["face"],
-                              recent=[np.array([[x0, y0, x1, y1]], np.float32)])[0]
+                              recent=[lambda: np.array([[x0, y0, x1, y1]], np.float32)])[0]
     assert near.counts() == {"face": 1}
     assert float(np.abs(near.xyxy[0] - whole.xyxy[0]).max()) < 0.1 * (x1 - x0)

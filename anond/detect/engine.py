@@ -274,8 +274,8 @@ class Engine:
         self, images: list[np.ndarray], detect: DetectSettings, targets: Sequence[str],
         memos: "Sequence[ViewMemo | None] | None" = None,
         rules: dict[str, dict[str, int]] | None = None,
-        near: "Sequence[np.ndarray | None] | None" = None,
-        recent: "Sequence[np.ndarray | None] | None" = None,
+        near: "Sequence[Callable[[], np.ndarray] | None] | None" = None,
+        recent: "Sequence[Callable[[], np.ndarray] | None] | None" = None,
     ) -> list[Detections]:
         """Boxes per image (pixel coordinates of that image), thresholds applied, NMS done.
 
@@ -287,16 +287,18 @@ class Engine:
         whose pixels are those it was run on is not run again. `rules` (a caller's dict, e.g.
         a job report's): each second stage's counts are added to it, what it kept and what it
         dropped ({"plate_second_look": {"kept": 2, "dropped": 5}}; counts only).
-        `near` (one per image, or None): boxes of what changed since the image was searched
-        whole (verification: the masks); a model of dynamic input then searches a small
-        image's enlarged detail view only around them (`tiling.around`), the whole-image view
-        whole as always. (A large image's native tiles are left to `memos`: those no mask
+        `near` (one per image, or None): a function giving the boxes of what changed since the
+        image was searched whole (verification: the masks), called only when they are used: a
+        model of dynamic input then searches a small image's enlarged detail view only around
+        them (`tiling.around`), the whole-image view whole as always. (A large image's native tiles are left to `memos`: those no mask
         touches are not run again, and a tile is smaller than the crop around a large mask;
         a fixed-input model would letterbox the crops.)
-        `recent` (one per image, or None): boxes of what changed since this target's last search
-        of the image (a later verification round: what the round before masked); a local model
-        (`Detector.local`: convolutions only) then searches every view only around them
-        (`tiling.around`, RECENT / RECENT_PX): elsewhere its outputs are the last search's.
+        `recent` (one per image, or None): a function giving the boxes of what changed since this
+        target's last search of the image (a later verification round: what the round before
+        masked), called only for a local model (`Detector.local`: convolutions only), which then
+        searches every view only around them (`tiling.around`, RECENT / RECENT_PX): elsewhere
+        its outputs are the last search's. (Both are functions because finding the boxes of a
+        large photo's masks costs ~0.1 s, and most searches do not need them.)
         """
         images = [_as_bgr(img) for img in images]
         memos = list(memos) if memos is not None else [None] * len(images)
@@ -320,10 +322,11 @@ class Engine:
                 planned = plan(image.shape[0], image.shape[1], detect, detector.fixed_size)
                 heads.append(planned[0] if len(planned) > 1 else None)
                 if recent[k] is not None and detector.local and detector.fixed_size is None:
-                    planned = [v for views in ([planned[0]], planned[1:]) if views
-                               for v in around(views, recent[k], *image.shape[:2], RECENT, RECENT_PX)]
+                    changed = recent[k]()
+                    planned = [v for group in ([planned[0]], planned[1:]) if group
+                               for v in around(group, changed, *image.shape[:2], RECENT, RECENT_PX)]
                 elif near[k] is not None and detector.fixed_size is None and len(planned) == 2:
-                    planned = planned[:1] + around(planned[1:], near[k], *image.shape[:2])
+                    planned = planned[:1] + around(planned[1:], near[k](), *image.shape[:2])
                 for view in planned:
                     digest = ViewMemo.digest(view, image) if memos[k] is not None else b""
                     seen = memos[k].recall((target, low, view), digest) if memos[k] is not None else None
