@@ -45,11 +45,11 @@ def main() -> int:
 
     settings = c.settings()
     load_before = c.load()
-    engine = Engine.load(settings)
     show = {"auto": None, "on": True, "off": False}[args.progress]
     wanted = args.clips.split(",") if args.clips else None
-    if args.no_person:
+    if args.no_person:  # faces alone, with an engine of its own
         return no_person(args, settings, load_before, show, wanted)
+    engine = Engine.load(settings)
     rows, fp_rows = [], []
     for name, clip in clips().items():
         if wanted and name not in wanted:
