@@ -17,7 +17,8 @@ how many float boxes >= 0.2 it finds again, the score differences, the box width
     python training/faces/quantize.py [--out models/centerface-int8.onnx] [--check]
 
 Needs `onnx` (the train extra) beside onnxruntime; reads the installed float model
-(`anond models install`).
+(`anond models install`, its sha256 checked) through anond's own CenterFace detector, so the
+calibration tensors and the compared boxes are the product's.
 """
 
 from __future__ import annotations
@@ -53,14 +54,23 @@ def views(paths: list[Path]) -> list[np.ndarray]:
     return out
 
 
-def blob(view: np.ndarray) -> np.ndarray:
-    """As anond feeds CenterFace: RGB 0-255 float, padded to /32 (anond/detect/base.py)."""
-    h, w = view.shape[:2]
-    padded = cv2.copyMakeBorder(view, 0, -h % 32, 0, -w % 32, cv2.BORDER_CONSTANT, value=0)
-    return cv2.cvtColor(padded, cv2.COLOR_BGR2RGB).transpose(2, 0, 1)[None].astype(np.float32)
+def detector(path: Path | None = None):
+    """anond's CenterFace detector (anond/detect/centerface.py) on the installed float model,
+    its sha256 checked, or on the file `path` (a quantized one): its input tensors and boxes
+    are the product's own."""
+    from anond.config import Settings
+    from anond.detect.engine import build_detector
+    from anond.models import InstalledModel, sha256_file, verified_model
+
+    settings = Settings()
+    installed = verified_model("centerface", settings.models.dir, settings.models.manifest)
+    if path is not None:
+        installed = InstalledModel(installed.spec, path, sha256_file(path))
+    return build_detector(installed, settings.runtime), installed.path
 
 
-def quantize(src: Path, out: Path) -> None:
+def quantize(ref, src: Path, out: Path) -> None:
+    """`src` (the float model `ref` serves) quantized into `out`."""
     import onnx
     from onnx import version_converter
     from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat,
@@ -78,7 +88,8 @@ def quantize(src: Path, out: Path) -> None:
         keep_float = [n.name for n in model.graph.node if n.op_type == "Conv"][:FLOAT_CONVS]
         onnx.save(model, pre)
         name = model.graph.input[0].name
-        calibration = [{name: blob(v)} for v in views(photos(EVERY, 0, COUNT))]
+        calibration = [{name: ref.blob([ref.prepare(v)[0]])}
+                       for v in views(photos(EVERY, 0, COUNT))]
 
         class Reader(CalibrationDataReader):
             def __init__(self) -> None:
@@ -95,26 +106,8 @@ def quantize(src: Path, out: Path) -> None:
         os.replace(tmp_out, out)
 
 
-def check(float_model: Path, int8_model: Path) -> None:
-    """The int8 model against the float one on held-out photos (boxes >= 0.2)."""
-    import onnxruntime as ort
-
-    from anond.detect.nms import nms
-
-    def boxes(session, view):
-        heat, scale, offset = session.run(None, {session.get_inputs()[0].name: blob(view)})[:3]
-        ys, xs = np.nonzero(heat[0, 0] >= 0.2)
-        bw, score = np.exp(scale[0, 1, ys, xs]) * 4, heat[0, 0, ys, xs]
-        bh = np.exp(scale[0, 0, ys, xs]) * 4
-        cx, cy = (xs + offset[0, 1, ys, xs] + 0.5) * 4, (ys + offset[0, 0, ys, xs] + 0.5) * 4
-        xyxy = np.stack([cx - bw / 2, cy - bh / 2, cx + bw / 2, cy + bh / 2], 1)
-        keep = nms(xyxy, score, 0.5)
-        return xyxy[keep], score[keep]
-
-    opts = ort.SessionOptions()
-    opts.log_severity_level = 3
-    ref = ort.InferenceSession(str(float_model), opts, providers=["CPUExecutionProvider"])
-    q = ort.InferenceSession(str(int8_model), opts, providers=["CPUExecutionProvider"])
+def check(ref, q) -> None:
+    """The int8 detector `q` against the float one `ref` on held-out photos (boxes >= 0.2)."""
     held_out = views(photos(5, 7, 300))
     try:
         from skimage import data
@@ -122,7 +115,12 @@ def check(float_model: Path, int8_model: Path) -> None:
         held_out.append(cv2.cvtColor(data.astronaut(), cv2.COLOR_RGB2BGR))
     except ImportError:
         pass
+
+    def boxes(model, view):
+        return model.detect([view], 0.2)[0]
+
     agreement(held_out, lambda v: boxes(ref, v), lambda v: boxes(q, v), "int8")
+
     # The floor: the float model against itself on the same views re-encoded as JPEG quality 95.
     def again(view):
         copy = cv2.imdecode(cv2.imencode(".jpg", view, [cv2.IMWRITE_JPEG_QUALITY, 95])[1], 1)
@@ -157,21 +155,19 @@ def agreement(held_out, first, second, who: str) -> None:
 
 
 def main() -> int:
-    from anond.config import Settings
     from anond.models import sha256_file
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--src", type=Path, default=Settings().models.dir / "centerface.onnx",
-                    help="the installed float CenterFace (anond models install)")
     ap.add_argument("--out", type=Path, default=ROOT / "models" / "centerface-int8.onnx")
     ap.add_argument("--check", action="store_true", help="compare with the float model")
     args = ap.parse_args()
     if not DATA.is_dir():
         raise SystemExit(f"calibration photos not found: {DATA}")
-    quantize(args.src, args.out)
+    ref, src = detector()
+    quantize(ref, src, args.out)
     print(f"{args.out}: sha256 {sha256_file(args.out)}")
     if args.check:
-        check(args.src, args.out)
+        check(ref, detector(args.out)[0])
     return 0
 
 
