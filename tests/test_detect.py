@@ -29,10 +29,15 @@ def iou(a: np.ndarray, b: np.ndarray) -> float:
     return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
 
 
+def engine_of(settings, face_model: str) -> Engine:
+    """An engine for faces alone, with `face_model` as the photo face model."""
+    s = settings.model_copy(update={"models": settings.models.model_copy(update={"face": face_model})})
+    return Engine.load(s, ["face"])
+
+
 @pytest.fixture(scope="module", params=FACE_MODELS)
 def face_engine(request, settings):
-    s = settings.model_copy(update={"models": settings.models.model_copy(update={"face": request.param})})
-    return Engine.load(s, ["face"])
+    return engine_of(settings, request.param)
 
 
 def test_each_face_model_finds_the_astronauts_face(face_engine, astronaut):
@@ -58,11 +63,7 @@ def test_the_int8_centerface_is_shipped_and_finds_what_the_float_one_finds(setti
     assert hashlib.sha256(data).hexdigest() == spec.expected_source_sha256
     assert spec.path.read_bytes() == data and len(data) <= 10 * 1024 * 1024
 
-    def engine_of(name):
-        return Engine.load(settings.model_copy(update={"models": settings.models.model_copy(
-            update={"face": name})}), ["face"])
-
-    float_engine, int8_engine = engine_of("centerface"), engine_of("centerface-int8")
+    float_engine, int8_engine = engine_of(settings, "centerface"), engine_of(settings, "centerface-int8")
     scenes = [astronaut, cv2.resize(astronaut, (256, 256), interpolation=cv2.INTER_AREA),
               _tiny_face_scene(astronaut, 20)[0]]
     for scene in scenes:
